@@ -1,0 +1,51 @@
+"""`deploy eval`: top-1, agreement, parameters, GFLOPs and size of a model or artifact."""
+from __future__ import annotations
+
+import argparse
+
+from .args import add_json_arg, add_model_args, eval_dataset, load_model
+from .output import emit
+
+HELP = "measure top-1, params, GFLOPs and size of a model or artifact"
+DESCRIPTION = """\
+Evaluate a model on labelled images and print top-1 (%), parameters, GFLOPs per image and size (MB).
+
+examples:
+  deploy eval                                   # the built-in test bed (FP32 DINOv2 ViT-S/14 + probe)
+  deploy eval out/rb-lra-45                     # an artifact written by `deploy compress`
+  deploy eval --model deit_small_patch16_224 --weights deit_s.safetensors --data /data/imagenet/val
+  deploy eval out/rb-lra-45 --reference testbed --json eval.json   # + agreement with the FP32 model
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--data", "-d", default=None,
+                   help="ImageFolder path (ImageNet val layout) or fashion-mnist[:test|:train]; default: the test bed's test subset")
+    p.add_argument("--limit", type=int, default=None, help="evaluate a seeded subset of N images")
+    p.add_argument("--reference", default=None, metavar="MODEL_OR_DIR",
+                   help="also report agreement (0-1) with this model's predictions (a model name or artifact folder)")
+    p.add_argument("--batch-size", type=int, default=64)
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate
+
+    model = load_model(args)
+    ds = eval_dataset(args, model)
+    reference = None
+    if args.reference:
+        ref_args = argparse.Namespace(**{**vars(args), "source": None, "model": args.reference, "weights": "auto"})
+        from ..artifacts import is_model_artifact
+
+        if is_model_artifact(args.reference):
+            ref_args.source = args.reference
+        reference = load_model(ref_args)
+    result = evaluate(model, ds, reference=reference, batch_size=args.batch_size, progress=not args.quiet)
+    spec = model.lraqvit_spec
+    data = {"model": spec.name, "arch": spec.arch, "weights": spec.weights, **result.to_dict()}
+    emit(data, args.json, title=f"eval: {spec.name}")
+    return 0

