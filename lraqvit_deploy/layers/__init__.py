@@ -1,4 +1,6 @@
 """The SDK's own nn.Modules (low-rank and fake-quant Linears), registered for artifact reloads."""
 from ._registry import get_builder, register_module_type
+from .low_rank_linear import LowRankLinear, saves_parameters, svd_factors
+from .quant_linear import ACT_SCHEMES, QuantLinear
 
-__all__ = ["get_builder", "register_module_type"]
+__all__ = ["get_builder", "register_module_type", "LowRankLinear", "saves_parameters", "svd_factors", "ACT_SCHEMES", "QuantLinear"]

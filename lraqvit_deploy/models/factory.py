@@ -65,6 +65,10 @@ def build_architecture(spec: ModelSpec) -> nn.Module:
     import timm
 
     model = timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
+    if spec.kwargs.get("img_size"):
+        size = spec.kwargs["img_size"]
+        h, w = (size, size) if isinstance(size, int) else size
+        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, h, w)}
     if spec.name == TESTBED:
         from . import testbed
 

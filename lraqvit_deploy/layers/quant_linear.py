@@ -1,0 +1,128 @@
+"""`QuantLinear`: the quantization simulator's Linear and the contract every backend lowers.
+
+A QuantLinear holds the FP32 Linear whose weights already have any WADS/SmoothQuant channel
+scales folded in, plus the numbers a backend needs to execute the same arithmetic:
+
+  * `w_scale` (out,)   symmetric per-channel weight scale: W_q = clamp(round(W / s), -qmax, qmax)
+  * `act_scheme`       one of ACT_SCHEMES (below)
+  * `act_scale`        ()  for per_tensor_static, (T,) for per_token_static (one per token
+                       position), empty for per_token_dynamic / none
+  * `input_scale`      (in,) optional explicit divisor applied to x before quantization, for a
+                       channel scale that no preceding op can absorb (e.g. fc2 after GELU);
+                       empty when everything is folded.
+
+Activation quantization is symmetric with range [-qmax-1, qmax] (int8: [-128, 127]) for static
+schemes. `per_token_dynamic` quantizes each token row with its own scale at run time; with
+`act_symmetric=False` it is asymmetric (scale + zero point per row), which is what XNNPACK's
+qd8 kernels execute.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._registry import register_module_type
+
+ACT_SCHEMES = ("none", "per_tensor_static", "per_token_static", "per_token_dynamic")
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """round() with a straight-through gradient (used by WADS' alpha search)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def fake_quant_symmetric(x: torch.Tensor, scale: torch.Tensor, bits: int = 8, ste: bool = False) -> torch.Tensor:
+    """Q(x) * s with Q(x) = clamp(round(x / s), -2^(b-1), 2^(b-1) - 1); `scale` broadcasts against x."""
+    qmax = 2 ** (bits - 1) - 1
+    r = round_ste if ste else torch.round
+    return torch.clamp(r(x / scale), -qmax - 1, qmax) * scale
+
+
+def per_channel_weight_scale(weight: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """max |W[o, :]| / qmax for each output channel (never zero)."""
+    qmax = 2 ** (bits - 1) - 1
+    return weight.detach().abs().amax(dim=1).clamp_min(1e-8) / qmax
+
+
+def fake_quant_per_token_dynamic(x: torch.Tensor, bits: int = 8, symmetric: bool = True,
+                                 ste: bool = False) -> torch.Tensor:
+    """Each row (token) of x quantized with its own run-time scale (and zero point if asymmetric)."""
+    r = round_ste if ste else torch.round
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1e-8) / qmax
+        return torch.clamp(r(x / scale), -qmax - 1, qmax) * scale
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    lo = x.detach().amin(dim=-1, keepdim=True).clamp_max(0)
+    hi = x.detach().amax(dim=-1, keepdim=True).clamp_min(0)
+    scale = ((hi - lo) / (qmax - qmin)).clamp_min(1e-8)
+    zero = torch.clamp(torch.round(qmin - lo / scale), qmin, qmax)
+    return (torch.clamp(r(x / scale) + zero, qmin, qmax) - zero) * scale
+
+
+class QuantLinear(nn.Module):
+    """Fake-quantized Linear: per-channel int weights, activations per `act_scheme`."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, act_scheme: str = "per_token_dynamic",
+                 w_bits: int = 8, a_bits: int = 8, act_symmetric: bool = True, num_tokens: Optional[int] = None):
+        super().__init__()
+        if act_scheme not in ACT_SCHEMES:
+            raise ValueError(f"act_scheme must be one of {ACT_SCHEMES}, got {act_scheme!r}")
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.in_features, self.out_features = in_features, out_features
+        self.act_scheme, self.w_bits, self.a_bits, self.act_symmetric = act_scheme, w_bits, a_bits, act_symmetric
+        self.register_buffer("w_scale", torch.ones(out_features))
+        shape = {"per_tensor_static": (), "per_token_static": (num_tokens or 0,)}.get(act_scheme, (0,))
+        self.register_buffer("act_scale", torch.ones(shape))
+        self.register_buffer("input_scale", torch.ones(0))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, act_scheme: str = "per_token_dynamic", **kw) -> "QuantLinear":
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, act_scheme, **kw)
+        m.linear.load_state_dict(linear.state_dict())
+        m.linear.to(linear.weight.device)
+        m.update_weight_scale()
+        return m
+
+    def update_weight_scale(self) -> None:
+        """Recompute `w_scale` from the (folded) FP32 weight."""
+        self.w_scale = per_channel_weight_scale(self.linear.weight, self.w_bits)
+
+    def quantized_weight(self) -> torch.Tensor:
+        return fake_quant_symmetric(self.linear.weight, self.w_scale[:, None], self.w_bits)
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale.numel():
+            x = x / self.input_scale
+        if self.act_scheme == "per_tensor_static":
+            return fake_quant_symmetric(x, self.act_scale, self.a_bits)
+        if self.act_scheme == "per_token_static":
+            return fake_quant_symmetric(x, self.act_scale[:, None], self.a_bits)  # x: (..., T, C)
+        if self.act_scheme == "per_token_dynamic":
+            return fake_quant_per_token_dynamic(x, self.a_bits, self.act_symmetric)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.quantize_input(x), self.quantized_weight(), self.linear.bias)
+
+    def artifact_entry(self) -> dict:
+        return {"type": "quant_linear", "act_scheme": self.act_scheme, "w_bits": self.w_bits, "a_bits": self.a_bits,
+                "act_symmetric": self.act_symmetric, "num_tokens": int(self.act_scale.numel())
+                if self.act_scheme == "per_token_static" else None, "input_scale": bool(self.input_scale.numel())}
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, act={self.act_scheme}, "
+                f"w{self.w_bits}a{self.a_bits}")
+
+
+@register_module_type("quant_linear")
+def _build(original: nn.Module, entry: dict) -> nn.Module:
+    m = QuantLinear(original.in_features, original.out_features, original.bias is not None, entry["act_scheme"],
+                    entry.get("w_bits", 8), entry.get("a_bits", 8), entry.get("act_symmetric", True),
+                    entry.get("num_tokens"))
+    if entry.get("input_scale"):
+        m.input_scale = torch.ones(original.in_features)
+    return m
