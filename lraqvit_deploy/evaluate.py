@@ -47,10 +47,19 @@ def count_gflops(model: nn.Module, shape: Optional[Sequence[int]] = None) -> flo
     x = torch.zeros(1, *(shape or input_size(model)))
     counter = FlopCounterMode(display=False)
     was_training = model.training
-    model.eval()
-    with counter:
-        model(x)
-    model.train(was_training)
+    # torch's counter has no formula for the CPU fused-attention kernel, so attention matmuls would be
+    # silently missed: count through timm's explicit (unfused) attention path instead.
+    fused = [(m, m.fused_attn) for m in model.modules() if getattr(m, "fused_attn", None) is True]
+    for m, _ in fused:
+        m.fused_attn = False
+    try:
+        model.eval()
+        with counter:
+            model(x)
+    finally:
+        for m, flag in fused:
+            m.fused_attn = flag
+        model.train(was_training)
     return counter.get_total_flops() / 1e9
 
 

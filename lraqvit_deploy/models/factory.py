@@ -170,7 +170,7 @@ def timm_cache_file(name: str) -> Optional[Path]:
                     return Path(hit)
     if cfg.url:
         hit = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url.split("?")[0])
-        if hit.is_file():
+        if hit.is_file() and hit.suffix in WEIGHT_FILE_SUFFIXES:  # e.g. big_vision .npz files are not read here
             return hit
     return None
 
@@ -208,17 +208,25 @@ def load_weights_file(model: nn.Module, path: Path) -> None:
         sd = filter_fn(sd, model)
     head = getattr(model, "head", None)
     head = getattr(head, "fc", head)  # swin keeps its Linear under head.fc
-    for k in [k for k in sd if k.endswith("weight") and "head" in k]:
-        if isinstance(head, nn.Linear) and sd[k].ndim == 2 and sd[k].shape != head.weight.shape:
-            raise DeployError(
-                f"{path}: classifier {k} has {sd[k].shape[0]} classes but the model has {head.out_features}; "
-                f"pass --num-classes {sd[k].shape[0]}."
-            )
-    result = model.load_state_dict(sd, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    if isinstance(head, nn.Linear):
+        for k in (k for k in sd if "head" in k and k.endswith("weight") and sd[k].ndim == 2):
+            if sd[k].shape[1] == head.in_features and sd[k].shape[0] != head.out_features:
+                raise DeployError(
+                    f"{path}: classifier {k} has {sd[k].shape[0]} classes but the model has "
+                    f"{head.out_features}; pass --num-classes {sd[k].shape[0]}."
+                )
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong_shape = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        arch = model.lraqvit_spec.arch if hasattr(model, "lraqvit_spec") else type(model).__name__
         raise DeployError(
-            f"{path} does not fit {type(model).__name__} "
-            f"({getattr(model, 'lraqvit_spec', None) and model.lraqvit_spec.arch or ''}): "
-            f"missing {result.missing_keys[:5]}{'...' if len(result.missing_keys) > 5 else ''}, "
-            f"unexpected {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}."
+            f"{path} does not fit {arch}: {_few(missing)} missing, {_few(unexpected)} unexpected, "
+            f"{_few(wrong_shape)} with another shape. Is it a checkpoint of this architecture and --img-size?"
         )
+    model.load_state_dict(sd, strict=True)
+
+
+def _few(items, n: int = 3) -> str:
+    return "none" if not items else f"{len(items)} ({', '.join(items[:n])}{', ...' if len(items) > n else ''})"
