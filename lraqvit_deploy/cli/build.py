@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import DeployError
 from .args import add_json_arg, add_model_args, load_model
+from .compress import add_compression_args, compress_from_args
 
 TARGETS = {
     "android": "lraqvit_deploy.backends.executorch.cli",
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, type=Path, help="output folder (replaced atomically)")
     add_model_args(p)
     add_json_arg(p)
+    add_compression_args(p)  # --method lra|rb-lra ...: compress (and distil) before lowering
     for target, modname in TARGETS.items():
         try:
             mod = importlib.import_module(modname)
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from .output import emit
 
     backend = _backend(args.target)
-    model = load_model(args)
+    model = compress_from_args(load_model(args), args)
     manifest = backend.build(model, args.out, args)
     emit({k: v for k, v in manifest.items() if not isinstance(v, (dict, list))}, args.json,
          title=f"build --target {args.target}: {args.out}")

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from ..errors import DeployError
 
-COMMANDS = ["eval", "build", "bench"]  # modules of lraqvit_deploy.cli, each with register(subparsers) and run(args)
+COMMANDS = ["eval", "compress", "build", "bench", "table"]  # modules of lraqvit_deploy.cli, each with register(subparsers) and run(args)
 
 DESCRIPTION = """\
 lraqvit-deploy: compress timm Vision Transformers (low-rank + INT8, LRA-QViT) and ship them to

@@ -6,7 +6,10 @@ scales folded in, plus the numbers a backend needs to execute the same arithmeti
   * `w_scale` (out,)   symmetric per-channel weight scale: W_q = clamp(round(W / s), -qmax, qmax)
   * `act_scheme`       one of ACT_SCHEMES (below)
   * `act_scale`        ()  for per_tensor_static, (T,) for per_token_static (one per token
-                       position), empty for per_token_dynamic / none
+                       position: x is viewed as (-1, T, C), so Swin's (B, H, W, C) has T = H*W),
+                       empty for per_token_dynamic / none
+  * `tensor_act_scale` ()  the calibrated per-tensor static scale, kept for every scheme so that a
+                       backend without per-token support (TensorRT) can still lower the layer
   * `input_scale`      (in,) optional explicit divisor applied to x before quantization, for a
                        channel scale that no preceding op can absorb (e.g. fc2 after GELU);
                        empty when everything is folded.
@@ -78,6 +81,7 @@ class QuantLinear(nn.Module):
         shape = {"per_tensor_static": (), "per_token_static": (num_tokens or 0,)}.get(act_scheme, (0,))
         self.register_buffer("act_scale", torch.ones(shape))
         self.register_buffer("input_scale", torch.ones(0))
+        self.register_buffer("tensor_act_scale", torch.ones(()))
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, act_scheme: str = "per_token_dynamic", **kw) -> "QuantLinear":
@@ -100,7 +104,8 @@ class QuantLinear(nn.Module):
         if self.act_scheme == "per_tensor_static":
             return fake_quant_symmetric(x, self.act_scale, self.a_bits)
         if self.act_scheme == "per_token_static":
-            return fake_quant_symmetric(x, self.act_scale[:, None], self.a_bits)  # x: (..., T, C)
+            xs = x.reshape(-1, self.act_scale.numel(), x.shape[-1])
+            return fake_quant_symmetric(xs, self.act_scale[:, None], self.a_bits).reshape(x.shape)
         if self.act_scheme == "per_token_dynamic":
             return fake_quant_per_token_dynamic(x, self.a_bits, self.act_symmetric)
         return x

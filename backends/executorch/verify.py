@@ -1,0 +1,79 @@
+"""Run a .pte on this host and compare its predictions with the PyTorch model it was lowered from.
+
+The reference is the model handed to `deploy build`: the FP32 model, or for a model holding
+`QuantLinear` layers the quantization simulator (`model(x)`), so agreement measures the
+lowering, not the quantization. For PT2E INT8 of an FP32 model, the reference is the FP32 model.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class Verification:
+    n_images: int
+    agreement: float  # 0..1, argmax of the .pte == argmax of the reference
+    top1: Optional[float]  # percent, when labels exist
+    reference_top1: Optional[float]
+    max_abs_logit_diff: float
+    reference: str
+    data: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Tensor] = None,
+                   reference_name: str = "pytorch", data_name: str = "", progress: bool = True,
+                   batch_size: int = 50) -> Verification:
+    """Execute the program on each image (batch 1, as exported) and score it against `reference`."""
+    from tqdm import tqdm
+
+    from .runtime import load_forward
+
+    method, _ = load_forward(path)
+    reference = reference.eval()
+    preds, ref_preds, diff = [], [], 0.0
+    for start in tqdm(range(0, len(images), batch_size), desc="verify .pte", disable=not progress, leave=False):
+        chunk = images[start : start + batch_size]
+        ref = reference(chunk)
+        out = torch.cat([method.execute([chunk[i : i + 1].contiguous()])[0] for i in range(len(chunk))])
+        diff = max(diff, (out - ref).abs().max().item())
+        preds += out.argmax(-1).tolist()
+        ref_preds += ref.argmax(-1).tolist()
+    preds_t, ref_t = torch.tensor(preds), torch.tensor(ref_preds)
+    top1 = ref_top1 = None
+    if labels is not None:
+        labels = torch.as_tensor(labels)[: len(preds)]
+        top1 = 100.0 * (preds_t == labels).float().mean().item()
+        ref_top1 = 100.0 * (ref_t == labels).float().mean().item()
+    return Verification(len(preds), (preds_t == ref_t).float().mean().item(), top1, ref_top1, diff,
+                        reference_name, data_name)
+
+
+def verification_images(model: nn.Module, args, n: Optional[int], seed: int = 0):
+    """(images, labels or None, description): the test bed's eval set, `--data`, or seeded noise."""
+    from lraqvit_deploy.cli.args import eval_dataset
+    from lraqvit_deploy.errors import DeployError
+
+    from .export import example_input
+
+    try:
+        ds = eval_dataset(args, model)
+    except DeployError:
+        ds = None
+    if ds is None:
+        g = torch.Generator().manual_seed(seed)
+        n = n or 64
+        shape = example_input(model).shape[1:]
+        return torch.randn(n, *shape, generator=g), None, f"{n} seeded N(0,1) images (no dataset for this model)"
+    n = min(n or len(ds), len(ds))
+    items = [ds[i] for i in range(n)]
+    images = torch.stack([x for x, _ in items])
+    labels = torch.tensor([int(y) for _, y in items])
+    return images, labels, f"{n} images of {getattr(args, 'data', None) or 'the test bed eval set'}"

@@ -1,0 +1,225 @@
+"""`deploy compress`: LRA / RB-LRA low-rank compression with block-level distillation (LRA-QViT §3).
+
+`add_compression_args(parser)` and `compress_from_args(model, args)` are reused by `deploy build`,
+so `deploy build --method rb-lra --param-reduction 0.45 ...` compresses before lowering.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any, Dict
+
+from ..compress.configs import (DEFAULT_KD_BATCH, DEFAULT_KD_FEATURE_LOSS, DEFAULT_KD_LR, DEFAULT_KD_STEPS,
+                                DEFAULT_KD_TRAINABLE, DEFAULT_KD_WARMUP, FEATURE_LOSSES, INITS, METHODS, TRAINABLE)
+from ..errors import DeployError
+from .args import add_json_arg, add_model_args, eval_dataset, load_model
+
+HELP = "low-rank compress a ViT (LRA or RB-LRA + block distillation) to a target parameter reduction"
+DESCRIPTION = f"""\
+Replace every Linear inside the encoder blocks (qkv, proj, fc1, fc2) by a rank-r pair chosen
+for a target parameter reduction of the whole model, then (by default) distil the compressed
+model from the original block by block (CE + per-block MSE, AdamW + cosine), merge the RB-LRA
+branch, evaluate both models and save the result as an artifact that `deploy eval DIR` reloads.
+
+Distillation defaults ({DEFAULT_KD_STEPS} steps of batch {DEFAULT_KD_BATCH}, lr {DEFAULT_KD_LR:g}) are sized
+for the test bed on 2 CPU cores (a few minutes). --kd-steps 0 skips distillation (plain LRA).
+On several GPUs or hosts run the same command under torchrun:
+  torchrun --nproc_per_node 4 -m lraqvit_deploy compress ...
+
+examples:
+  deploy compress --method rb-lra --param-reduction 0.45 --out out/rb-lra-45 --json rb45.json
+  deploy compress --method lra --param-reduction 0.30 --kd-steps 0 --out out/lra-30
+  deploy compress --method rb-lra --param-reduction 0.45 --kd-steps 400 --rank-multiple 16 --out out/rb16
+  deploy compress --method rb-lra --ranks ranks.json --out out/mixed     # per-layer ranks
+  deploy compress ... --resume         # continue an interrupted distillation from its checkpoint
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compress", help=HELP, description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", "-o", required=True, type=Path, help="artifact folder to write (replaced atomically)")
+    add_model_args(p, positional=False)
+    add_compression_args(p, required=True)
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--data", "-d", default=None,
+                   help="evaluation images: ImageFolder path or fashion-mnist[:test]; default: the test bed's test subset")
+    e.add_argument("--limit", type=int, default=None, help="evaluate a seeded subset of N images")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def add_compression_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """The low-rank and distillation options (shared by `deploy compress` and `deploy build`)."""
+    g = p.add_argument_group("low-rank compression", "LRA / RB-LRA (LRA-QViT §3.1-3.3)"
+                             + ("" if required else "; skipped unless --method is given"))
+    g.add_argument("--method", choices=METHODS, default=None, required=required,
+                   help="lra: truncated SVD; rb-lra: SVD base + trainable branch merged after distillation")
+    g.add_argument("--param-reduction", type=float, default=None, metavar="F",
+                   help="fraction of the whole model's parameters to remove, e.g. 0.45; each target layer "
+                        "loses the same fraction of its weights")
+    g.add_argument("--ranks", type=Path, default=None, metavar="JSON",
+                   help="per-layer ranks instead: a JSON file {layer name: rank} (or {'ranks': {...}})")
+    g.add_argument("--rank-multiple", type=int, default=1, metavar="M",
+                   help="round ranks to multiples of M (8 or 16 suit GEMM kernels; default 1)")
+    g.add_argument("--init", choices=INITS, default="wr",
+                   help="RB-LRA branch init: wr (weight reconstruction, default), zero, random")
+    g.add_argument("--train-base", action="store_true", help="RB-LRA: also train the SVD base factors")
+    k = p.add_argument_group("distillation", "block-level KD from the original model (LRA-QViT §3.4)")
+    mx = k.add_mutually_exclusive_group()
+    mx.add_argument("--kd-steps", type=int, default=None, metavar="N",
+                    help=f"optimizer steps (default {DEFAULT_KD_STEPS}; 0 = no distillation)")
+    mx.add_argument("--kd-epochs", type=float, default=None, metavar="N", help="epochs over --train-data instead")
+    k.add_argument("--kd-batch-size", type=int, default=DEFAULT_KD_BATCH, help=f"per process (default {DEFAULT_KD_BATCH})")
+    k.add_argument("--kd-lr", type=float, default=DEFAULT_KD_LR, help=f"AdamW peak lr, cosine decay (default {DEFAULT_KD_LR:g})")
+    k.add_argument("--kd-warmup-steps", type=int, default=DEFAULT_KD_WARMUP, metavar="N",
+                   help=f"linear lr warm-up before the cosine decay (default {DEFAULT_KD_WARMUP})")
+    k.add_argument("--kd-weight-decay", type=float, default=0.01)
+    k.add_argument("--kd-alpha", type=float, default=1.0, help="CE weight (default 1)")
+    k.add_argument("--kd-beta", type=float, default=1.0, help="per-block MSE weight (default 1)")
+    k.add_argument("--kd-feature-loss", choices=FEATURE_LOSSES, default=DEFAULT_KD_FEATURE_LOSS,
+                   help="mse: the paper's per-block MSE; nmse: each block's MSE divided by the mean square of its "
+                        f"teacher output, so deep blocks do not dominate (default {DEFAULT_KD_FEATURE_LOSS})")
+    k.add_argument("--kd-trainable", choices=TRAINABLE, default=DEFAULT_KD_TRAINABLE,
+                   help="what distillation trains: the low-rank factors, also LayerNorms and biases, or "
+                        f"everything (default {DEFAULT_KD_TRAINABLE})")
+    k.add_argument("--kd-block-inputs", choices=("teacher", "student"), default="teacher",
+                   help="feed each student block the teacher's block input (paper, default) or its own")
+    k.add_argument("--kd-workers", type=int, default=0, help="data-loading worker processes")
+    k.add_argument("--train-data", default=None, metavar="DATA",
+                   help="distillation images: ImageFolder path or fashion-mnist:train (test bed default)")
+    k.add_argument("--train-limit", type=int, default=None, metavar="N", help="use a seeded subset of N images")
+    k.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+                   help="resumable checkpoint file (default: OUT.kd-checkpoint.pt; removed after success)")
+    k.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    k.add_argument("--seed", type=int, default=0, help="data order and random init")
+
+
+def configs_from_args(args: argparse.Namespace):
+    """(LowRankConfig, DistillConfig or None) described by the command-line options."""
+    from ..compress import DistillConfig, LowRankConfig
+
+    ranks = None
+    if args.ranks is not None:
+        ranks = _read_ranks(args.ranks)
+    low_rank = LowRankConfig(method=args.method, param_reduction=args.param_reduction, ranks=ranks,
+                             rank_multiple=args.rank_multiple, init=args.init, train_base=args.train_base,
+                             seed=args.seed)
+    if args.kd_steps == 0:
+        return low_rank, None
+    kd = DistillConfig(steps=args.kd_steps, epochs=args.kd_epochs, batch_size=args.kd_batch_size, lr=args.kd_lr,
+                       warmup_steps=args.kd_warmup_steps, weight_decay=args.kd_weight_decay, alpha=args.kd_alpha,
+                       beta=args.kd_beta, feature_loss=args.kd_feature_loss, trainable=args.kd_trainable,
+                       block_inputs=args.kd_block_inputs, num_workers=args.kd_workers, seed=args.seed)
+    return low_rank, kd
+
+
+def _read_ranks(path: Path) -> Dict[str, int]:
+    from ..artifacts import read_json
+
+    data = read_json(path)
+    data = data.get("ranks", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
+        raise DeployError(f"--ranks {path}: expected a JSON object {{layer name: integer rank}}.")
+    return data
+
+
+def train_dataset(args: argparse.Namespace, model):
+    """--train-data, or Fashion-MNIST train for the test bed."""
+    from timm.data import resolve_data_config
+
+    from ..data import load_dataset, seeded_subset
+    from ..models import TESTBED
+
+    spec = getattr(model, "lraqvit_spec", None)
+    source = args.train_data
+    if source is None:
+        if spec is None or spec.name != TESTBED:
+            raise DeployError("distillation needs training images: pass --train-data DIR (ImageNet-train layout) "
+                              "or --train-data fashion-mnist:train, or --kd-steps 0 to skip distillation.")
+        source = "fashion-mnist:train"
+    ds = load_dataset(source, resolve_data_config(model=model))
+    return seeded_subset(ds, args.train_limit, args.seed) if args.train_limit else ds
+
+
+def checkpoint_path(args: argparse.Namespace) -> Path:
+    return args.checkpoint or Path(str(args.out).rstrip("/") + ".kd-checkpoint.pt")
+
+
+def compress_from_args(model, args: argparse.Namespace):
+    """Compress `model` in place as the options say (no-op without --method); returns it.
+
+    Afterwards `model.lraqvit_compression` describes what was done (for the artifact manifest).
+    """
+    from ..compress import compress_, distill_, merge_
+    from ..compress.distill import is_main_process
+
+    if not getattr(args, "method", None):
+        if getattr(args, "param_reduction", None) is not None or getattr(args, "ranks", None) is not None:
+            raise DeployError("--param-reduction/--ranks need --method lra or --method rb-lra.")
+        return model
+    low_rank, kd = configs_from_args(args)
+    progress = not getattr(args, "quiet", False)
+    teacher = copy.deepcopy(model).eval() if kd is not None else None
+    train_ds = train_dataset(args, model) if kd is not None else None  # fail fast, before the SVDs
+    dense_params = sum(p.numel() for p in model.parameters())
+    ranks = compress_(model, low_rank)
+    info: Dict[str, Any] = {"method": low_rank.method, "config": low_rank.to_dict(), "ranks": ranks,
+                            "params_dense": dense_params, "distill": None}
+    info["config"]["ranks"] = None if low_rank.ranks is None else "per-layer (see ranks)"
+    if kd is not None:
+        ckpt = checkpoint_path(args)
+        result = distill_(model, teacher, train_ds, kd, checkpoint=ckpt, resume=args.resume,
+                          fingerprint_extra={"model": model.lraqvit_spec.to_dict(), "low_rank": low_rank.to_dict()},
+                          progress=progress)
+        info["distill"] = {"config": kd.to_dict(), "train_data": args.train_data or "fashion-mnist:train",
+                           "train_images": len(train_ds), **result.to_dict()}
+        if is_main_process():
+            ckpt.unlink(missing_ok=True)
+    merge_(model)
+    model.lraqvit_compression = info
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..artifacts import save_model_artifact
+    from ..compress.distill import init_distributed
+    from ..evaluate import evaluate
+    from .output import emit
+
+    rank, world = init_distributed()
+    model = load_model(args)
+    baseline = copy.deepcopy(model)
+    compress_from_args(model, args)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
+    progress = not args.quiet
+    ds = eval_dataset(args, model)
+    base = evaluate(baseline, ds, batch_size=64, progress=progress)
+    res = evaluate(model, ds, batch_size=64, progress=progress)
+    info = model.lraqvit_compression
+    metrics = {
+        "top1": res.top1, "baseline_top1": base.top1, "top1_diff": res.top1 - base.top1,
+        "params": res.params, "baseline_params": base.params,
+        "param_reduction": 1.0 - res.params / base.params,
+        "gflops": res.gflops, "baseline_gflops": base.gflops,
+        "size_mb": res.size_mb, "baseline_size_mb": base.size_mb, "n_images": res.n_images,
+    }
+    extra = {"compression": info, "metrics": metrics,
+             "eval_data": args.data or "test bed test subset", "eval_limit": args.limit}
+    save_model_artifact(args.out, model, extra)
+    distill = info["distill"] or {}
+    data = {"model": model.lraqvit_spec.name, "method": info["method"],
+            "param_reduction_target": info["config"]["param_reduction"], **metrics,
+            "kd_steps": distill.get("steps", 0), "kd_final_loss": distill.get("final_loss"),
+            "kd_seconds": distill.get("seconds"), "kd_world_size": distill.get("world_size"),
+            "out": str(args.out), "ranks": info["ranks"]}
+    emit(data, args.json, title=f"compress --method {info['method']}: {args.out}")
+    return 0
+

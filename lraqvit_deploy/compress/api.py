@@ -1,0 +1,71 @@
+"""`compress_(model, config)`: in-place compression, dispatched on the config's type (torchao style).
+
+    >>> ranks = compress_(model, LowRankConfig(method="rb-lra", param_reduction=0.45))
+    >>> distill_(model, teacher, train_ds, DistillConfig(steps=120))   # optional, see distill.py
+    >>> merge_(model)                                                  # RB-LRA branch -> LowRankLinear
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Type
+
+import torch
+import torch.nn as nn
+
+from ..errors import DeployError
+from ..layers import LowRankLinear, RBLRALinear
+from .configs import LowRankConfig
+from .svd import plan_ranks
+
+_HANDLERS: Dict[Type, Callable] = {}
+
+
+def register_compress_handler(config_type: Type) -> Callable:
+    """Register `fn(model, config)` as the transform for `config_type`."""
+
+    def deco(fn: Callable) -> Callable:
+        _HANDLERS[config_type] = fn
+        return fn
+
+    return deco
+
+
+def compress_(model: nn.Module, config) -> Dict[str, int]:
+    """Compress `model` in place as `config` says; returns {layer name: rank} of the replaced layers."""
+    try:
+        handler = _HANDLERS[type(config)]
+    except KeyError:
+        raise DeployError(f"no compression handler for {type(config).__name__}; "
+                          f"known configs: {[t.__name__ for t in _HANDLERS]}.") from None
+    return handler(model, config)
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+@register_compress_handler(LowRankConfig)
+def _low_rank_transform(model: nn.Module, config: LowRankConfig) -> Dict[str, int]:
+    ranks = plan_ranks(model, config)
+    gen = torch.Generator().manual_seed(config.seed)
+    for name, rank in ranks.items():
+        linear = model.get_submodule(name)
+        if config.method == "lra":
+            new = LowRankLinear.from_linear(linear, rank)
+        else:
+            new = RBLRALinear.from_linear(linear, rank, config.init, config.train_base, config.init_std, gen)
+        _replace(model, name, new)
+    return ranks
+
+
+def merge_(model: nn.Module) -> int:
+    """Fold every RB-LRA branch into a plain `LowRankLinear`; returns how many layers were merged."""
+    names = [n for n, m in model.named_modules() if isinstance(m, RBLRALinear)]
+    for name in names:
+        _replace(model, name, model.get_submodule(name).merge())
+    return len(names)
+
+
+def low_rank_ranks(model: nn.Module) -> Dict[str, int]:
+    """{name: rank} of the low-rank layers (LRA or RB-LRA) currently in `model`."""
+    return {n: m.rank for n, m in model.named_modules() if isinstance(m, (LowRankLinear, RBLRALinear))}

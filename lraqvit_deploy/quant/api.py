@@ -1,0 +1,127 @@
+"""`quantize_(model, config, calib_images)`: INT8 post-training quantization, in place (torchao style).
+
+Steps: (1) for scaling methods, compute a channel scale alpha per eligible layer input and fold
+it into the preceding op (fold.py); (2) calibrate the activation scales on the transformed FP32
+model; (3) swap every encoder-block Linear for a `QuantLinear` carrying those scales.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from ..errors import DeployError
+from ..layers.quant_linear import QuantLinear
+from .calibrate import CalibrationSummary, InputStats, collect_stats
+from .configs import QuantConfig
+from .fold import Target, find_targets, fold_scale
+from .repq import repq_scales
+from .smoothquant import smooth_scales
+from .wads import search_alpha, select_layers, weight_error
+
+
+def quantize_(model: nn.Module, config: QuantConfig, calib_images: torch.Tensor) -> CalibrationSummary:
+    """Quantize `model`'s encoder-block Linears in place; returns what was done and how long it took.
+
+    Example:
+        >>> cfg = QuantConfig(method="wads")
+        >>> summary = quantize_(model, cfg, calibration_batch(train_set, 32))
+    """
+    targets = find_targets(model)
+    if not targets:
+        raise DeployError("no encoder-block Linear found to quantize (expected timm ViT/DeiT/Swin blocks with "
+                          "attn.qkv, attn.proj, mlp.fc1, mlp.fc2).")
+    summary = CalibrationSummary(config.method, config.act_scheme, len(calib_images), len(targets))
+    explicit: Dict[str, torch.Tensor] = {}
+    if config.method in ("smoothquant", "qads", "repq", "wads"):
+        t0 = time.perf_counter()
+        alphas = _channel_scales(model, targets, config, calib_images)
+        for t in targets:
+            if t.name not in alphas:
+                continue
+            if t.foldable:
+                fold_scale(t, alphas[t.name])
+                summary.scaled_layers.append(t.name)
+            else:
+                explicit[t.name] = alphas[t.name]
+                summary.explicit_scale_layers.append(t.name)
+        summary.search_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stats = collect_stats(model, targets, calib_images, config.batch_size, input_scales=explicit,
+                          progress=config.progress)
+    for t in targets:
+        _swap(model, t, stats[t.name], config, explicit.get(t.name))
+    summary.calib_seconds = time.perf_counter() - t0
+    return summary
+
+
+def _eligible(t: Target, config: QuantConfig) -> bool:
+    return t.foldable or config.fc2 == "explicit"
+
+
+def _channel_scales(model: nn.Module, targets: List[Target], config: QuantConfig,
+                    images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """alpha (in,) for each layer the method scales."""
+    from tqdm import tqdm
+
+    if config.method == "repq":
+        chosen = [t for t in targets if t.site.kind == "layernorm"]
+    elif config.method == "wads":
+        errors = {t.name: weight_error(t.linear.weight, config.w_bits) for t in targets}
+        below = set(select_layers(errors))
+        chosen = [t for t in targets if t.name in below and _eligible(t, config)]
+    else:
+        chosen = [t for t in targets if _eligible(t, config)]
+    search = config.method in ("qads", "wads")
+    stats = collect_stats(model, chosen, images, config.batch_size,
+                          keep_inputs=[t.name for t in chosen] if search else (), progress=config.progress,
+                          desc="collect") if chosen else {}
+    alphas: Dict[str, torch.Tensor] = {}
+    for t in tqdm(chosen, desc=f"{config.method} scales", disable=not config.progress, leave=False):
+        s = stats[t.name]
+        if config.method == "smoothquant":
+            alphas[t.name] = smooth_scales(s.channel_absmax, t.linear.weight, config.smooth_migration)
+        elif config.method == "repq":
+            alphas[t.name] = repq_scales(s.channel_absmax)
+        else:
+            res = search_alpha(s.inputs, t.linear.weight, config.act_scheme, config.wads_iters, config.wads_lr,
+                               config.w_bits, config.a_bits, config.act_symmetric,
+                               weight_term=config.method == "wads", max_rows=config.wads_max_rows, seed=config.seed)
+            s.inputs = None  # free memory as we go
+            if res.loss_final < res.loss_init:
+                alphas[t.name] = res.alpha
+    return alphas
+
+
+def _swap(model: nn.Module, t: Target, stats: InputStats, config: QuantConfig,
+          input_scale: Optional[torch.Tensor]) -> None:
+    qmax = 2 ** (config.a_bits - 1) - 1
+    linear = t.linear
+    if input_scale is not None:  # fc2 'explicit': x / alpha at run time, alpha into the columns
+        linear = nn.Linear(t.linear.in_features, t.linear.out_features, t.linear.bias is not None)
+        linear.load_state_dict(t.linear.state_dict())
+        with torch.no_grad():
+            linear.weight.mul_(input_scale[None, :].to(linear.weight))
+    q = QuantLinear.from_linear(linear, config.act_scheme, w_bits=config.w_bits, a_bits=config.a_bits,
+                                act_symmetric=config.act_symmetric, num_tokens=stats.token_absmax.numel())
+    with torch.no_grad():
+        if config.act_scheme == "per_tensor_static":
+            q.act_scale.copy_(stats.tensor_absmax.clamp_min(1e-8) / qmax)
+        elif config.act_scheme == "per_token_static":
+            q.act_scale.copy_(stats.token_absmax.clamp_min(1e-8) / qmax)
+        q.tensor_act_scale.copy_(stats.tensor_absmax.clamp_min(1e-8) / qmax)
+        if input_scale is not None:
+            q.input_scale = input_scale.detach().float().clone()
+    parent_name, _, child = t.name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, q)
+
+
+def quantized_size_mb(model: nn.Module) -> float:
+    """Deployed size in MB (1e6): QuantLinear weights at w_bits (int8: 1 byte), everything else FP32."""
+    low_bit = {f"{name}.linear.weight": m.w_bits for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+    total = 0.0
+    for key, t in model.state_dict().items():
+        total += t.numel() * (-(-low_bit[key] // 8) if key in low_bit else t.element_size())
+    return total / 1e6

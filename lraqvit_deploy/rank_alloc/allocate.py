@@ -1,0 +1,86 @@
+"""One entry point: `allocate(model, method, ...)` → a per-layer `Plan` (ranks, and bits for MLoRQ)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+import torch.nn as nn
+
+from ..errors import DeployError
+from .activation_svd import ActivationSVD
+from .activations import LayerStats, collect_stats, encoder_linears
+from .compensation import compensation_params
+from .greedy import energy_ranks, linear_budget, shapes_of, total_params, uniform_ranks
+from .plan import LayerChoice, Plan, ranks_of
+
+METHODS = ("uniform", "energy", "mlorq")
+
+
+@dataclass
+class Allocation:
+    """The chosen plan plus what it was chosen for; `stats` are kept for building activation-aware factors."""
+
+    method: str
+    plan: Plan
+    summary: Dict[str, Any] = field(default_factory=dict)
+    stats: Optional[Mapping[str, LayerStats]] = None
+
+    @property
+    def ranks(self) -> Dict[str, Optional[int]]:
+        return ranks_of(self.plan)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"method": self.method, **self.summary, "layers": {n: c.to_dict() for n, c in self.plan.items()}}
+
+
+def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = None,
+             memory_budget_mb: Optional[float] = None, images: Optional[torch.Tensor] = None,
+             activation_aware: bool = True, compensation_fraction: float = 0.0, progress: bool = True,
+             stats: Optional[Mapping[str, LayerStats]] = None, **mlorq_kw) -> Allocation:
+    """Allocate ranks (uniform / energy, to `param_reduction` of the whole model's parameters) or ranks and
+    bits (mlorq, to `memory_budget_mb` of weights). `images` (N, 3, H, W) calibrate the activation
+    statistics when a method needs them; `compensation_fraction` > 0 reserves that share of each
+    low-rank layer's dense size for error-compensation branches inside the same budget.
+    """
+    if method not in METHODS:
+        raise DeployError(f"--rank-alloc must be one of {METHODS}, got {method!r}.")
+    linears = encoder_linears(model)
+    shapes = shapes_of(linears)
+    needs_stats = method == "mlorq" or (method == "energy" and activation_aware) or compensation_fraction > 0
+    if needs_stats and stats is None:
+        if images is None:
+            raise DeployError(f"--rank-alloc {method} needs calibration images (activation statistics).")
+        stats = collect_stats(model, images, linears, progress=progress)
+    if method == "mlorq":
+        if memory_budget_mb is None:
+            raise DeployError("--rank-alloc mlorq needs --memory-budget-mb.")
+        from .mlorq import memory_mb, mlorq_plan
+
+        plan = mlorq_plan(model, linears, stats, memory_budget_mb, progress=progress, **mlorq_kw)
+        return Allocation(method, plan, {"memory_budget_mb": memory_budget_mb,
+                                         "memory_mb": memory_mb(model, plan, linears)}, stats)
+    if param_reduction is None:
+        raise DeployError(f"--rank-alloc {method} needs --param-reduction.")
+    if method == "energy":
+        from tqdm import tqdm
+
+        spectra = {n: ActivationSVD(m.weight, stats[n].second_moment if activation_aware else None).spectrum
+                   for n, m in tqdm(linears.items(), desc="layer SVDs", disable=not progress, leave=False)}
+        choose = lambda budget: energy_ranks(spectra, budget)  # noqa: E731
+    else:
+        choose = lambda budget: uniform_ranks(shapes, budget)  # noqa: E731
+    extra = 0
+    for _ in range(10):  # fixed point: compensation only goes to layers that end up low-rank
+        budget = linear_budget(model, linears, param_reduction) - extra
+        ranks = choose(budget)
+        new_extra = compensation_params(shapes, ranks, compensation_fraction) if compensation_fraction else 0
+        if new_extra <= extra:
+            break
+        extra = new_extra
+    n_total = sum(p.numel() for p in model.parameters())
+    kept = n_total - sum(i * o for i, o in shapes.values()) + total_params(shapes, ranks) + new_extra
+    summary = {"param_reduction": param_reduction, "activation_aware": activation_aware and method == "energy",
+               "compensation_fraction": compensation_fraction, "params_before": n_total, "params_after": kept,
+               "achieved_reduction": 1 - kept / n_total}
+    return Allocation(method, {n: LayerChoice(rank=r) for n, r in ranks.items()}, summary, stats)

@@ -1,0 +1,255 @@
+"""The harness config: which models, which methods, which targets, how to measure (one TOML file).
+
+    [models.testbed]                 # a name `deploy --model` understands
+    label = "DINOv2 ViT-S/14 (test bed)"
+
+    [methods.fp32]                   # no `compress` and no `quant`: the dense model itself
+    label = "FP32"
+    [methods.rb-lra-wads]
+    label = "RB-LRA + WADS"
+    compress = "rb-lra"              # lra | rb-lra            -> deploy compress --method
+    param_reduction = 0.45           #                         -> --param-reduction
+    quant = "wads"                   # none | naive | ... | wads -> --quant
+
+    [table4]
+    methods = ["fp32", "rb-lra", "rb-lra-wads"]
+    baseline = "fp32"                # speedups are baseline latency / method latency
+
+    [targets.host]                   # runs the Android .pte in-process with the ExecuTorch runtime
+    [targets.android]
+    serials = ["R5CT..."]            # none listed: the column says "not measured (...)"
+    [targets.jetson]
+    results = "xavier/{model}_{method}.json"   # `deploy bench --target jetson` files from the device
+    # local = true                   # or build and time here (run the harness on the Jetson)
+
+    [accuracy.table1]                # optional accuracy tables (paper Tables 1, 2 and 9)
+    kind = "compression"             # or "quantization"
+    methods = ["fp32", "lra", "rb-lra"]
+
+    [settings]
+    iterations = 20
+    warmup = 3
+    threads = 1                      # latency runs; work_threads for compress/build/eval
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import DeployError
+
+COMPRESS_METHODS = ("lra", "rb-lra")
+QUANT_METHODS = ("none", "naive", "smoothquant", "qads", "repq", "per-token", "wads")
+TABLE_KINDS = ("compression", "quantization")
+TARGETS = ("android", "jetson", "host")  # column order of Table 4
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model to put in the tables; `args` are extra `deploy` model options (e.g. --weights)."""
+
+    name: str
+    label: str
+    args: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One row recipe: dense, or `deploy compress` with these options."""
+
+    id: str
+    label: str
+    compress: Optional[str] = None  # None: dense (not compressed)
+    param_reduction: Optional[float] = None
+    kd_steps: Optional[int] = None  # None: the compress command's documented default
+    quant: str = "none"
+    prec: str = ""  # shown in the Prec. column; derived from `quant` when empty
+    args: Tuple[str, ...] = ()  # extra `deploy compress` options
+    build_args: Tuple[str, ...] = ()  # extra `deploy build` options, e.g. ["--precision", "q8"]
+
+    @property
+    def dense(self) -> bool:
+        """No `deploy compress` run: the model itself (its build may still quantize, see build_args)."""
+        return self.compress is None and self.quant == "none"
+
+    @property
+    def precision(self) -> str:
+        return self.prec or ("FP32" if self.quant == "none" else "INT8")
+
+
+@dataclass(frozen=True)
+class AccuracyTable:
+    id: str
+    title: str
+    kind: str
+    methods: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Targets:
+    host: bool = True
+    android_serials: Tuple[str, ...] = ()
+    jetson_results: Optional[str] = None  # format string with {model} and {method}
+    jetson_local: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    iterations: int = 20
+    warmup: int = 3
+    threads: Optional[int] = 1  # latency runs (the paper: one core)
+    work_threads: Optional[int] = None  # compress / build / eval (None: torch's choice)
+    eval_args: Tuple[str, ...] = ()  # extra `deploy eval` options, e.g. ["--limit", "200"]
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    name: str
+    models: Tuple[ModelEntry, ...]
+    methods: Dict[str, MethodEntry]
+    table4: Tuple[str, ...]
+    baseline: Optional[str]
+    targets: Targets
+    settings: Settings
+    accuracy: Tuple[AccuracyTable, ...] = ()
+    source: Optional[Path] = None  # the TOML file; relative paths in it resolve against its folder
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def method(self, mid: str) -> MethodEntry:
+        return self.methods[mid]
+
+    def all_methods(self) -> List[str]:
+        """Every method id some table needs, in first-use order."""
+        seen: Dict[str, None] = {}
+        for mid in self.table4:
+            seen.setdefault(mid)
+        for t in self.accuracy:
+            for mid in t.methods:
+                seen.setdefault(mid)
+        return list(seen)
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or self.source is None else self.source.parent / p
+
+    def digest(self) -> str:
+        """sha256 of the config's content (for the run record)."""
+        d = asdict(self)
+        d.pop("source")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _err(where: str, msg: str) -> DeployError:
+    return DeployError(f"table config, {where}: {msg}")
+
+
+def _strs(v: Any, where: str) -> Tuple[str, ...]:
+    if v is None:
+        return ()
+    if isinstance(v, str) or not all(isinstance(x, str) for x in v):
+        raise _err(where, f"expected a list of strings, got {v!r}")
+    return tuple(v)
+
+
+def _take(d: Dict[str, Any], known: Tuple[str, ...], where: str) -> Dict[str, Any]:
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise _err(where, f"unknown key(s) {unknown}; known: {list(known)}")
+    return d
+
+
+def parse_config(data: Dict[str, Any], source: Optional[Path] = None) -> TableConfig:
+    """Validate a parsed TOML document; every mistake raises a DeployError naming the key."""
+    _take(data, ("name", "models", "methods", "table4", "targets", "settings", "accuracy"), "top level")
+    models = []
+    for name, m in (data.get("models") or {}).items():
+        _take(m, ("label", "args"), f"[models.{name}]")
+        models.append(ModelEntry(name, m.get("label", name), _strs(m.get("args"), f"[models.{name}] args")))
+    if not models:
+        raise _err("[models]", "list at least one model, e.g. [models.testbed]")
+
+    methods: Dict[str, MethodEntry] = {}
+    for mid, m in (data.get("methods") or {}).items():
+        where = f"[methods.{mid}]"
+        _take(m, ("label", "compress", "param_reduction", "kd_steps", "quant", "prec", "args", "build_args"), where)
+        compress, quant = m.get("compress"), m.get("quant", "none")
+        if compress is not None and compress not in COMPRESS_METHODS:
+            raise _err(where, f"compress = {compress!r}; choose one of {list(COMPRESS_METHODS)} or leave it out (dense)")
+        if quant not in QUANT_METHODS:
+            raise _err(where, f"quant = {quant!r}; choose one of {list(QUANT_METHODS)}")
+        pr = m.get("param_reduction")
+        if compress is not None and pr is None:
+            raise _err(where, "a compressed method needs param_reduction (e.g. 0.45)")
+        if pr is not None and not 0.0 < float(pr) < 1.0:
+            raise _err(where, f"param_reduction = {pr}; it is a fraction in (0, 1)")
+        methods[mid] = MethodEntry(mid, m.get("label", mid), compress, None if pr is None else float(pr),
+                                   m.get("kd_steps"), quant, m.get("prec", ""), _strs(m.get("args"), where + " args"),
+                                   _strs(m.get("build_args"), where + " build_args"))
+
+    def known(ids: Any, where: str) -> Tuple[str, ...]:
+        ids = _strs(ids, where)
+        for mid in ids:
+            if mid not in methods:
+                raise _err(where, f"method {mid!r} is not defined; defined: {list(methods)}")
+        return ids
+
+    t4 = _take(data.get("table4") or {}, ("methods", "baseline"), "[table4]")
+    table4 = known(t4.get("methods", list(methods)), "[table4] methods")
+    baseline = t4.get("baseline", next((m for m in table4 if methods[m].dense), None))
+    if baseline is not None and baseline not in table4:
+        raise _err("[table4] baseline", f"{baseline!r} is not one of the table's methods {list(table4)}")
+
+    accuracy = []
+    for tid, t in (data.get("accuracy") or {}).items():
+        where = f"[accuracy.{tid}]"
+        _take(t, ("title", "kind", "methods"), where)
+        kind = t.get("kind", "compression")
+        if kind not in TABLE_KINDS:
+            raise _err(where, f"kind = {kind!r}; choose one of {list(TABLE_KINDS)}")
+        accuracy.append(AccuracyTable(tid, t.get("title", tid), kind, known(t.get("methods"), where + " methods")))
+
+    tg = data.get("targets") or {}
+    _take(tg, TARGETS, "[targets]")
+    host = _take(tg.get("host", {}), ("enabled",), "[targets.host]")
+    android = _take(tg.get("android", {}), ("serials",), "[targets.android]")
+    jetson = _take(tg.get("jetson", {}), ("results", "local"), "[targets.jetson]")
+    if jetson.get("results") and jetson.get("local"):
+        raise _err("[targets.jetson]", "give either results = \"...{model}_{method}.json\" or local = true, not both")
+    if jetson.get("results"):
+        try:
+            str(jetson["results"]).format(model="m", method="x")
+        except (KeyError, IndexError, ValueError) as e:
+            raise _err("[targets.jetson] results", f"{jetson['results']!r} is not a pattern with {{model}} and "
+                                                   f"{{method}} ({type(e).__name__}: {e})") from None
+    targets = Targets(
+        host=bool(host.get("enabled", "host" in tg)),
+        android_serials=_strs(android.get("serials"), "[targets.android] serials"),
+        jetson_results=jetson.get("results"),
+        jetson_local=bool(jetson.get("local", False)),
+    )
+
+    s = _take(data.get("settings") or {}, ("iterations", "warmup", "threads", "work_threads", "eval_args"),
+              "[settings]")
+    settings = Settings(int(s.get("iterations", 20)), int(s.get("warmup", 3)), s.get("threads", 1),
+                        s.get("work_threads"), _strs(s.get("eval_args"), "[settings] eval_args"))
+    if settings.iterations < 1 or settings.warmup < 0:
+        raise _err("[settings]", "iterations must be >= 1 and warmup >= 0")
+    return TableConfig(data.get("name", source.stem if source else "table"), tuple(models), methods, table4,
+                       baseline, targets, settings, tuple(accuracy), source)
+
+
+def load_config(path) -> TableConfig:
+    """Read and validate a harness config (TOML)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise DeployError(f"{path}: config not found; see benchmarks/table4.toml for an example.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise DeployError(f"{path}: not valid TOML ({e}).") from None
+    return parse_config(data, path.resolve())

@@ -1,0 +1,83 @@
+"""`deploy compress` end to end (tiny DeiT, real Fashion-MNIST), reload by `deploy eval`, and `deploy build` wiring."""
+import argparse
+import json
+
+import pytest
+import torch
+
+from lraqvit_deploy.cli.main import build_parser, main
+
+TINY = ["--model", "deit_tiny_patch16_224", "--weights", "random", "--img-size", "32", "--num-classes", "10",
+        "--data", "fashion-mnist:test", "--limit", "32", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_compress_writes_an_artifact_that_eval_reloads(tmp_path):
+    out, js = tmp_path / "rb", tmp_path / "rb.json"
+    rc = main(["compress", *TINY, "--method", "rb-lra", "--param-reduction", "0.3", "--rank-multiple", "8",
+               "--kd-steps", "3", "--kd-batch-size", "8", "--train-data", "fashion-mnist:train",
+               "--train-limit", "64", "--out", str(out), "--json", str(js)])
+    assert rc == 0
+    res = json.loads(js.read_text())
+    for key in ("top1", "baseline_top1", "params", "baseline_params", "gflops"):
+        assert key in res
+    assert 0.3 <= res["param_reduction"] < 0.35 and res["params"] < res["baseline_params"]
+    assert res["gflops"] < res["baseline_gflops"]
+    assert res["kd_steps"] == 3 and all(r % 8 == 0 for r in res["ranks"].values())
+    manifest = json.loads((out / "manifest.json").read_text())
+    comp = manifest["compression"]
+    assert comp["method"] == "rb-lra" and comp["ranks"] == res["ranks"]
+    assert comp["config"]["param_reduction"] == 0.3 and comp["distill"]["steps"] == 3
+    assert manifest["metrics"]["top1"] == res["top1"]
+    assert all(m["type"] == "low_rank_linear" for m in manifest["modules"].values())  # merged
+    assert not (tmp_path / "rb.kd-checkpoint.pt").exists()
+
+    ev = tmp_path / "eval.json"
+    assert main(["eval", str(out), "--data", "fashion-mnist:test", "--limit", "32", "--quiet", "--json", str(ev)]) == 0
+    again = json.loads(ev.read_text())
+    assert again["top1"] == res["top1"] and again["params"] == res["params"]
+    assert again["gflops"] == pytest.approx(res["gflops"])
+
+
+def test_kd_without_training_data_is_a_clear_error(tmp_path, capsys):
+    rc = main(["compress", *TINY, "--method", "lra", "--param-reduction", "0.3", "--out", str(tmp_path / "x")])
+    assert rc == 1
+    assert "--train-data" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_unreachable_reduction_is_a_clear_error(tmp_path, capsys):
+    rc = main(["compress", *TINY, "--method", "lra", "--param-reduction", "0.97", "--kd-steps", "0",
+               "--out", str(tmp_path / "x")])
+    assert rc == 1 and "out of reach" in capsys.readouterr().err
+
+
+def test_build_takes_the_compression_options():
+    from lraqvit_deploy.cli.compress import compress_from_args
+
+    args = build_parser().parse_args(["build", "--target", "android", "--out", "o", "--method", "rb-lra",
+                                      "--param-reduction", "0.45", "--kd-steps", "0"])
+    assert args.method == "rb-lra" and args.param_reduction == 0.45
+    from conftest import make_tiny
+
+    model = make_tiny("vit")
+    plain = argparse.Namespace(**{**vars(args), "method": None, "param_reduction": None})
+    assert compress_from_args(model, plain) is model and "blocks.0.attn.qkv" not in str(type(model.blocks[0].attn.qkv))
+    compress_from_args(model, args)
+    assert type(model.blocks[0].attn.qkv).__name__ == "LowRankLinear"
+    assert model.lraqvit_compression["method"] == "rb-lra"
+
+
+@pytest.mark.slow
+def test_testbed_lra_without_kd(tmp_path):
+    js = tmp_path / "lra.json"
+    assert main(["compress", "--method", "lra", "--param-reduction", "0.3", "--kd-steps", "0", "--limit", "64",
+                 "--threads", "1", "--quiet", "--out", str(tmp_path / "lra"), "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert res["baseline_params"] == 21540490 and 0.3 <= res["param_reduction"] < 0.31

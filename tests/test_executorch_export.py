@@ -1,0 +1,176 @@
+"""ExecuTorch/XNNPACK lowering of tiny ViTs: FP32, QuantLinear INT8 (artifact scales), PT2E INT8; host runs."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import make_tiny
+
+executorch = pytest.importorskip("executorch.runtime")
+
+from lraqvit_deploy.backends.executorch.export import lower_to_xnnpack  # noqa: E402
+from lraqvit_deploy.backends.executorch.quant_lowering import XnnpackDynamicQuantLinear, lower_quant_linears_  # noqa
+from lraqvit_deploy.backends.executorch.runtime import load_forward  # noqa: E402
+from lraqvit_deploy.errors import DeployError  # noqa: E402
+from lraqvit_deploy.layers.quant_linear import QuantLinear  # noqa: E402
+
+
+def quantize_blocks(model: nn.Module, act_symmetric: bool = False, act_scheme: str = "per_token_dynamic"):
+    """Every Linear inside the encoder blocks -> QuantLinear (the simulator), head and patch embed stay FP32."""
+    for blk in model.blocks:
+        for parent in (blk.attn, blk.mlp):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(parent, name, QuantLinear.from_linear(child, act_scheme, act_symmetric=act_symmetric))
+    return model
+
+
+def run_pte(buffer: bytes, tmp_path, xs):
+    path = tmp_path / "m.pte"
+    path.write_bytes(buffer)
+    method, _ = load_forward(path)
+    return torch.cat([method.execute([x[None]])[0] for x in xs])
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32():
+    model = make_tiny("vit")
+    return model, lower_to_xnnpack(model, "fp32")
+
+
+def test_fp32_program_matches_pytorch_and_delegates(tiny_fp32, tmp_path):
+    model, prog = tiny_fp32
+    xs = torch.randn(4, *prog.input_shape[1:])
+    out = run_pte(prog.buffer, tmp_path, xs)
+    with torch.no_grad():
+        ref = model(xs)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    rep = prog.delegation
+    # after the shape passes only LayerNorm stays outside XNNPACK (ExecuTorch 1.5.1 has no LN visitor)
+    assert set(rep.non_delegated_by_op) == {"native_layer_norm"}
+    assert rep.delegated_by_op["linear"] >= 9 and rep.delegated_fraction > 0.9
+    assert model.blocks[0].attn.fused_attn is True or not hasattr(model.blocks[0].attn, "fused_attn")
+
+
+def test_shape_passes_merge_delegate_segments(tiny_fp32):
+    model, prog = tiny_fp32
+    plain = lower_to_xnnpack(model, "fp32", shape_passes=False)
+    assert "expand_copy" in plain.delegation.non_delegated_by_op
+    assert prog.delegation.segments < plain.delegation.segments
+
+
+def test_quant_linear_lowering_keeps_artifact_scales():
+    """Eager check of the replacement: int8 weights are round(W / w_scale) with the artifact's (non-max) scale."""
+    torch.manual_seed(0)
+    q = QuantLinear.from_linear(nn.Linear(32, 16), act_symmetric=False)
+    q.w_scale = q.w_scale * 0.8  # a clipping scale, as a search could produce: must not be recomputed
+    low = XnnpackDynamicQuantLinear.from_quant_linear(q)
+    assert torch.equal(low.w_scale, q.w_scale)
+    assert low.w_int8.dtype == torch.int8 and int(low.w_int8.min()) == -128  # the simulator's clamp range
+    x = torch.randn(2, 5, 32)
+    from lraqvit_deploy.backends.executorch.quant_lowering import _ensure_quant_ops
+
+    _ensure_quant_ops()
+    torch.testing.assert_close(low(x), q(x), atol=1e-5, rtol=1e-5)
+
+
+def test_quant_linear_program_matches_simulator(tmp_path):
+    model = quantize_blocks(make_tiny("vit"), act_symmetric=False)
+    prog = lower_to_xnnpack(model, "q8")
+    assert prog.quantization == "quant_linear"
+    xs = torch.randn(8, *prog.input_shape[1:])
+    out = run_pte(prog.buffer, tmp_path, xs)
+    with torch.no_grad():
+        ref = model(xs)
+    # XNNPACK's qd8 GEMM executes the simulator's arithmetic (asymmetric per-row activations)
+    torch.testing.assert_close(out, ref, atol=1e-3, rtol=1e-3)
+    assert torch.equal(out.argmax(-1), ref.argmax(-1))
+    assert set(prog.delegation.non_delegated_by_op) == {"native_layer_norm"}
+    assert not any("quantize" in op for op in prog.delegation.non_delegated_by_op)
+
+
+def test_static_quant_scheme_is_refused():
+    model = quantize_blocks(make_tiny("vit"), act_symmetric=True, act_scheme="per_tensor_static")
+    with pytest.raises(DeployError, match="per_token_dynamic"):
+        lower_to_xnnpack(model, "q8")
+    with pytest.raises(DeployError, match="--precision q8"):
+        lower_to_xnnpack(quantize_blocks(make_tiny("vit")), "fp32")
+
+
+def test_pt2e_dynamic_int8_of_fp32_model(tiny_fp32, tmp_path):
+    model, fp32 = tiny_fp32
+    prog = lower_to_xnnpack(model, "q8")
+    assert prog.quantization == "pt2e_dynamic"
+    assert len(prog.buffer) < 0.6 * len(fp32.buffer)  # int8 weights
+    xs = torch.randn(4, *prog.input_shape[1:])
+    out = run_pte(prog.buffer, tmp_path, xs)
+    with torch.no_grad():
+        ref = model(xs)
+    # quantization error, not a lowering error: close in relative terms
+    assert (out - ref).norm() / ref.norm() < 0.1
+
+
+def _args(**kw):
+    base = dict(precision="auto", skip_verify=False, verify_images=16, min_agreement=None, no_shape_passes=False,
+                quiet=True, data=None, limit=None)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_build_writes_program_manifest_and_benches(tmp_path):
+    from lraqvit_deploy.backends.executorch import cli, host_bench
+    from lraqvit_deploy.cli.main import main
+
+    model = quantize_blocks(make_tiny("deit"))
+    out = tmp_path / "android"
+    man = cli.build(model, out, _args())
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["deit_tiny_patch16_224_xnnpack_q8.pte", "manifest.json"]
+    disk = json.loads((out / "manifest.json").read_text())
+    assert disk["sha256"] == man["sha256"] and len(disk["sha256"]) == 64
+    assert disk["method"] == "forward" and disk["input"] == {"shape": [1, 3, 32, 32], "dtype": "float32",
+                                                            "layout": "NCHW"}
+    assert disk["agreement"] >= 0.995 and disk["top1"] is None  # random images: no labels
+    assert disk["verification"]["reference"].startswith("quantization simulator")
+    assert 0 < disk["size_mb"] < 1 and disk["delegated_fraction"] > 0.9
+    assert disk["preprocessing"]["mean"] is not None
+
+    r = host_bench.bench(out, argparse.Namespace(iterations=5, warmup=1, threads=1))
+    assert r.iterations == 5 and r.threads == 1 and 0 < r.min_ms <= r.median_ms <= r.p90_ms <= r.max_ms
+    assert len(r.extra["times_ms"]) == 5
+
+    js = tmp_path / "bench.json"
+    assert main(["bench", "--target", "host", str(out), "-n", "3", "--warmup", "1", "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert res["iterations"] == 3 and res["threads"] == 1 and res["median_ms"] > 0 and res["p90_ms"] > 0
+
+
+def test_build_refuses_on_low_agreement_and_writes_nothing(tmp_path):
+    from lraqvit_deploy.backends.executorch import cli
+    from lraqvit_deploy.errors import ToleranceError
+
+    out = tmp_path / "android"
+    with pytest.raises(ToleranceError, match="Nothing was written"):
+        cli.build(make_tiny("vit"), out, _args(verify_images=4, min_agreement=1.01))
+    assert not out.exists()
+
+
+def test_layernorm_formulation_is_exact_and_fully_delegated(tmp_path):
+    from lraqvit_deploy.backends.executorch.layer_norm import XnnpackLayerNorm
+
+    ln = nn.LayerNorm(64, eps=1e-6)
+    nn.init.normal_(ln.weight)
+    nn.init.normal_(ln.bias)
+    x = torch.randn(2, 17, 64) * 3 + 1
+    torch.testing.assert_close(XnnpackLayerNorm(ln)(x), ln(x), atol=1e-5, rtol=1e-5)
+
+    model = make_tiny("vit")
+    prog = lower_to_xnnpack(model, "fp32", delegate_layernorm=True)
+    assert prog.delegation.non_delegated_ops == 0 and prog.delegation.segments == 1
+    xs = torch.randn(2, *prog.input_shape[1:])
+    with torch.no_grad():
+        torch.testing.assert_close(run_pte(prog.buffer, tmp_path, xs), model(xs), atol=1e-4, rtol=1e-4)
+    assert isinstance(model.norm, nn.LayerNorm)  # the caller's model is untouched

@@ -1,0 +1,150 @@
+"""Harness config validation and planning: content-hash keys, reuse across tables, target reasons."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from lraqvit_deploy.errors import DeployError
+from lraqvit_deploy.table import load_config, make_plan, parse_config
+from lraqvit_deploy.table.plan import compress_args
+from lraqvit_deploy.table.run import step_argv
+
+BENCH_TOML = Path(__file__).parents[1] / "benchmarks" / "table4.toml"
+
+
+def base(**over):
+    d = {
+        "models": {"testbed": {}},
+        "methods": {"fp32": {}, "rb-lra": {"compress": "rb-lra", "param_reduction": 0.45},
+                    "rb-lra-wads": {"compress": "rb-lra", "param_reduction": 0.45, "quant": "wads"}},
+        "targets": {"host": {}},
+    }
+    d.update(over)
+    return d
+
+
+def keys(plan):
+    return {(s.kind, s.method, s.column or s.target): s.key for s in plan.steps}
+
+
+def test_benchmark_config_plans_the_paper_tables(tmp_path):
+    cfg = load_config(BENCH_TOML)
+    assert cfg.table4[:3] == ("fp32", "rb-lra", "rb-lra-wads") and cfg.baseline == "fp32"
+    assert [cfg.method(m).precision for m in cfg.table4[:3]] == ["FP32", "FP32", "INT8"]
+    assert [t.id for t in cfg.accuracy] == ["table1", "table2", "table9"]
+    plan = make_plan(cfg, tmp_path)
+    kinds = [s.kind for s in plan.steps]
+    n = len(cfg.table4)
+    assert kinds.count("bench") == n and kinds.count("build") == n  # host only; one Android build per method
+    builds = {s.method: s for s in plan.steps if s.kind == "build"}
+    # the PT2E row reuses the RB-LRA compression and differs only in its build
+    assert builds["rb-lra-pt2e"].deps == builds["rb-lra"].deps
+    assert step_argv(builds["rb-lra-pt2e"], plan)[3:6] == [str(builds["rb-lra"].deps[0].out), "--precision", "q8"]
+    # every recipe is compressed once, however many tables and methods use it
+    recipes = {tuple(compress_args(cfg.models[0], cfg.method(m))) for m in cfg.all_methods() if not cfg.method(m).dense}
+    assert kinds.count("compress") == len(recipes) == 9
+    # Table 4's steps come first, so its table is complete early in a long run
+    first_other = next(i for i, s in enumerate(plan.steps) if s.method not in cfg.table4)
+    assert all(s.method not in cfg.table4 or s.kind == "eval" for s in plan.steps[first_other:])
+    assert plan.cells[("testbed", "fp32", "android")].startswith("no Android serial configured")
+
+
+def test_keys_follow_content(tmp_path):
+    a = keys(make_plan(parse_config(base()), tmp_path))
+    assert a == keys(make_plan(parse_config(base()), tmp_path / "elsewhere"))  # content, not location
+    changed = base()
+    changed["methods"]["rb-lra"] = {"compress": "rb-lra", "param_reduction": 0.30}
+    b = keys(make_plan(parse_config(changed), tmp_path))
+    differ = {k for k in a if a[k] != b.get(k)}
+    assert differ == {("compress", "rb-lra", None), ("build", "rb-lra", "android"), ("bench", "rb-lra", "host")}
+    more = base(settings={"iterations": 50})
+    c = keys(make_plan(parse_config(more), tmp_path))
+    assert {k for k in a if a[k] != c[k]} == {k for k in a if k[0] == "bench"}  # artifacts are reused
+
+
+def test_identical_recipes_share_steps(tmp_path):
+    d = base()
+    d["methods"]["same"] = dict(d["methods"]["rb-lra"], label="RB-LRA again")
+    d["accuracy"] = {"t": {"methods": ["rb-lra", "same"]}}
+    plan = make_plan(parse_config(d), tmp_path)
+    assert plan.metrics[("testbed", "rb-lra")] is plan.metrics[("testbed", "same")]
+
+
+def test_argv_matches_the_cli(tmp_path):
+    """The command lines the harness runs are accepted by the real `deploy` parser."""
+    from lraqvit_deploy.cli.main import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices  # noqa: SLF001
+    plan = make_plan(parse_config(base(settings={"threads": 1, "work_threads": 2, "eval_args": ["--limit", "8"]})),
+                     tmp_path)
+    for step in plan.steps:
+        argv = step_argv(step, plan, quiet=True)
+        if argv[0] not in sub:
+            continue  # a subcommand another issue is still building
+        if step.method == "rb-lra-wads" and "--quant" not in sub[argv[0]]._option_string_actions:  # noqa: SLF001
+            continue
+        args = parser.parse_args(argv)
+        assert args.quiet and args.threads == (1 if step.kind == "bench" else 2)
+        assert Path(getattr(args, "json")) == (step.json if step.kind in ("compress", "build") else step.out)
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"models": {}}, "at least one model"),
+    ({"colour": 1}, "unknown key(s) ['colour']"),
+    ({"table4": {"methods": ["fp32", "nope"]}}, "method 'nope' is not defined"),
+    ({"methods": {"x": {"compress": "svd", "param_reduction": 0.4}}}, "compress = 'svd'"),
+    ({"methods": {"x": {"compress": "lra"}}}, "needs param_reduction"),
+    ({"methods": {"x": {"compress": "lra", "param_reduction": 45}}}, "fraction in (0, 1)"),
+    ({"methods": {"x": {"quant": "int4"}}}, "quant = 'int4'"),
+    ({"targets": {"jetson": {"results": "a/{model}.json", "local": True}}}, "not both"),
+    ({"targets": {"phone": {}}}, "unknown key(s) ['phone']"),
+    ({"targets": {"jetson": {"results": "x/{name}.json"}}}, "is not a pattern with {model} and {method}"),
+    ({"settings": {"iterations": 0}}, "iterations must be >= 1"),
+])
+def test_config_errors_name_the_key(patch, message):
+    with pytest.raises(DeployError, match=None) as e:
+        parse_config(base(**patch))
+    assert message in str(e.value)
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    with pytest.raises(DeployError, match="config not found"):
+        load_config(tmp_path / "none.toml")
+    (tmp_path / "bad.toml").write_text("[models\n")
+    with pytest.raises(DeployError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+
+
+def test_target_reasons_and_columns(tmp_path):
+    plan = make_plan(parse_config(base(targets={"android": {"serials": ["A1", "B2"]}})), tmp_path)
+    assert plan.columns == ["android:A1", "android:B2", "jetson", "host"]
+    assert plan.cells[("testbed", "fp32", "host")] == "host disabled in the config"
+    bench = plan.cells[("testbed", "fp32", "android:B2")]
+    assert bench.spec["serial"] == "B2" and "--serial" in step_argv(bench, plan)
+    assert plan.cells[("testbed", "fp32", "jetson")].startswith("no Jetson configured")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_jetson_local_without_tensorrt(tmp_path):
+    plan = make_plan(parse_config(base(targets={"jetson": {"local": True}})), tmp_path)
+    assert plan.cells[("testbed", "rb-lra", "jetson")].startswith("TensorRT is not installed here")
+    assert not any(s.target == "jetson" for s in plan.steps)  # nothing is built for it
+
+
+def test_jetson_local_plan_when_tensorrt_present(tmp_path, monkeypatch):
+    """On a Jetson (TensorRT importable) the harness builds and times there, each row at its precision."""
+    import lraqvit_deploy.table.plan as plan_mod
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(plan_mod.importlib.util, "find_spec", lambda n, *a: object() if n == "tensorrt" else real(n, *a))
+    plan = make_plan(parse_config(base(targets={"jetson": {"local": True}})), tmp_path)
+    benches = {s.method: s for s in plan.steps if s.kind == "bench" and s.target == "jetson"}
+    assert [benches[m].deps[0].target for m in benches] == ["jetson"] * 3
+    def precision(argv):
+        return argv[argv.index("--jetson-precision") + 1]
+
+    assert precision(step_argv(benches["rb-lra-wads"], plan)) == "int8"
+    assert precision(step_argv(benches["fp32"], plan)) == "fp32"

@@ -1,0 +1,146 @@
+"""Q/DQ ONNX for TensorRT: structure (opset, ops, Q/DQ placement) and onnxruntime numerics."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from conftest import make_tiny
+from lraqvit_deploy.backends.tensorrt import qdq, verify
+from lraqvit_deploy.backends.tensorrt.onnx_export import export_onnx
+from lraqvit_deploy.layers import LowRankLinear, QuantLinear
+
+
+def _data(n=48, size=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _qdq_onnx(model, tmp_path, size):
+    calib, _ = _data(16, size, seed=2)
+    qdq.to_per_tensor_(model, calib)
+    return export_onnx(qdq.to_qdq_export(model), tmp_path / "m_qdq.onnx", (3, size, size))
+
+
+@pytest.mark.parametrize("family,size", [("vit", 32), ("deit", 32), ("dinov2", 28), ("swin", 32)])
+def test_structure_and_agreement(tmp_path, family, size):
+    model = make_tiny(family)
+    path = _qdq_onnx(model, tmp_path, size)
+    proto = onnx.load(str(path))
+    rep = verify.check_structure(proto, qdq.expected_qdq_matmuls(model))
+    assert rep.ok, rep.problems
+    assert rep.opset == 16 and "LayerNormalization" not in rep.ops
+    assert len(rep.qdq_matmuls) == len(qdq.quant_linears(model)) > 0
+    q_per_tensor = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(q_per_tensor) == 2 * len(rep.qdq_matmuls)  # one for the activation, one for the weight
+    x, y = _data(48, size)
+    r = verify.compare_predictions(model, path, TensorDataset(x, y), batch_size=16, progress=False)
+    assert r["agreement"] >= 0.98
+    sess = verify.ort_session(path)
+    with torch.no_grad():
+        ref = model(x[:8]).numpy()
+    np.testing.assert_allclose(verify.ort_logits(sess, x[:8].numpy()), ref, atol=2e-2 * np.abs(ref).max())
+
+
+def test_fp32_and_fp16_exports_match_torch(tmp_path, tiny_vit):
+    x, _ = _data(8)
+    with torch.no_grad():
+        ref = tiny_vit(x).numpy()
+    for fp16, tol in ((False, 1e-4), (True, 5e-3)):
+        path = export_onnx(tiny_vit, tmp_path / f"m{int(fp16)}.onnx", (3, 32, 32), fp16=fp16)
+        rep = verify.check_structure(onnx.load(str(path)), require_qdq=False)
+        assert rep.ok and rep.float_matmuls and not rep.qdq_matmuls
+        got = verify.ort_logits(verify.ort_session(path), x.numpy())
+        np.testing.assert_allclose(got, ref, atol=tol * max(1.0, np.abs(ref).max()))
+
+
+def test_checker_rejects_what_trt85_cannot_take(tmp_path, tiny_vit):
+    # opset 17: torch emits LayerNormalization, which TensorRT 8.5's parser has no importer for
+    path = export_onnx(tiny_vit, tmp_path / "m17.onnx", (3, 32, 32), opset=17)
+    rep = verify.check_structure(onnx.load(str(path)), require_qdq=False)
+    assert any("LayerNormalization" in p for p in rep.problems)
+    # an FP32 graph presented as the Q/DQ one: every encoder MatMul lacks Q/DQ
+    path = export_onnx(tiny_vit, tmp_path / "m16.onnx", (3, 32, 32))
+    rep = verify.check_structure(onnx.load(str(path)), expected_qdq_matmuls=8)
+    assert len(rep.float_matmuls) == 8 and not rep.ok
+
+
+def test_checker_rejects_bad_scales(tmp_path, tiny_vit):
+    path = _qdq_onnx(tiny_vit, tmp_path, 32)
+    proto = onnx.load(str(path))
+    for init in proto.graph.initializer:
+        if init.name.endswith("fc1.act_scale"):
+            init.CopyFrom(onnx.numpy_helper.from_array(np.array(-0.1, np.float32), init.name))
+    rep = verify.check_structure(proto)
+    assert any("strictly positive" in p for p in rep.problems)
+
+
+def test_low_rank_down_and_up_both_quantized(tmp_path, tiny_vit):
+    for name, mod in list(tiny_vit.named_modules()):
+        if name.endswith("mlp.fc1"):
+            parent, _, child = name.rpartition(".")
+            setattr(tiny_vit.get_submodule(parent), child, LowRankLinear.from_linear(mod, 16))
+    path = _qdq_onnx(tiny_vit, tmp_path, 32)
+    rep = verify.check_structure(onnx.load(str(path)), qdq.expected_qdq_matmuls(tiny_vit))
+    assert rep.ok, rep.problems
+    assert sum("fc1/down" in n or "fc1/up" in n for n in rep.qdq_matmuls) == 4  # 2 blocks x (down, up)
+
+
+def test_per_token_artifact_keeps_weights_and_recalibrates(tmp_path, tiny_vit):
+    """A WADS-style model: per-token QuantLinears with an explicit input scale keep their weights."""
+    for name, mod in list(tiny_vit.named_modules()):
+        if isinstance(mod, torch.nn.Linear) and name.startswith("blocks."):
+            q = QuantLinear.from_linear(mod, act_scheme="per_token_dynamic", act_symmetric=False)
+            if name.endswith("fc2"):
+                q.input_scale = torch.rand(mod.in_features) + 0.5
+            parent, _, child = name.rpartition(".")
+            setattr(tiny_vit.get_submodule(parent), child, q)
+    before = {n: (m.linear.weight.clone(), m.w_scale.clone()) for n, m in qdq.quant_linears(tiny_vit).items()}
+    calib, _ = _data(16, seed=3)
+    how = qdq.to_per_tensor_(tiny_vit, calib)
+    assert "recalibrated" in how
+    for n, m in qdq.quant_linears(tiny_vit).items():
+        assert m.act_scheme == "per_tensor_static" and m.act_scale.numel() == 1 and m.act_scale > 0
+        assert torch.equal(m.linear.weight, before[n][0]) and torch.equal(m.w_scale, before[n][1])
+    path = export_onnx(qdq.to_qdq_export(tiny_vit), tmp_path / "w.onnx", (3, 32, 32))
+    assert verify.check_structure(onnx.load(str(path)), 8).ok
+    x, y = _data(32)
+    assert verify.compare_predictions(tiny_vit, path, TensorDataset(x, y), progress=False)["agreement"] >= 0.95
+
+
+def test_build_bundle_writes_everything(tmp_path, tiny_vit):
+    from lraqvit_deploy.backends.tensorrt.cli import build_bundle
+
+    x, y = _data(32)
+    out = tmp_path / "out"
+    man = build_bundle(tiny_vit, out, TensorDataset(x, y), _data(16, seed=4)[0], progress=False,
+                       latency_iters=3, log=lambda *a: None)
+    saved = json.loads((out / "manifest.json").read_text())
+    assert saved["agreement"] == man["agreement"] and 0 <= man["agreement"] <= 1
+    for key in ("top1", "opset", "size_mb"):
+        assert key in saved
+    assert saved["opset"] == 16 and (saved["engines"] is None or importlib_has_trt())
+    for f in man["onnx"].values():
+        assert (out / f).is_file()
+    assert (out / "README.md").read_text().count("python3 jetson/run.py") >= 1
+    # the bundle's entry point runs with neither torch nor lraqvit-deploy importable
+    jdir = str(out / "jetson")  # `python3 jetson/run.py` puts the script's folder first on sys.path
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.modules['lraqvit_deploy'] = None; "
+            f"sys.path.insert(0, {jdir!r}); sys.argv = ['run.py', '--help']; "
+            f"runpy.run_path({jdir + '/run.py'!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=out)
+    assert proc.returncode == 0 and "--precisions" in proc.stdout, proc.stderr
+    bundle = json.loads((out / "jetson" / "bundle.json").read_text())
+    assert bundle["input"] == {"name": "input", "shape": [3, 32, 32]} and bundle["onnx"]["int8"].endswith("_qdq.onnx")
+
+
+def importlib_has_trt():
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
