@@ -81,3 +81,42 @@ def test_testbed_lra_without_kd(tmp_path):
                  "--threads", "1", "--quiet", "--out", str(tmp_path / "lra"), "--json", str(js)]) == 0
     res = json.loads(js.read_text())
     assert res["baseline_params"] == 21540490 and 0.3 <= res["param_reduction"] < 0.31
+
+
+def test_compress_with_quant_reports_fp32_and_int8(tmp_path):
+    """LRA then per-token INT8 in one command; the artifact reloads as the same quantized model."""
+    out, js = tmp_path / "q", tmp_path / "q.json"
+    rc = main(["compress", *TINY, "--method", "lra", "--param-reduction", "0.3", "--kd-steps", "0",
+               "--quant", "per-token", "--calib-images", "8", "--calib-data", "fashion-mnist:train",
+               "--out", str(out), "--json", str(js)])
+    assert rc == 0
+    res = json.loads(js.read_text())
+    for key in ("top1", "baseline_top1", "fp32_top1", "size_mb", "baseline_size_mb"):
+        assert key in res
+    assert res["quant"] == "per-token"
+    assert res["size_mb"] < res["baseline_size_mb"] / 2  # int8 factors on top of low rank
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quantization"]["config"]["method"] == "per-token"
+    assert any(m["type"] == "quant_linear" for m in manifest["modules"].values())
+    ev = tmp_path / "eval.json"
+    assert main(["eval", str(out), "--data", "fashion-mnist:test", "--limit", "32", "--quiet", "--json", str(ev)]) == 0
+    assert json.loads(ev.read_text())["top1"] == res["top1"]
+
+
+def test_quantize_an_existing_artifact(tmp_path):
+    """`deploy compress ARTIFACT --quant ...` keeps the artifact's dense baseline numbers."""
+    first = tmp_path / "lra"
+    assert main(["compress", *TINY, "--method", "lra", "--param-reduction", "0.3", "--kd-steps", "0",
+                 "--out", str(first), "--json", str(tmp_path / "a.json")]) == 0
+    rc = main(["compress", str(first), "--quant", "naive", "--calib-images", "8", "--calib-data",
+               "fashion-mnist:train", "--data", "fashion-mnist:test", "--limit", "32", "--quiet",
+               "--out", str(tmp_path / "q"), "--json", str(tmp_path / "q.json")])
+    assert rc == 0
+    a, q = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "q.json"))
+    assert q["baseline_top1"] == a["baseline_top1"] and q["baseline_params"] == a["baseline_params"]
+    assert q["fp32_top1"] == a["top1"] and q["method"] == "lra"
+
+
+def test_nothing_to_do_is_an_error(tmp_path, capsys):
+    assert main(["compress", *TINY, "--out", str(tmp_path / "x")]) == 1
+    assert "nothing to do" in capsys.readouterr().err

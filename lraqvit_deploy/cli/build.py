@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import DeployError
 from .args import add_json_arg, add_model_args, load_model
+from ..quant.cli_args import add_quant_args, quantize_from_args
 from .compress import add_compression_args, compress_from_args
 
 TARGETS = {
@@ -26,6 +27,7 @@ examples:
   deploy build --target android --out out/android          # the FP32 test bed as an XNNPACK .pte
   deploy build --target android out/rb-lra-wads --out out/android-q8   # an INT8 artifact
   deploy build --target jetson --model testbed --out out/jetson        # Q/DQ ONNX + on-device bundle
+  deploy build --target android --method rb-lra --param-reduction 0.45 --quant wads --out out/android-q8
 """
 
 
@@ -43,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_json_arg(p)
     add_compression_args(p)  # --method lra|rb-lra ...: compress (and distil) before lowering
+    add_quant_args(p)  # --quant wads ...: INT8 simulator scales that the backend lowers
     for target, modname in TARGETS.items():
         try:
             mod = importlib.import_module(modname)
@@ -57,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     backend = _backend(args.target)
     model = compress_from_args(load_model(args), args)
+    if args.quant != "none":
+        quantize_from_args(model, args)
     manifest = backend.build(model, args.out, args)
     emit({k: v for k, v in manifest.items() if not isinstance(v, (dict, list))}, args.json,
          title=f"build --target {args.target}: {args.out}")

@@ -13,6 +13,7 @@ from typing import Any, Dict
 from ..compress.configs import (DEFAULT_KD_BATCH, DEFAULT_KD_FEATURE_LOSS, DEFAULT_KD_LR, DEFAULT_KD_STEPS,
                                 DEFAULT_KD_TRAINABLE, DEFAULT_KD_WARMUP, FEATURE_LOSSES, INITS, METHODS, TRAINABLE)
 from ..errors import DeployError
+from ..quant.cli_args import add_quant_args
 from .args import add_json_arg, add_model_args, eval_dataset, load_model
 
 HELP = "low-rank compress a ViT (LRA or RB-LRA + block distillation) to a target parameter reduction"
@@ -40,8 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help=HELP, description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", "-o", required=True, type=Path, help="artifact folder to write (replaced atomically)")
-    add_model_args(p, positional=False)
-    add_compression_args(p, required=True)
+    add_model_args(p)
+    add_compression_args(p)
+    add_quant_args(p)
     e = p.add_argument_group("evaluation")
     e.add_argument("--data", "-d", default=None,
                    help="evaluation images: ImageFolder path or fashion-mnist[:test]; default: the test bed's test subset")
@@ -186,10 +188,19 @@ def run(args: argparse.Namespace) -> int:
     from ..artifacts import save_model_artifact
     from ..compress.distill import init_distributed
     from ..evaluate import evaluate
+    from ..quant import quantized_size_mb
+    from ..quant.cli_args import calibration_images, quantize_from_args
     from .output import emit
 
+    if not args.method and args.quant == "none":
+        raise DeployError("nothing to do: give --method lra|rb-lra (low rank), --quant METHOD (INT8), or both.")
+    if args.source and args.method:
+        raise DeployError(f"{args.source} is an artifact: re-compressing it is not supported; pass --model to "
+                          "compress from the original weights, or only --quant to quantize the artifact.")
     rank, world = init_distributed()
     model = load_model(args)
+    source_manifest = getattr(model, "lraqvit_manifest", {})
+    calib = calibration_images(model, args) if args.quant != "none" else None  # fail fast, before the KD
     baseline = copy.deepcopy(model)
     compress_from_args(model, args)
     if world > 1:
@@ -201,25 +212,40 @@ def run(args: argparse.Namespace) -> int:
             return 0
     progress = not args.quiet
     ds = eval_dataset(args, model)
-    base = evaluate(baseline, ds, batch_size=64, progress=progress)
-    res = evaluate(model, ds, batch_size=64, progress=progress)
-    info = model.lraqvit_compression
+    known = source_manifest.get("metrics", {})
+    if "baseline_top1" in known:  # an artifact: its own baseline is the dense model it was made from
+        base = {k: known[f"baseline_{k}"] for k in ("top1", "params", "gflops", "size_mb")}
+    else:
+        base = evaluate(baseline, ds, batch_size=64, progress=progress).to_dict()
+    del baseline
+    fp32 = evaluate(model, ds, batch_size=64, progress=progress)
+    res, quant_info = fp32, None
+    if args.quant != "none":
+        quantize_from_args(model, args, calib)
+        quant_info = model.lraqvit_quant
+        res = evaluate(model, ds, batch_size=64, progress=progress)
+        res.size_mb = quantized_size_mb(model)
+    info = getattr(model, "lraqvit_compression", None) or source_manifest.get("compression")
     metrics = {
-        "top1": res.top1, "baseline_top1": base.top1, "top1_diff": res.top1 - base.top1,
-        "params": res.params, "baseline_params": base.params,
-        "param_reduction": 1.0 - res.params / base.params,
-        "gflops": res.gflops, "baseline_gflops": base.gflops,
-        "size_mb": res.size_mb, "baseline_size_mb": base.size_mb, "n_images": res.n_images,
+        "top1": res.top1, "baseline_top1": base["top1"], "top1_diff": res.top1 - base["top1"],
+        "fp32_top1": fp32.top1, "quant": args.quant,
+        "params": res.params, "baseline_params": base["params"],
+        "param_reduction": 1.0 - res.params / base["params"],
+        "gflops": res.gflops, "baseline_gflops": base["gflops"],
+        "size_mb": res.size_mb, "baseline_size_mb": base["size_mb"], "n_images": res.n_images,
     }
-    extra = {"compression": info, "metrics": metrics,
+    extra = {"compression": info, "quantization": quant_info, "metrics": metrics,
              "eval_data": args.data or "test bed test subset", "eval_limit": args.limit}
     save_model_artifact(args.out, model, extra)
-    distill = info["distill"] or {}
-    data = {"model": model.lraqvit_spec.name, "method": info["method"],
-            "param_reduction_target": info["config"]["param_reduction"], **metrics,
+    info = info or {}
+    distill = info.get("distill") or {}
+    data = {"model": model.lraqvit_spec.name, "method": info.get("method", "dense"),
+            "param_reduction_target": (info.get("config") or {}).get("param_reduction"), **metrics,
             "kd_steps": distill.get("steps", 0), "kd_final_loss": distill.get("final_loss"),
             "kd_seconds": distill.get("seconds"), "kd_world_size": distill.get("world_size"),
-            "out": str(args.out), "ranks": info["ranks"]}
-    emit(data, args.json, title=f"compress --method {info['method']}: {args.out}")
+            "calib_seconds": (quant_info or {}).get("calib_seconds"),
+            "wads_seconds": (quant_info or {}).get("search_seconds"),
+            "out": str(args.out), "ranks": info.get("ranks")}
+    title = f"compress --method {info.get('method', 'none')} --quant {args.quant}: {args.out}"
+    emit(data, args.json, title=title)
     return 0
-
