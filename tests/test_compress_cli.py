@@ -120,3 +120,49 @@ def test_quantize_an_existing_artifact(tmp_path):
 def test_nothing_to_do_is_an_error(tmp_path, capsys):
     assert main(["compress", *TINY, "--out", str(tmp_path / "x")]) == 1
     assert "nothing to do" in capsys.readouterr().err
+
+
+ALLOC = ["--alloc-calib-images", "16", "--alloc-calib-data", "fashion-mnist:train", "--kd-steps", "0"]
+
+
+def test_energy_rank_allocation_meets_the_budget(tmp_path):
+    js = tmp_path / "e.json"
+    rc = main(["compress", *TINY, "--method", "lra", "--param-reduction", "0.3", "--rank-alloc", "energy", *ALLOC,
+               "--out", str(tmp_path / "e"), "--json", str(js)])
+    assert rc == 0
+    res = json.loads(js.read_text())
+    assert 0.3 <= res["param_reduction"] < 0.31
+    manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    assert manifest["compression"]["config"]["svd"] == "activation"  # auto: whitened SVD with energy allocation
+    assert manifest["compression"]["rank_alloc"]["method"] == "energy"
+
+
+def test_activation_aware_svd_beats_plain_on_its_calibration_error(tmp_path):
+    """--svd activation must give a smaller output error on the calibration images than --svd plain."""
+    from conftest import make_tiny
+
+    from lraqvit_deploy.compress import LowRankConfig, compress_
+    from lraqvit_deploy.data import calibration_batch, load_dataset
+
+    base = make_tiny("deit")
+    images = calibration_batch(load_dataset("fashion-mnist:train", {**base.pretrained_cfg, "interpolation": "bilinear"}), 16)
+    with torch.no_grad():
+        ref = base.forward_features(images)
+    errs = {}
+    for svd in ("plain", "activation"):
+        for method in ("lra", "rb-lra"):
+            m = make_tiny("deit")
+            compress_(m, LowRankConfig(method=method, param_reduction=0.3, svd=svd, init="zero"), images)
+            with torch.no_grad():
+                errs[svd, method] = (m.forward_features(images) - ref).pow(2).mean().item()
+    assert errs["activation", "lra"] < errs["plain", "lra"]
+    assert errs["activation", "rb-lra"] == pytest.approx(errs["activation", "lra"], rel=1e-4)  # same base, zero branch
+
+
+def test_mlorq_allocation_under_a_memory_budget(tmp_path):
+    js = tmp_path / "m.json"
+    rc = main(["compress", *TINY, "--method", "lra", "--rank-alloc", "mlorq", "--memory-budget-mb", "4.0", *ALLOC,
+               "--out", str(tmp_path / "m"), "--json", str(js)])
+    assert rc == 0
+    res = json.loads(js.read_text())
+    assert res["size_mb"] < res["baseline_size_mb"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any, Dict
 
@@ -14,6 +15,7 @@ from ..compress.configs import (DEFAULT_KD_BATCH, DEFAULT_KD_FEATURE_LOSS, DEFAU
                                 DEFAULT_KD_TRAINABLE, DEFAULT_KD_WARMUP, FEATURE_LOSSES, INITS, METHODS, TRAINABLE)
 from ..errors import DeployError
 from ..quant.cli_args import add_quant_args
+from ..rank_alloc.cli_args import add_rank_alloc_args
 from .args import add_json_arg, add_model_args, eval_dataset, load_model
 
 HELP = "low-rank compress a ViT (LRA or RB-LRA + block distillation) to a target parameter reduction"
@@ -68,6 +70,11 @@ def add_compression_args(p: argparse.ArgumentParser, required: bool = False) -> 
     g.add_argument("--init", choices=INITS, default="wr",
                    help="RB-LRA branch init: wr (weight reconstruction, default), zero, random")
     g.add_argument("--train-base", action="store_true", help="RB-LRA: also train the SVD base factors")
+    g.add_argument("--svd", choices=("auto", "plain", "activation"), default="auto",
+                   help="plain: SVD of W (LRA-QViT); activation: SVD of W whitened by the calibration "
+                        "activations' second moment (Azizi et al.; far less damage before fine-tuning); "
+                        "auto: activation with --rank-alloc energy/mlorq, else plain")
+    add_rank_alloc_args(p)
     k = p.add_argument_group("distillation", "block-level KD from the original model (LRA-QViT §3.4)")
     mx = k.add_mutually_exclusive_group()
     mx.add_argument("--kd-steps", type=int, default=None, metavar="N",
@@ -161,14 +168,35 @@ def compress_from_args(model, args: argparse.Namespace):
         if getattr(args, "param_reduction", None) is not None or getattr(args, "ranks", None) is not None:
             raise DeployError("--param-reduction/--ranks need --method lra or --method rb-lra.")
         return model
+    if args.rank_alloc == "mlorq":
+        return _mlorq_from_args(model, args)
     low_rank, kd = configs_from_args(args)
     progress = not getattr(args, "quiet", False)
     teacher = copy.deepcopy(model).eval() if kd is not None else None
     train_ds = train_dataset(args, model) if kd is not None else None  # fail fast, before the SVDs
     dense_params = sum(p.numel() for p in model.parameters())
-    ranks = compress_(model, low_rank)
+    svd = args.svd if args.svd != "auto" else ("plain" if args.rank_alloc == "uniform" else "activation")
+    calib, allocation = None, None
+    if svd == "activation" or args.rank_alloc != "uniform":
+        from ..rank_alloc.cli_args import calibration_images
+
+        calib = calibration_images(model, args.alloc_calib_images, args.alloc_calib_data)
+    if args.rank_alloc == "energy":
+        from ..rank_alloc.allocate import allocate
+
+        if args.ranks is not None or args.param_reduction is None:
+            raise DeployError("--rank-alloc energy chooses the ranks itself: give --param-reduction, not --ranks.")
+        allocation = allocate(model, "energy", args.param_reduction, images=calib,
+                              activation_aware=args.activation_aware, progress=progress)
+        ranks = {n: r for n, r in allocation.ranks.items() if r is not None}
+        low_rank = dataclasses.replace(low_rank, param_reduction=None, ranks=ranks)
+    low_rank = dataclasses.replace(low_rank, svd=svd)
+    ranks = compress_(model, low_rank, calib)
     info: Dict[str, Any] = {"method": low_rank.method, "config": low_rank.to_dict(), "ranks": ranks,
-                            "params_dense": dense_params, "distill": None}
+                            "params_dense": dense_params, "distill": None,
+                            "rank_alloc": args.rank_alloc if allocation is None else allocation.to_dict()}
+    if allocation is not None:
+        info["config"]["param_reduction"] = args.param_reduction
     info["config"]["ranks"] = None if low_rank.ranks is None else "per-layer (see ranks)"
     if kd is not None:
         ckpt = checkpoint_path(args)
@@ -181,6 +209,24 @@ def compress_from_args(model, args: argparse.Namespace):
             ckpt.unlink(missing_ok=True)
     merge_(model)
     model.lraqvit_compression = info
+    return model
+
+
+def _mlorq_from_args(model, args: argparse.Namespace):
+    """MLoRQ: per-layer (rank, weight bits) chosen by an ILP under --memory-budget-mb; no distillation."""
+    from ..rank_alloc.cli_args import allocation_from_args
+    from ..rank_alloc.plan import apply_plan_
+
+    if args.kd_steps not in (None, 0) or args.kd_epochs:
+        raise DeployError("--rank-alloc mlorq quantizes weights while allocating; distillation is not supported "
+                          "on top of it yet. Drop --kd-steps/--kd-epochs.")
+    dense_params = sum(p.numel() for p in model.parameters())
+    allocation = allocation_from_args(model, args)
+    apply_plan_(model, allocation.plan, allocation.stats)
+    model.lraqvit_compression = {"method": args.method, "config": {"param_reduction": None, "rank_alloc": "mlorq",
+                                                                    "memory_budget_mb": args.memory_budget_mb},
+                                 "ranks": {n: r for n, r in allocation.ranks.items() if r is not None},
+                                 "params_dense": dense_params, "distill": None, "rank_alloc": allocation.to_dict()}
     return model
 
 
@@ -224,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         quantize_from_args(model, args, calib)
         quant_info = model.lraqvit_quant
         res = evaluate(model, ds, batch_size=64, progress=progress)
-        res.size_mb = quantized_size_mb(model)
+    res.size_mb = quantized_size_mb(model)  # low-bit weights (quantization, MLoRQ) at their stored width
     info = getattr(model, "lraqvit_compression", None) or source_manifest.get("compression")
     metrics = {
         "top1": res.top1, "baseline_top1": base["top1"], "top1_diff": res.top1 - base["top1"],

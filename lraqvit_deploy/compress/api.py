@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Type
+from typing import Callable, Dict, Optional, Type
 
 import torch
 import torch.nn as nn
@@ -29,14 +29,17 @@ def register_compress_handler(config_type: Type) -> Callable:
     return deco
 
 
-def compress_(model: nn.Module, config) -> Dict[str, int]:
-    """Compress `model` in place as `config` says; returns {layer name: rank} of the replaced layers."""
+def compress_(model: nn.Module, config, calib_images: Optional[torch.Tensor] = None) -> Dict[str, int]:
+    """Compress `model` in place as `config` says; returns {layer name: rank} of the replaced layers.
+
+    `calib_images` (N, 3, H, W) are needed by activation-aware SVD (`LowRankConfig(svd="activation")`).
+    """
     try:
         handler = _HANDLERS[type(config)]
     except KeyError:
         raise DeployError(f"no compression handler for {type(config).__name__}; "
                           f"known configs: {[t.__name__ for t in _HANDLERS]}.") from None
-    return handler(model, config)
+    return handler(model, config, calib_images)
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -45,17 +48,34 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 @register_compress_handler(LowRankConfig)
-def _low_rank_transform(model: nn.Module, config: LowRankConfig) -> Dict[str, int]:
+def _low_rank_transform(model: nn.Module, config: LowRankConfig,
+                        calib_images: Optional[torch.Tensor] = None) -> Dict[str, int]:
     ranks = plan_ranks(model, config)
     gen = torch.Generator().manual_seed(config.seed)
+    stats = _activation_stats(model, ranks, calib_images) if config.svd == "activation" else {}
     for name, rank in ranks.items():
         linear = model.get_submodule(name)
+        asvd = None
+        if name in stats:
+            from ..rank_alloc.activation_svd import ActivationSVD
+
+            asvd = ActivationSVD(linear.weight, stats[name].second_moment)
         if config.method == "lra":
-            new = LowRankLinear.from_linear(linear, rank)
+            new = LowRankLinear.from_linear(linear, rank) if asvd is None else asvd.low_rank_linear(linear, rank)
         else:
-            new = RBLRALinear.from_linear(linear, rank, config.init, config.train_base, config.init_std, gen)
+            svd = None if asvd is None else (asvd.u, asvd.s, asvd.vh, asvd.l_inv)
+            new = RBLRALinear.from_linear(linear, rank, config.init, config.train_base, config.init_std, gen, svd=svd)
         _replace(model, name, new)
     return ranks
+
+
+def _activation_stats(model: nn.Module, ranks: Dict[str, int], calib_images: Optional[torch.Tensor]):
+    """Second moments E[xxᵀ] of each layer's input, for the whitened (activation-aware) SVD."""
+    from ..rank_alloc.activations import collect_stats
+
+    if calib_images is None:
+        raise DeployError("activation-aware SVD (--svd activation) needs calibration images.")
+    return collect_stats(model, calib_images, list(ranks), progress=False)
 
 
 def merge_(model: nn.Module) -> int:

@@ -8,6 +8,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from ..errors import DeployError
 
 METHODS = ("lra", "rb-lra")
+SVD_KINDS = ("plain", "activation")
 INITS = ("wr", "zero", "random")
 DEFAULT_TARGETS = ("qkv", "proj", "fc1", "fc2")
 
@@ -31,9 +32,12 @@ class LowRankConfig:
     init_std: Optional[float] = None  # random init std; None = RMS of the WR branch of that layer
     train_base: bool = False  # RB-LRA: also train the SVD base factors (paper: frozen)
     seed: int = 0  # random init
+    svd: str = "plain"  # "activation": SVD of W whitened by calibration activations (needs calib images)
     version: int = 1
 
     def __post_init__(self):
+        if self.svd not in SVD_KINDS:
+            raise DeployError(f"svd must be one of {', '.join(SVD_KINDS)}, got {self.svd!r}.")
         if self.method not in METHODS:
             raise DeployError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}.")
         if (self.param_reduction is None) == (self.ranks is None):

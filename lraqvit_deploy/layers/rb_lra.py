@@ -56,18 +56,29 @@ class RBLRALinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int, init: str = "wr", train_base: bool = False,
-                    std: Optional[float] = None, generator: Optional[torch.Generator] = None) -> "RBLRALinear":
-        """Truncated SVD base of `linear` plus a branch initialised by `init` (see module docstring)."""
+                    std: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                    svd: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = None,
+                    ) -> "RBLRALinear":
+        """Truncated SVD base of `linear` plus a branch initialised by `init` (see module docstring).
+
+        `svd` = (U, S, Vh, R) of W·R⁻¹ instead (e.g. an activation-whitened SVD, R the whitening's
+        inverse applied on the right: W ≈ U S Vh R); the WR branch then uses that spectrum's tail.
+        """
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         w = linear.weight
         m = cls(linear.in_features, linear.out_features, rank, linear.bias is not None, train_base,
                 device=w.device, dtype=w.dtype)
-        u, s, vh = torch.linalg.svd(w.detach().double(), full_matrices=False)
+        if svd is None:
+            u, s, vh = torch.linalg.svd(w.detach().double(), full_matrices=False)
+            right = None
+        else:
+            u, s, vh, right = svd
         root = s[:rank].sqrt()
+        down = root[:, None] * vh[:rank]
         with torch.no_grad():
             m.up.weight.copy_(u[:, :rank] * root)
-            m.down.weight.copy_(root[:, None] * vh[:rank])
+            m.down.weight.copy_(down if right is None else down @ right)
             if linear.bias is not None:
                 m.up.bias.copy_(linear.bias)
             if init != "zero":
