@@ -134,7 +134,9 @@ def test_build_writes_program_manifest_and_benches(tmp_path):
     assert disk["method"] == "forward" and disk["input"] == {"shape": [1, 3, 32, 32], "dtype": "float32",
                                                             "layout": "NCHW"}
     assert disk["agreement"] >= 0.995 and disk["top1"] is None  # random images: no labels
-    assert disk["verification"]["reference"].startswith("quantization simulator")
+    ver = disk["verification"]
+    assert ver["reference"].startswith("quantization simulator")
+    assert 0 < ver["reference_self_agreement"] <= 1 and 0 < ver["min_agreement"] <= 0.995
     assert 0 < disk["size_mb"] < 1 and disk["delegated_fraction"] > 0.9
     assert disk["preprocessing"]["mean"] is not None
 

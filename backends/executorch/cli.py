@@ -9,6 +9,7 @@ from lraqvit_deploy.errors import DeployError, ToleranceError
 
 FORMAT = "lraqvit-deploy/android/1"
 DEFAULT_MIN_AGREEMENT = 0.995
+NOISE_MARGIN = 0.01  # INT8: allowed shortfall below the simulator's own agreement with itself
 
 
 def add_build_arguments(group: argparse._ArgumentGroup) -> None:
@@ -21,7 +22,8 @@ def add_build_arguments(group: argparse._ArgumentGroup) -> None:
                             "models without data)")
     group.add_argument("--min-agreement", type=float, default=None, metavar="F",
                        help=f"fail unless the .pte agrees with the reference on >= F of images (default "
-                            f"{DEFAULT_MIN_AGREEMENT} when the reference computes the same arithmetic; PT2E-from-FP32 "
+                            f"{DEFAULT_MIN_AGREEMENT} for FP32; for QuantLinear INT8 min({DEFAULT_MIN_AGREEMENT}, the "
+                            f"simulator's self-agreement under a 1e-6 input change - {NOISE_MARGIN}); PT2E-from-FP32 "
                             "builds only report)")
     group.add_argument("--delegate-layernorm", action="store_true",
                        help="express LayerNorm in XNNPACK ops (one delegate segment instead of ~2 per block)")
@@ -107,14 +109,19 @@ def _verify(model, pte: Path, scheme: str, args, progress: bool) -> Dict[str, An
     images, labels, desc = verification_images(model, args, getattr(args, "verify_images", None))
     ref = {"none": "pytorch fp32", "quant_linear": "quantization simulator model(x)",
            "pt2e_dynamic": "pytorch fp32 (before PT2E)"}[scheme]
-    v = verify_program(pte, model, images, labels, ref, desc, progress)
+    v = verify_program(pte, model, images, labels, ref, desc, progress, self_check=scheme == "quant_linear")
     threshold = getattr(args, "min_agreement", None)
-    if threshold is None and scheme != "pt2e_dynamic":
+    if threshold is None and scheme == "none":
         threshold = DEFAULT_MIN_AGREEMENT
+    elif threshold is None and scheme == "quant_linear":
+        # Per-token INT8 is discontinuous: the simulator flips predictions under a 1e-6 input change
+        # (test bed: 98.4% self-agreement), so no kernel that is not bit-exact with PyTorch can beat that.
+        threshold = min(DEFAULT_MIN_AGREEMENT, v.reference_self_agreement - NOISE_MARGIN)
     if threshold is not None and v.agreement < threshold:
         raise ToleranceError(
             f"the .pte agrees with the {ref} on {v.agreement:.2%} of {v.n_images} images, below "
-            f"--min-agreement {threshold:.2%}. Nothing was written. Check the QuantLinear settings "
-            "(XNNPACK needs act_scheme='per_token_dynamic'; act_symmetric=False matches it exactly).")
+            f"the threshold {threshold:.2%} (reference self-agreement under a 1e-6 input change: "
+            f"{v.reference_self_agreement}). Nothing was written. Check the QuantLinear settings (XNNPACK runs "
+            "act_scheme='per_token_dynamic'; act_symmetric=False is its arithmetic) or pass --min-agreement.")
     return {"agreement": round(v.agreement, 6), "top1": None if v.top1 is None else round(v.top1, 3),
-            "verification": v.to_dict()}
+            "verification": {**v.to_dict(), "min_agreement": threshold}}

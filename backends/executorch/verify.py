@@ -22,6 +22,9 @@ class Verification:
     max_abs_logit_diff: float
     reference: str
     data: str
+    # the reference against itself with the input scaled by (1 + 1e-6): the agreement any
+    # implementation that is not bit-exact with PyTorch's fp32 arithmetic can expect
+    reference_self_agreement: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -30,7 +33,7 @@ class Verification:
 @torch.no_grad()
 def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Tensor] = None,
                    reference_name: str = "pytorch", data_name: str = "", progress: bool = True,
-                   batch_size: int = 50) -> Verification:
+                   batch_size: int = 50, self_check: bool = False) -> Verification:
     """Execute the program on each image (batch 1, as exported) and score it against `reference`."""
     from tqdm import tqdm
 
@@ -38,7 +41,7 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
 
     method, _ = load_forward(path)
     reference = reference.eval()
-    preds, ref_preds, diff = [], [], 0.0
+    preds, ref_preds, pert_preds, diff = [], [], [], 0.0
     for start in tqdm(range(0, len(images), batch_size), desc="verify .pte", disable=not progress, leave=False):
         chunk = images[start : start + batch_size]
         ref = reference(chunk)
@@ -46,14 +49,17 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
         diff = max(diff, (out - ref).abs().max().item())
         preds += out.argmax(-1).tolist()
         ref_preds += ref.argmax(-1).tolist()
+        if self_check:
+            pert_preds += reference(chunk * (1 + 1e-6)).argmax(-1).tolist()
     preds_t, ref_t = torch.tensor(preds), torch.tensor(ref_preds)
     top1 = ref_top1 = None
     if labels is not None:
         labels = torch.as_tensor(labels)[: len(preds)]
         top1 = 100.0 * (preds_t == labels).float().mean().item()
         ref_top1 = 100.0 * (ref_t == labels).float().mean().item()
+    self_agree = (torch.tensor(pert_preds) == ref_t).float().mean().item() if self_check else None
     return Verification(len(preds), (preds_t == ref_t).float().mean().item(), top1, ref_top1, diff,
-                        reference_name, data_name)
+                        reference_name, data_name, self_agree)
 
 
 def verification_images(model: nn.Module, args, n: Optional[int], seed: int = 0):
