@@ -17,6 +17,7 @@ import torch
 
 from lraqvit_deploy.artifacts import atomic_write, versions, write_json
 from lraqvit_deploy.compress import DistillConfig, LowRankConfig, compress_, distill_, merge_
+from lraqvit_deploy.compress.configs import DEFAULT_KD_BATCH, DEFAULT_KD_LR, DEFAULT_KD_STEPS
 from lraqvit_deploy.data import FashionMNIST, seeded_subset
 from lraqvit_deploy.evaluate import evaluate
 from lraqvit_deploy.layers import RBLRALinear
@@ -53,11 +54,18 @@ def run_row(label: str, table: str, base, eval_ds, train_ds, reduction: float, m
             "seconds": time.perf_counter() - t0}
 
 
+def kd_warmup(meta: Dict[str, Any]) -> int:
+    w = meta["kd_config"].get("warmup_steps", 0)
+    return DistillConfig(warmup_steps=w).warmup(meta["steps"])
+
+
 def markdown(rows: List[Dict[str, Any]], fp32: Dict[str, Any], meta: Dict[str, Any]) -> str:
     out = ["# LRA-QViT Table 1 / Table 7 on the test bed", "",
            f"DINOv2 ViT-S/14 at 56 px + Fashion-MNIST probe; top-1 on {meta['eval_images']} test images. "
            f"Fine-tuned rows: {meta['steps']} steps x batch {meta['batch_size']} (= {meta['steps'] * meta['batch_size']} "
-           f"train images), AdamW lr {meta['lr']:g} cosine, block KD (CE + sum of per-block MSE). "
+           f"train images), AdamW lr {meta['lr']:g}, {kd_warmup(meta)} warm-up steps + cosine, "
+           f"block KD (CE + sum of per-block {meta['kd_config']['feature_loss'].upper()}), "
+           f"trains {meta['kd_config']['trainable']}. "
            f"`init err` = mean relative Frobenius error of the compressed layers before fine-tuning.", ""]
     for table, title in (("1", "Table 1: methods"), ("7", "Table 7: RB-LRA branch init (with KD)")):
         out += [f"## {title}", "", "| method | params (M) | reduction | GFLOPs | top-1 | diff | init err | KD loss first -> last |",
@@ -76,9 +84,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/table1"))
     p.add_argument("--reductions", default="0.30,0.45")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--steps", type=int, default=DEFAULT_KD_STEPS)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_KD_BATCH)
+    p.add_argument("--lr", type=float, default=DEFAULT_KD_LR)
+    p.add_argument("--warmup-steps", type=int, default=DistillConfig.warmup_steps)
+    p.add_argument("--feature-loss", default=DistillConfig.feature_loss, choices=("mse", "nmse"))
+    p.add_argument("--trainable", default=DistillConfig.trainable, choices=("low_rank", "low_rank+norm", "all"))
     p.add_argument("--eval-images", type=int, default=1000)
     p.add_argument("--inits", default="wr,zero,random", help="Table 7 rows, at the largest reduction")
     p.add_argument("--threads", type=int, default=1)
@@ -91,7 +102,8 @@ def main() -> None:
     cfg = tb.get_profile("quick")
     eval_ds = seeded_subset(FashionMNIST("test", tb.data_config(cfg)), args.eval_images, cfg.seed)
     train_ds = FashionMNIST("train", tb.data_config(cfg))
-    kd = DistillConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    kd = DistillConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+                       feature_loss=args.feature_loss, trainable=args.trainable)
     reductions = [float(x) for x in args.reductions.split(",")]
     meta = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_images": len(eval_ds),
             "threads": args.threads, "kd_config": kd.to_dict(), "versions": versions()}

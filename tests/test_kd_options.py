@@ -30,6 +30,7 @@ def test_warmup_then_cosine_to_zero():
     assert lrs[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8]) and lrs[4] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[20] == pytest.approx(0.0, abs=1e-12)
     assert _warmup_cosine(10, 0)(5) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))  # plain cosine
+    assert DistillConfig().warmup(240) == 12 and DistillConfig(warmup_steps=3).warmup(240) == 3
     with pytest.raises(DeployError):
         DistillConfig(warmup_steps=-1)
 

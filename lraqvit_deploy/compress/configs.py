@@ -64,11 +64,11 @@ class LowRankConfig:
 
 
 # Defaults chosen for the test bed on 2 CPU cores (a few minutes); scale steps/batch up on a GPU.
-DEFAULT_KD_STEPS = 120
-DEFAULT_KD_BATCH = 32
+DEFAULT_KD_STEPS = 240
+DEFAULT_KD_BATCH = 16
 DEFAULT_KD_LR = 1e-4
-DEFAULT_KD_WARMUP = 0
-DEFAULT_KD_FEATURE_LOSS = "mse"
+DEFAULT_KD_WARMUP = 0.05  # fraction of the steps, when warmup_steps is not given
+DEFAULT_KD_FEATURE_LOSS = "nmse"
 DEFAULT_KD_TRAINABLE = "low_rank"
 TRAINABLE = ("low_rank", "low_rank+norm", "all")
 FEATURE_LOSSES = ("mse", "nmse")
@@ -95,7 +95,7 @@ class DistillConfig:
     alpha: float = 1.0  # CE weight
     beta: float = 1.0  # block-MSE weight
     max_grad_norm: Optional[float] = 1.0
-    warmup_steps: int = DEFAULT_KD_WARMUP  # linear lr warm-up before the cosine decay
+    warmup_steps: Optional[int] = None  # linear lr warm-up before the cosine decay; None: 5% of the steps
     feature_loss: str = DEFAULT_KD_FEATURE_LOSS  # "mse": the paper's; "nmse": each block's MSE / mean square of its teacher output
     block_inputs: str = "teacher"
     trainable: str = DEFAULT_KD_TRAINABLE
@@ -122,7 +122,7 @@ class DistillConfig:
             raise DeployError(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}.")
         if self.feature_loss not in FEATURE_LOSSES:
             raise DeployError(f"feature_loss must be one of {', '.join(FEATURE_LOSSES)}, got {self.feature_loss!r}.")
-        if self.warmup_steps < 0:
+        if self.warmup_steps is not None and self.warmup_steps < 0:
             raise DeployError(f"--kd-warmup-steps must be >= 0, got {self.warmup_steps}.")
         if self.checkpoint_every < 1:
             raise DeployError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}.")
@@ -131,6 +131,10 @@ class DistillConfig:
         if self.epochs is not None:
             return max(1, round(self.epochs * steps_per_epoch))
         return DEFAULT_KD_STEPS if self.steps is None else self.steps
+
+    def warmup(self, total: int) -> int:
+        """Warm-up steps of a run of `total` steps."""
+        return round(DEFAULT_KD_WARMUP * total) if self.warmup_steps is None else self.warmup_steps
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -251,7 +251,7 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
     total = config.total_steps(steps_per_epoch)
 
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total, config.warmup_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total, config.warmup(total)))
     start, losses = 0, []
     path = Path(checkpoint) if checkpoint else None
     if resume and path is not None and path.is_file():
