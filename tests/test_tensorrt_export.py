@@ -144,3 +144,22 @@ def importlib_has_trt():
     import importlib.util
 
     return importlib.util.find_spec("tensorrt") is not None
+
+
+def test_int8_artifact_gets_true_float_baselines(tmp_path, tiny_vit):
+    """From a quantized (WADS-style) model the FP32 ONNX holds its float weights: no fake-quant rounding."""
+    import onnx
+
+    from lraqvit_deploy.backends.tensorrt.cli import build_bundle
+    from lraqvit_deploy.quant import QuantConfig, float_copy, quantize_
+
+    x, y = _data(32)
+    reference = float_copy(tiny_vit)
+    quantize_(tiny_vit, QuantConfig(method="smoothquant", progress=False), _data(16, seed=4)[0])
+    man = build_bundle(tiny_vit, tmp_path / "out", TensorDataset(x, y), _data(16, seed=4)[0], progress=False,
+                       latency_iters=0, log=lambda *a: None)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / man["onnx"]["fp32"])).graph.node}
+    assert "Round" not in ops and "QuantizeLinear" not in ops
+    assert man["fp32_onnx_agreement"] == 1.0
+    with torch.no_grad():  # SmoothQuant's folded scales leave the float function unchanged
+        assert torch.allclose(float_copy(tiny_vit)(x), reference(x), atol=1e-4)

@@ -63,15 +63,18 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: torch.Tensor, *, m
     spec = getattr(model, "lraqvit_spec", None)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name if spec else type(model).__name__)
     shape = tuple(input_size(model))
+    from lraqvit_deploy.quant import float_copy
+
     model = model.eval()
+    fmodel = float_copy(model)  # FP32/FP16 baselines: an INT8 artifact's float weights, not its fake-quant
     with atomic_dir(out_dir) as tmp:
         files = {"int8": f"{name}_qdq.onnx", "fp32": f"{name}_fp32.onnx"}
         if fp16:
             files["fp16"] = f"{name}_fp16.onnx"
         log(f"exporting {files['fp32']} (opset {opset})")
-        export_onnx(model, tmp / files["fp32"], shape, opset=opset)
+        export_onnx(fmodel, tmp / files["fp32"], shape, opset=opset)
         if fp16:
-            export_onnx(model, tmp / files["fp16"], shape, opset=opset, fp16=True)
+            export_onnx(fmodel, tmp / files["fp16"], shape, opset=opset, fp16=True)
 
         t0 = time.perf_counter()
         sim = copy.deepcopy(model)
@@ -96,9 +99,9 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: torch.Tensor, *, m
         q = verify.compare_predictions(sim, tmp / files["int8"], eval_ds, progress=progress,
                                        twin=prepare_for_export(sim))  # unfused attention: float-order twin
         verify.require_agreement(q, min_agreement, files["int8"])
-        f32 = verify.compare_predictions(model, tmp / files["fp32"], eval_ds, progress=progress)
+        f32 = verify.compare_predictions(fmodel, tmp / files["fp32"], eval_ds, progress=progress)
         verify.require_agreement(f32, min_agreement, files["fp32"])
-        f16 = verify.compare_predictions(model, tmp / files["fp16"], eval_ds, progress=progress) if fp16 else None
+        f16 = verify.compare_predictions(fmodel, tmp / files["fp16"], eval_ds, progress=progress) if fp16 else None
 
         latency = None
         if latency_iters > 0:

@@ -80,13 +80,6 @@ def calibrate_per_tensor_(model: nn.Module, calib_images: torch.Tensor, batch_si
         m.act_scale = (amax[n].clamp_min(1e-8) / qmax).reshape(()).to(m.linear.weight.device)
 
 
-def _naive_quantize_(model: nn.Module) -> None:
-    """Swap encoder Linears (incl. LowRankLinear down/up) for QuantLinear (per-channel w_scale)."""
-    for name, mod in list(model.named_modules()):
-        if is_encoder_linear(name, mod):
-            _swap(model, name, QuantLinear.from_linear(mod, act_scheme="per_tensor_static"))
-
-
 def to_per_tensor_(model: nn.Module, calib_images: torch.Tensor, method: str = "naive") -> str:
     """Bring `model` in place to the simulator's per-tensor configuration; returns how.
 
@@ -95,19 +88,13 @@ def to_per_tensor_(model: nn.Module, calib_images: torch.Tensor, method: str = "
       are recalibrated per tensor (TensorRT has no per-token INT8);
     * otherwise the encoder Linears are quantized with `lraqvit_deploy.quant.quantize_`
       (`method`, e.g. naive/smoothquant/wads), then recalibrated per tensor if the method's
-      scheme is per-token; without that package, with the built-in absmax NaivePTQ.
+      scheme is per-token.
     """
     if quant_linears(model):
         calibrate_per_tensor_(model, calib_images)
         return "kept the artifact's QuantLinear weights/scales; activation scales recalibrated per tensor"
-    try:
-        from lraqvit_deploy.quant import QuantConfig, quantize_
-    except ImportError:
-        quantize_ = None
-    if quantize_ is None:
-        _naive_quantize_(model)
-        calibrate_per_tensor_(model, calib_images)
-        return "built-in absmax NaivePTQ (lraqvit_deploy.quant not available)"
+    from lraqvit_deploy.quant import QuantConfig, quantize_
+
     quantize_(model, QuantConfig(method=method, progress=False), calib_images)
     how = f"lraqvit_deploy.quant.quantize_(method={method!r})"
     if not quant_linears(model):

@@ -113,6 +113,16 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.quantize_input(x), self.quantized_weight(), self.linear.bias)
 
+    @torch.no_grad()
+    def to_linear(self) -> nn.Linear:
+        """The float Linear this layer approximates (any explicit `input_scale` folded into its columns)."""
+        lin = nn.Linear(self.in_features, self.out_features, self.linear.bias is not None,
+                        device=self.linear.weight.device, dtype=self.linear.weight.dtype)
+        lin.load_state_dict(self.linear.state_dict())
+        if self.input_scale.numel():
+            lin.weight.div_(self.input_scale[None, :])
+        return lin
+
     def artifact_entry(self) -> dict:
         return {"type": "quant_linear", "act_scheme": self.act_scheme, "w_bits": self.w_bits, "a_bits": self.a_bits,
                 "act_symmetric": self.act_symmetric, "num_tokens": int(self.act_scale.numel())

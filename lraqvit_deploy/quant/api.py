@@ -125,3 +125,19 @@ def quantized_size_mb(model: nn.Module) -> float:
     for key, t in model.state_dict().items():
         total += t.numel() * (-(-low_bit[key] // 8) if key in low_bit else t.element_size())
     return total / 1e6
+
+
+def float_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with every QuantLinear back to its float Linear: the same folded weights, no rounding.
+
+    This is the FP32 model an INT8 artifact was quantized from (WADS/SmoothQuant scales stay folded,
+    which is exact in real arithmetic), for FP32/FP16 baseline programs built from an INT8 artifact.
+    """
+    import copy
+
+    out = copy.deepcopy(model)
+    for name, m in list(out.named_modules()):
+        if isinstance(m, QuantLinear):
+            parent, _, child = name.rpartition(".")
+            setattr(out.get_submodule(parent) if parent else out, child, m.to_linear())
+    return out
