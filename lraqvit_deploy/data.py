@@ -99,6 +99,24 @@ def load_dataset(spec: str, data_config: Dict[str, Any]) -> Dataset:
     return image_folder(spec, data_config)
 
 
+def training_dataset(model, source: Optional[str], missing_hint: str) -> Dataset:
+    """Training images for distillation or calibration, preprocessed for `model`.
+
+    `source` is an ImageFolder path or `fashion-mnist:train`; the test bed defaults to Fashion-MNIST's
+    training split, any other model must name its images (`missing_hint` says how).
+    """
+    from timm.data import resolve_data_config
+
+    from .models import TESTBED
+
+    if source is None:
+        spec = getattr(model, "lraqvit_spec", None)
+        if spec is None or spec.name != TESTBED:
+            raise DeployError(missing_hint)
+        source = "fashion-mnist:train"
+    return load_dataset(source, resolve_data_config(model=model))
+
+
 def seeded_subset(ds: Dataset, n: Optional[int], seed: int = 0) -> Dataset:
     """`n` items drawn without replacement by a seeded permutation (all of them when n is None)."""
     if n is None or n >= len(ds):

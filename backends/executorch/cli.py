@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict
 
-from lraqvit_deploy.errors import DeployError, ToleranceError
+from lraqvit_deploy.errors import ToleranceError
 
 FORMAT = "lraqvit-deploy/android/1"
 DEFAULT_MIN_AGREEMENT = 0.995

@@ -137,19 +137,11 @@ def _read_ranks(path: Path) -> Dict[str, int]:
 
 def train_dataset(args: argparse.Namespace, model):
     """--train-data, or Fashion-MNIST train for the test bed."""
-    from timm.data import resolve_data_config
+    from ..data import seeded_subset, training_dataset
 
-    from ..data import load_dataset, seeded_subset
-    from ..models import TESTBED
-
-    spec = getattr(model, "lraqvit_spec", None)
-    source = args.train_data
-    if source is None:
-        if spec is None or spec.name != TESTBED:
-            raise DeployError("distillation needs training images: pass --train-data DIR (ImageNet-train layout) "
-                              "or --train-data fashion-mnist:train, or --kd-steps 0 to skip distillation.")
-        source = "fashion-mnist:train"
-    ds = load_dataset(source, resolve_data_config(model=model))
+    ds = training_dataset(model, args.train_data,
+                          "distillation needs training images: pass --train-data DIR (ImageNet-train layout) "
+                          "or --train-data fashion-mnist:train, or --kd-steps 0 to skip distillation.")
     return seeded_subset(ds, args.train_limit, args.seed) if args.train_limit else ds
 
 

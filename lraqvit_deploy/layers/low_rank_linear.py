@@ -39,14 +39,18 @@ class LowRankLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int) -> "LowRankLinear":
         """Truncated SVD of `linear` (Eckart-Young optimal in Frobenius norm)."""
-        m = cls(linear.in_features, linear.out_features, rank, linear.bias is not None,
+        return cls.from_factors(linear, *svd_factors(linear.weight, rank))
+
+    @classmethod
+    @torch.no_grad()
+    def from_factors(cls, linear: nn.Linear, up: torch.Tensor, down: torch.Tensor) -> "LowRankLinear":
+        """`up` (out, r) @ `down` (r, in) replacing `linear`, whose bias it keeps."""
+        m = cls(linear.in_features, linear.out_features, up.shape[1], linear.bias is not None,
                 device=linear.weight.device, dtype=linear.weight.dtype)
-        up, down = svd_factors(linear.weight, rank)
-        with torch.no_grad():
-            m.up.weight.copy_(up)
-            m.down.weight.copy_(down)
-            if linear.bias is not None:
-                m.up.bias.copy_(linear.bias)
+        m.up.weight.copy_(up)
+        m.down.weight.copy_(down)
+        if linear.bias is not None:
+            m.up.bias.copy_(linear.bias)
         return m
 
     def to_linear(self) -> nn.Linear:

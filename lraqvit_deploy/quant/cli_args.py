@@ -42,21 +42,14 @@ def config_from_args(args: argparse.Namespace):
 
 def calibration_images(model: nn.Module, args: argparse.Namespace) -> torch.Tensor:
     """`--calib-images` seeded images from `--calib-data`, or the test bed's training split."""
-    from timm.data import resolve_data_config
+    from ..data import calibration_batch, training_dataset
 
-    from ..data import calibration_batch, load_dataset
-    from ..models import TESTBED
-
-    spec = getattr(model, "lraqvit_spec", None)
-    source = args.calib_data
-    if source is None:
-        if spec is None or spec.name != TESTBED:
-            raise DeployError("--quant needs calibration images: pass --calib-data DIR (ImageFolder, e.g. a few "
-                              "hundred ImageNet-train images) or --calib-data fashion-mnist:train.")
-        source = "fashion-mnist:train"
     if args.calib_images <= 0:
         raise DeployError(f"--calib-images must be positive, got {args.calib_images}.")
-    return calibration_batch(load_dataset(source, resolve_data_config(model=model)), args.calib_images, seed=0)
+    ds = training_dataset(model, args.calib_data,
+                          "--quant needs calibration images: pass --calib-data DIR (ImageFolder, e.g. a few "
+                          "hundred ImageNet-train images) or --calib-data fashion-mnist:train.")
+    return calibration_batch(ds, args.calib_images, seed=0)
 
 
 def quantize_from_args(model: nn.Module, args: argparse.Namespace, calib_images: Optional[torch.Tensor] = None):

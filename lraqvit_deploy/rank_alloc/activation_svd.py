@@ -77,15 +77,7 @@ class ActivationSVD:
         return up.to(self.weight.dtype), down.to(self.weight.dtype)
 
     def low_rank_linear(self, linear: torch.nn.Linear, rank: int) -> LowRankLinear:
-        m = LowRankLinear(linear.in_features, linear.out_features, rank, linear.bias is not None,
-                          device=linear.weight.device, dtype=linear.weight.dtype)
-        up, down = self.factors(rank)
-        with torch.no_grad():
-            m.up.weight.copy_(up)
-            m.down.weight.copy_(down)
-            if linear.bias is not None:
-                m.up.bias.copy_(linear.bias)
-        return m
+        return LowRankLinear.from_factors(linear, *self.factors(rank))
 
 
 def weighted_error(weight: torch.Tensor, approx: torch.Tensor, second_moment: torch.Tensor,

@@ -51,18 +51,11 @@ def add_rank_alloc_args(parser: argparse.ArgumentParser) -> None:
 
 def calibration_images(model, n: int, data: Optional[str] = None, seed: int = 0) -> torch.Tensor:
     """`n` seeded training images preprocessed for `model` (test bed: Fashion-MNIST train split)."""
-    from timm.data import resolve_data_config
+    from ..data import calibration_batch, training_dataset
 
-    from ..data import calibration_batch, load_dataset
-    from ..models import TESTBED
-
-    spec = getattr(model, "lraqvit_spec", None)
-    if data is None:
-        if spec is None or spec.name != TESTBED:
-            raise DeployError("activation-aware allocation needs calibration images: pass --alloc-calib-data "
-                              "DIR (ImageFolder of training images) or fashion-mnist:train.")
-        data = "fashion-mnist:train"
-    return calibration_batch(load_dataset(data, resolve_data_config(model=model)), n, seed)
+    ds = training_dataset(model, data, "activation-aware SVD / rank allocation needs calibration images: pass "
+                                       "--alloc-calib-data DIR (ImageFolder of training images) or fashion-mnist:train.")
+    return calibration_batch(ds, n, seed)
 
 
 def allocation_from_args(model, args: argparse.Namespace, param_reduction: Optional[float] = None) -> Allocation:

@@ -7,7 +7,6 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..layers.low_rank_linear import LowRankLinear
 from ..layers.quant_linear import QuantLinear, fake_quant_symmetric
 from .activation_svd import ActivationSVD
 from .activations import LayerStats
