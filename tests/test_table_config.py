@@ -148,3 +148,18 @@ def test_jetson_local_plan_when_tensorrt_present(tmp_path, monkeypatch):
 
     assert precision(step_argv(benches["rb-lra-wads"], plan)) == "int8"
     assert precision(step_argv(benches["fp32"], plan)) == "fp32"
+
+
+def test_quant_methods_quantize_the_shared_fp32_artifact(tmp_path):
+    """Distillation runs once; every --quant method quantizes that artifact (`deploy compress DIR --quant`)."""
+    from lraqvit_deploy.cli.main import build_parser
+
+    plan = make_plan(parse_config(base()), tmp_path)
+    fp32, wads = plan.metrics[("testbed", "rb-lra")], plan.metrics[("testbed", "rb-lra-wads")]
+    assert wads.deps == (fp32,) and not fp32.deps
+    assert [s.kind for s in plan.steps].count("compress") == 2
+    argv = step_argv(wads, plan)
+    assert argv[:4] == ["compress", str(fp32.out), "--quant", "wads"]
+    args = build_parser().parse_args(argv)
+    assert args.source == str(fp32.out) and args.method is None
+    assert plan.steps.index(fp32) < plan.steps.index(wads)

@@ -10,6 +10,7 @@ stamp `work/.done/<key>.json` is written only after a step succeeded, so
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -137,6 +138,11 @@ def make_plan(config: TableConfig, out: Path) -> Plan:
             if m.dense:
                 metrics = add(Step("eval", model.name, mid, {"args": ["--model", model.name, *model.args,
                                                                         *s.eval_args]}))
+            elif m.compress and m.quant != "none":
+                # distil once: quantize the shared FP32 compressed artifact (`deploy compress DIR --quant`)
+                fp32 = add(Step("compress", model.name, mid,
+                                {"args": compress_args(model, dataclasses.replace(m, quant="none"))}))
+                metrics = add(Step("compress", model.name, mid, {"args": ["--quant", m.quant, *m.args]}, (fp32,)))
             else:
                 metrics = add(Step("compress", model.name, mid, {"args": compress_args(model, m)}))
             plan.metrics[(model.name, mid)] = metrics

@@ -71,7 +71,9 @@ def step_argv(step: Step, plan: Plan, quiet: bool = False) -> List[str]:
     if step.kind == "compress":
         # --resume: an interrupted distillation continues from its checkpoint (OUT.kd-checkpoint.pt),
         # which `deploy compress` only accepts when it was written with the same options
-        return ["compress", *s["args"], "--out", str(step.out), "--json", str(step.json), "--resume", *general]
+        source = [str(step.deps[0].out)] if step.deps else []  # quantize an FP32 compressed artifact
+        return ["compress", *source, *s["args"], "--out", str(step.out), "--json", str(step.json), "--resume",
+                *general]
     if step.kind == "build":
         source = [str(step.deps[0].out)] if step.deps else s["args"]
         return ["build", "--target", step.target, *source, *s.get("build_args", []), "--out", str(step.out),
