@@ -20,6 +20,13 @@ def test_help_lists_commands():
     assert r.returncode == 0 and "examples:" in r.stdout and "--weights" in r.stdout
 
 
+@pytest.mark.parametrize("command", ["eval", "compress", "build", "bench", "table"])
+def test_every_command_teaches_with_help(command):
+    r = _deploy(command, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "usage: deploy " + command in r.stdout and "Traceback" not in r.stderr
+
+
 def test_user_error_exits_1_without_traceback():
     r = _deploy("eval", "--model", "deit_tiny_patch16_224", "--weights", "/nonexistent.safetensors")
     assert r.returncode == 1

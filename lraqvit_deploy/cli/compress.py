@@ -84,7 +84,7 @@ def add_compression_args(p: argparse.ArgumentParser, required: bool = False) -> 
     k.add_argument("--kd-batch-size", type=int, default=DEFAULT_KD_BATCH, help=f"per process (default {DEFAULT_KD_BATCH})")
     k.add_argument("--kd-lr", type=float, default=DEFAULT_KD_LR, help=f"AdamW peak lr, cosine decay (default {DEFAULT_KD_LR:g})")
     k.add_argument("--kd-warmup-steps", type=int, default=None, metavar="N",
-                   help=f"linear lr warm-up before the cosine decay (default {DEFAULT_KD_WARMUP:.0%} of the steps)")
+                   help=f"linear lr warm-up before the cosine decay (default {DEFAULT_KD_WARMUP:.0%}% of the steps)")
     k.add_argument("--kd-weight-decay", type=float, default=0.01)
     k.add_argument("--kd-alpha", type=float, default=1.0, help="CE weight (default 1)")
     k.add_argument("--kd-beta", type=float, default=1.0, help="per-block MSE weight (default 1)")
