@@ -31,6 +31,15 @@ def make_tiny(family: str = "vit", num_classes: int = 10, seed: int = 0):
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for training-heavy tests: on a shared 2-core box two OpenMP threads can run 30x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def tiny_vit():
     return make_tiny("vit")
 

@@ -15,13 +15,7 @@ from lraqvit_deploy.layers import LowRankLinear, RBLRALinear
 from conftest import make_tiny
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core box two OpenMP threads can run 30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _x(model, n=4):

@@ -11,11 +11,7 @@ TINY = ["--model", "deit_tiny_patch16_224", "--weights", "random", "--img-size",
         "--data", "fashion-mnist:test", "--limit", "32", "--threads", "1", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_compress_writes_an_artifact_that_eval_reloads(tmp_path):

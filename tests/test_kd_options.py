@@ -16,12 +16,7 @@ from lraqvit_deploy.errors import DeployError
 from conftest import make_tiny
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_warmup_then_cosine_to_zero():

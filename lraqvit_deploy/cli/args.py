@@ -62,5 +62,17 @@ def eval_dataset(args: argparse.Namespace, model):
                       "or --data fashion-mnist:test, or use --model testbed.")
 
 
+def add_backend_groups(p: argparse.ArgumentParser, targets: dict, adder: str) -> None:
+    """Give each installed target module (`{target: module name}`) its own option group via `module.<adder>`."""
+    import importlib
+
+    for target, modname in targets.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError:
+            continue
+        getattr(mod, adder)(p.add_argument_group(f"{target} options"))
+
+
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")

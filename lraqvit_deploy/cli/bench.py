@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 
 from ..errors import DeployError
-from .args import add_json_arg
+from .args import add_backend_groups, add_json_arg
 
 TARGETS = {
     "host": "lraqvit_deploy.backends.executorch.host_bench",
@@ -38,12 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", "-n", type=int, default=50, help="timed iterations (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up iterations (default 5)")
     add_json_arg(p)
-    for target, modname in TARGETS.items():
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError:
-            continue
-        mod.add_bench_arguments(p.add_argument_group(f"{target} options"))
+    add_backend_groups(p, TARGETS, "add_bench_arguments")
     p.set_defaults(func=run)
 
 

@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 
 from ..errors import DeployError
-from .args import add_json_arg, add_model_args, load_model
+from .args import add_backend_groups, add_json_arg, add_model_args, load_model
 from ..quant.cli_args import add_quant_args, quantize_from_args
 from .compress import add_compression_args, compress_from_args
 
@@ -46,12 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_arg(p)
     add_compression_args(p)  # --method lra|rb-lra ...: compress (and distil) before lowering
     add_quant_args(p)  # --quant wads ...: INT8 simulator scales that the backend lowers
-    for target, modname in TARGETS.items():
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError:
-            continue
-        mod.add_build_arguments(p.add_argument_group(f"{target} options"))
+    add_backend_groups(p, TARGETS, "add_build_arguments")
     p.set_defaults(func=run)
 
 
