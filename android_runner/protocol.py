@@ -31,15 +31,39 @@ class RunPlan:
     remote_dir: str = REMOTE_DIR
     results_dir: Optional[Path] = None
     log: Dict[str, Any] = field(default_factory=dict)
+    # "executor_runner" (ExecuTorch's example runner) or "pte_runner" (android_runner/native, built
+    # with `build.sh android`); both print the per-iteration lines `to_result` reads.
+    runner_kind: str = "executor_runner"
+
+
+RUNNER_KINDS = ("executor_runner", "pte_runner")
 
 
 def runner_command(remote_dir: str, pte_name: str, threads: int, executions: int, mask: Optional[str],
-                   log_name: str) -> str:
-    """The device shell line: cd, optional taskset pinning, the runner, all output into a log file."""
-    run = (f"./executor_runner --model_path={shlex.quote(pte_name)} --num_executions={executions} "
-           f"--cpu_threads={threads}")
+                   log_name: str, kind: str = "executor_runner", warmup: int = 0) -> str:
+    """The device shell line: cd, optional taskset pinning, the runner, all output into a log file.
+
+    `executions` counts every run, warm-up included (executor_runner has no warm-up flag; pte_runner
+    gets `--warmup warmup --iterations executions-warmup` and prints the same per-iteration lines).
+    """
+    if kind == "pte_runner":
+        run = (f"./pte_runner --model {shlex.quote(pte_name)} --warmup {warmup} --iterations {executions - warmup} "
+               f"--threads {threads}")
+    elif kind == "executor_runner":
+        run = (f"./executor_runner --model_path={shlex.quote(pte_name)} --num_executions={executions} "
+               f"--cpu_threads={threads}")
+    else:
+        raise DeployError(f"runner kind must be one of {RUNNER_KINDS}, got {kind!r}.")
     pin = f"taskset {mask} " if mask else ""
     return f"cd {shlex.quote(remote_dir)} && {pin}{run} > {shlex.quote(log_name)} 2>&1"
+
+
+def check_not_glibc(runner: Path) -> None:
+    """A pte_runner for a phone must be the NDK build: the linux-aarch64 one needs glibc's loader."""
+    head = Path(runner).read_bytes()[:1 << 16]
+    if b"/lib/ld-linux-aarch64.so.1" in head:
+        raise DeployError(f"{runner} is the linux-aarch64 (glibc) pte_runner, which Android cannot load; build the "
+                          "Android one with: bash android_runner/native/build.sh android EXECUTORCH_CHECKOUT NDK")
 
 
 def snapshot(adb, cores: List[int]) -> Dict[str, Any]:
@@ -57,9 +81,12 @@ def run_on_device(adb, plan: RunPlan, progress: bool = True) -> BenchResult:
     say = print if progress else (lambda *a, **k: None)
     say(f"device: {info.description}; cores {cores} (max kHz {[info.max_khz.get(c) for c in cores]})", flush=True)
 
+    kind = plan.runner_kind
+    if kind == "pte_runner":
+        check_not_glibc(plan.runner)
     adb.shell(f"mkdir -p {shlex.quote(plan.remote_dir)}")
-    adb.push(str(plan.runner), f"{plan.remote_dir}/executor_runner")
-    adb.shell(f"chmod 755 {shlex.quote(plan.remote_dir)}/executor_runner")
+    adb.push(str(plan.runner), f"{plan.remote_dir}/{kind}")
+    adb.shell(f"chmod 755 {shlex.quote(plan.remote_dir)}/{kind}")
     adb.push(str(plan.pte), f"{plan.remote_dir}/{plan.pte.name}")
     if plan.fixed_performance:
         adb.shell("cmd power set-fixed-performance-mode-enabled true", check=False)
@@ -69,7 +96,8 @@ def run_on_device(adb, plan: RunPlan, progress: bool = True) -> BenchResult:
         time.sleep(plan.cooldown_s)
     before = snapshot(adb, cores)
     log_name = f"run_{int(time.time())}.log"
-    cmd = runner_command(plan.remote_dir, plan.pte.name, plan.threads, plan.warmup + plan.iterations, mask, log_name)
+    cmd = runner_command(plan.remote_dir, plan.pte.name, plan.threads, plan.warmup + plan.iterations, mask, log_name,
+                         kind=kind, warmup=plan.warmup)
     proc = adb.shell(cmd, timeout=max(600.0, adb.timeout), check=False)
     after = snapshot(adb, cores)
 

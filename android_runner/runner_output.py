@@ -54,3 +54,27 @@ def parse_runner_output(text: str) -> RunnerOutput:
         elif (m := _FAIL.search(line)) and out.error is None:
             out.error = m.group(1)
     return out
+
+
+# --- pte_runner (android_runner/native/pte_runner.cpp) ---------------------------------------
+# pte_runner prints executor_runner's message formats (so `parse_runner_output` reads its timings)
+# and then one JSON line with this schema: load_ms, times_ms (timed), warmup_ms, threads, inputs,
+# outputs (shape, dtype, file), ok/error, and with --print-cpu-features / --print-libs the HWCAP
+# features and the load address of each shared object.
+PTE_RUNNER_SCHEMA = "lraqvit-deploy/pte_runner/1"
+
+
+def parse_pte_runner_json(text: str) -> Optional[dict]:
+    """The last pte_runner JSON report in `text` (stdout or a log), or None when there is none."""
+    import json
+
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and PTE_RUNNER_SCHEMA in line:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            if d.get("schema") == PTE_RUNNER_SCHEMA:
+                return d
+    return None

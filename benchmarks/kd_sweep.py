@@ -9,7 +9,7 @@ import copy, json, sys, time, torch
 torch.set_num_threads(1)
 from torch.utils.data import Subset
 from lraqvit_deploy.models import create_model
-from lraqvit_deploy.compress import LowRankConfig, DistillConfig, compress_, distill_, merge_
+from lraqvit_deploy.lowrank import LowRankConfig, DistillConfig, compress_, distill_, merge_
 from lraqvit_deploy.evaluate import evaluate
 from lraqvit_deploy.data import FashionMNIST
 from timm.data import resolve_data_config

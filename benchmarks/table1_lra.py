@@ -15,11 +15,12 @@ from typing import Any, Dict, List
 
 import torch
 
-from lraqvit_deploy.artifacts import atomic_write, versions, write_json
-from lraqvit_deploy.compress import DistillConfig, LowRankConfig, compress_, distill_, merge_
-from lraqvit_deploy.compress.configs import DEFAULT_KD_BATCH, DEFAULT_KD_LR, DEFAULT_KD_STEPS
+from lraqvit_deploy.artifacts import versions
+from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, compress_, distill_, merge_
+from lraqvit_deploy.lowrank.configs import DEFAULT_KD_BATCH, DEFAULT_KD_LR, DEFAULT_KD_STEPS
 from lraqvit_deploy.data import FashionMNIST, seeded_subset
 from lraqvit_deploy.evaluate import evaluate
+from lraqvit_deploy.io import atomic_write, write_json
 from lraqvit_deploy.layers import RBLRALinear
 from lraqvit_deploy.models import create_model
 from lraqvit_deploy.models import testbed as tb

@@ -26,13 +26,16 @@ import torch
 import torch.nn as nn
 from timm.data import resolve_data_config
 
-from lraqvit_deploy.artifacts import atomic_write, load_model_artifact, write_json
+from lraqvit_deploy.artifacts import load_model_artifact
+from lraqvit_deploy.calibration import calibrate
 from lraqvit_deploy.data import FashionMNIST, calibration_batch, seeded_subset
 from lraqvit_deploy.evaluate import count_params, size_mb
-from lraqvit_deploy.layers import LowRankLinear
+from lraqvit_deploy.io import atomic_write, write_json
+from lraqvit_deploy.layers import LowRankLinear, replace_module
 from lraqvit_deploy.models import create_model
 from lraqvit_deploy.models import testbed as tb
-from lraqvit_deploy.quant import QuantConfig, quantize_, quantized_size_mb
+from lraqvit_deploy.quant import QUANT_METHODS, AlphaSearchConfig, quant_config, quantize_, quantized_size_mb
+from lraqvit_deploy.vit_layout import encoder_linears
 
 # row id -> (label, method, act_scheme override)
 ROWS = {
@@ -65,30 +68,22 @@ def _whitened_pair(lin: nn.Linear, second_moment: torch.Tensor, rank: int) -> Lo
 
 def lowrank(model: nn.Module, reduction: float, kind: str, images: torch.Tensor) -> nn.Module:
     """rank_l = f * in*out/(in+out) with one f, so that the model loses `reduction` of its params."""
-    linears = [(mod, n) for mod in model.modules() for n in ("qkv", "proj", "fc1", "fc2")
-               if isinstance(getattr(mod, n, None), nn.Linear)]
-    block = sum(getattr(m, n).weight.numel() for m, n in linears)
+    linears = encoder_linears(model)
+    block = sum(lin.weight.numel() for lin in linears.values())
     f = 1.0 - reduction * count_params(model) / block
     if f <= 0:
         raise SystemExit(f"a {reduction:.0%} reduction is more than the block weights hold")
-    moments, hooks = {}, []
+    moments = {}
     if kind == "asvd":
-        for mod, n in linears:
-            def hook(_m, a, key=(id(mod), n)):
-                z = a[0].reshape(-1, a[0].shape[-1]).double()
-                moments[key] = moments.get(key, 0) + z.T @ z
-            hooks.append(getattr(mod, n).register_forward_pre_hook(hook))
-        with torch.no_grad():
-            for i in range(0, len(images), 32):
-                model(images[i:i + 32])
-        for h in hooks:
-            h.remove()
-    for mod, n in linears:
-        lin = getattr(mod, n)
+        def accumulate(name, _mod, x):
+            z = x.reshape(-1, x.shape[-1]).double()
+            moments[name] = moments.get(name, 0) + z.T @ z
+
+        calibrate(model, images, linears, pre=accumulate, batch_size=32)
+    for name, lin in linears.items():
         rank = max(1, round(f * lin.in_features * lin.out_features / (lin.in_features + lin.out_features)))
-        pair = _whitened_pair(lin, moments[(id(mod), n)], rank) if kind == "asvd" else \
-            LowRankLinear.from_linear(lin, rank)
-        setattr(mod, n, pair)
+        pair = _whitened_pair(lin, moments[name], rank) if kind == "asvd" else LowRankLinear.from_linear(lin, rank)
+        replace_module(model, name, pair)
     return model
 
 
@@ -175,8 +170,9 @@ def main() -> None:
         for row_id in wanted:
             row_label, method, scheme = ROWS[row_id]
             model = copy.deepcopy(base)
-            cfg = QuantConfig(method=method, act_scheme=scheme, wads_iters=args.wads_iters,
-                              wads_max_rows=args.wads_max_rows, progress=True)
+            search = ({"wads_iters": args.wads_iters, "wads_max_rows": args.wads_max_rows}
+                      if issubclass(QUANT_METHODS[method], AlphaSearchConfig) else {})
+            cfg = quant_config(method, act_scheme=scheme, progress=True, **search)
             t0 = time.perf_counter()
             s = quantize_(model, cfg, calib)
             total = time.perf_counter() - t0

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import torch
 
-from lraqvit_deploy.artifacts import atomic_write, write_json
+from lraqvit_deploy.lowrank import collect_stats, compensate_model_, partial_finetune_
 from lraqvit_deploy.data import FashionMNIST, calibration_batch, seeded_subset
 from lraqvit_deploy.evaluate import predict
+from lraqvit_deploy.io import atomic_write, write_json
 from lraqvit_deploy.models import create_model
 from lraqvit_deploy.models import testbed as tb
-from lraqvit_deploy.rank_alloc import (LayerChoice, allocate, apply_plan_, collect_stats, compensate_model_,
-                                       encoder_linears, partial_finetune_)
+from lraqvit_deploy.rank_alloc import LayerChoice, allocate, apply_plan_
 from lraqvit_deploy.rank_alloc.mlorq import memory_mb, mlorq_candidates
+from lraqvit_deploy.vit_layout import encoder_linears
 
 OUT = Path(__file__).parent / "results"
 

@@ -1,19 +1,24 @@
-"""On the Jetson: build the bundle's engines, time them, write `results/<precision>.json`.
+"""On the Jetson: build the bundle's engines, check their outputs, time them, write `results/<precision>.json`.
 
     python3 jetson/run.py                 # in the folder `deploy build --target jetson` wrote
 
 Needs only python3 + tensorrt + pycuda + numpy (JetPack). For each precision it builds the
-engine with the version-adaptive builder (timing cache shared), times it with CUDA events
-(warm-up, N iterations, median/p90/p99), optionally with trtexec too, records the power mode
-and clock state, and writes the same JSON schema as `deploy bench` on other targets.
+engine with the version-adaptive builder (timing cache shared), runs the bundled verification
+images through it and compares its logits with the ones the host computed (the PyTorch
+simulator for INT8, the float model for FP16/FP32: agreement, SQNR, cosine, against the gates
+in `jetson/bundle.json`), times it with CUDA events (warm-up, N iterations, median/p90/p99),
+optionally with trtexec too, records the power mode and clock state, and writes the same JSON
+schema as `deploy bench` on other targets. It exits with status 2 when an engine fails its
+output gates (the results are still written).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 try:
     from ..backends.tensorrt import engine as trt_engine
@@ -27,6 +32,7 @@ except ImportError:  # standalone on the Jetson: sibling files of this script
     from benchmark import BenchResult, summarize  # type: ignore[no-redef]
 
 BUNDLE_FILE = "bundle.json"  # written by `deploy build --target jetson` next to this script
+SQNR_CAP_DB = 200.0  # identical outputs: reported as 200 dB instead of infinity (JSON has no inf)
 
 
 def read_bundle(bundle_dir: str) -> Dict[str, Any]:
@@ -38,12 +44,108 @@ def read_bundle(bundle_dir: str) -> Dict[str, Any]:
         raise SystemExit(f"{path} not found: pass the folder written by `deploy build --target jetson`.") from None
 
 
-def onnx_for(bundle: Dict[str, Any], precision: str, trt_major: int) -> str:
-    """INT8: the Q/DQ ONNX. FP16: FP32 ONNX + FP16 flag (weak typing), the FP16 ONNX on 11 (strong typing)."""
+def onnx_for(bundle: Dict[str, Any], precision: str, trt_version: Union[int, str],
+             strongly_typed: Optional[bool] = None) -> str:
+    """The bundle ONNX an engine of `precision` is built from on TensorRT `trt_version` (see `engine.precision_plan`).
+
+    INT8: the Q/DQ ONNX. FP16: the FP32 ONNX + FP16 flag under weak typing (8.5, 10.x default),
+    the FP16 ONNX under strong typing (10.x `strongly_typed`, always on 11). `trt_version` is a
+    version string or, as before, the major version alone.
+    """
+    version = f"{trt_version}.0" if isinstance(trt_version, int) else str(trt_version)
+    want = trt_engine.precision_plan(version, precision, strongly_typed).onnx
     onnx = bundle["onnx"]
-    if precision == "fp16" and (trt_major >= 11 or "fp32" not in onnx):
-        return onnx["fp16"]
-    return onnx["fp32" if precision == "fp16" else precision]
+    if want not in onnx:
+        raise SystemExit(f"the bundle has no {want.upper()} ONNX, which a {precision} engine on TensorRT {version} "
+                         f"needs (bundle: {sorted(onnx)}); rebuild it on the host with the FP16 ONNX enabled.")
+    return onnx[want]
+
+
+# ---- output checks (numpy only; the host's verification uses the same functions) ------------------
+
+def compare_logits(got, ref, labels=None) -> Dict[str, Any]:
+    """How close logits `got` (N, C) are to a reference `ref` (N, C): agreement, SQNR, cosine, top-1.
+
+    * `agreement`: fraction of rows with the same argmax;
+    * `sqnr_db`: 10 log10(sum ref^2 / sum (ref - got)^2) over all logits (capped at 200 dB);
+    * `cosine_mean` / `cosine_min`: cosine similarity of each row's logits;
+    * `top1` / `top1_reference` (percent) when `labels` (N,) are given and all >= 0.
+    Top-1 agreement alone is ill-conditioned when logits are nearly tied (random-weight models,
+    synthetic inputs), SQNR and cosine are not: gate on those for every model.
+    """
+    import numpy as np
+
+    got = np.asarray(got, dtype=np.float64).reshape(len(got), -1)
+    ref = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
+    if got.shape != ref.shape:
+        raise ValueError(f"logits shape {got.shape} != reference shape {ref.shape}")
+    err = float(((ref - got) ** 2).sum())
+    sig = float((ref ** 2).sum())
+    sqnr = SQNR_CAP_DB if err == 0 else min(SQNR_CAP_DB, 10 * math.log10(max(sig, 1e-300) / err))
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+    cos = np.where(norms > 0, (ref * got).sum(1) / np.maximum(norms, 1e-300), 1.0)
+    out: Dict[str, Any] = {
+        "n_images": int(len(ref)), "agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+        "sqnr_db": float(sqnr), "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+        "max_abs_diff": float(np.abs(ref - got).max()), "reference_max_abs": float(np.abs(ref).max()),
+        "top1": None, "top1_reference": None,
+    }
+    if labels is not None:
+        lab = np.asarray(labels).reshape(-1)
+        if len(lab) == len(ref) and (lab >= 0).all():
+            out["top1"] = float(100 * (got.argmax(1) == lab).mean())
+            out["top1_reference"] = float(100 * (ref.argmax(1) == lab).mean())
+    return out
+
+
+def check_gates(metrics: Dict[str, Any], gates: Dict[str, Optional[float]]) -> List[str]:
+    """The gates `metrics` (from `compare_logits`) fail, as sentences; empty when all pass.
+
+    `gates`: `min_agreement` (applied only when `metrics` has a top-1, i.e. real labelled
+    images), `min_sqnr_db`, `min_cosine` (mean row cosine); a None gate is not applied.
+    """
+    failed = []
+    a = gates.get("min_agreement")
+    if a is not None and metrics.get("top1") is not None and metrics["agreement"] < a:
+        failed.append(f"top-1 agreement {100 * metrics['agreement']:.2f}% < {100 * a:.1f}%")
+    s = gates.get("min_sqnr_db")
+    if s is not None and metrics["sqnr_db"] < s:
+        failed.append(f"logit SQNR {metrics['sqnr_db']:.1f} dB < {s:.1f} dB")
+    c = gates.get("min_cosine")
+    if c is not None and metrics["cosine_mean"] < c:
+        failed.append(f"mean logit cosine {metrics['cosine_mean']:.5f} < {c}")
+    return failed
+
+
+def verification_data(bundle_dir: str, bundle: Dict[str, Any], precision: str):
+    """(images, reference logits, labels or None, gates, what the reference is) for `precision`, or None."""
+    import numpy as np
+
+    v = bundle.get("verify")
+    if not v or precision not in v.get("reference", {}):
+        return None
+    images = np.load(os.path.join(bundle_dir, v["images"]))
+    ref = np.load(os.path.join(bundle_dir, v["reference"][precision]))
+    labels = np.load(os.path.join(bundle_dir, v["labels"])) if v.get("labels") else None
+    return images, ref, labels, v["gates"][precision], v["reference_is"][precision]
+
+
+def verify_outputs(bundle_dir: str, precision: str, infer: Callable[[Any], Any], runner: str,
+                   bundle: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """Run the bundled images through `infer` (images -> logits), compare with the bundled reference.
+
+    On the Jetson `infer` is the TensorRT engine (`cuda_bench.run_engine`); `runner` names what
+    ran, so a result never claims to be TensorRT when it was not. None if the bundle carries no
+    verification data for `precision`.
+    """
+    bundle = bundle if bundle is not None else read_bundle(bundle_dir)
+    data = verification_data(bundle_dir, bundle, precision)
+    if data is None:
+        return None
+    images, ref, labels, gates, what = data
+    metrics = compare_logits(infer(images), ref, labels)
+    failed = check_gates(metrics, gates)
+    return {"runner": runner, "reference": what, **metrics, "gates": gates, "passed": not failed, "failed": failed}
 
 
 def _write_json(path: str, data: Dict[str, Any]) -> None:
@@ -56,24 +158,30 @@ def _write_json(path: str, data: Dict[str, Any]) -> None:
 
 
 def bench_precision(bundle_dir: str, precision: str, iterations: int, warmup: int, use_trtexec: bool,
-                    workspace_mb: int = 1024, rebuild: bool = False, power: Optional[Dict[str, Any]] = None) -> BenchResult:
-    """Build (unless already built) and time one precision's engine; returns the BenchResult."""
+                    workspace_mb: int = 1024, rebuild: bool = False, power: Optional[Dict[str, Any]] = None,
+                    verify: bool = True, strongly_typed: Optional[bool] = None) -> BenchResult:
+    """Build (unless already built), verify and time one precision's engine; returns the BenchResult."""
     import tensorrt as trt
 
     bundle = read_bundle(bundle_dir)
-    major = trt_engine.parse_version(trt.__version__)[0]
-    onnx = os.path.join(bundle_dir, onnx_for(bundle, precision, major))
+    onnx = os.path.join(bundle_dir, onnx_for(bundle, precision, trt.__version__, strongly_typed))
     engines = os.path.join(bundle_dir, "engines")
     engine_path = os.path.join(engines, f"{bundle['name']}_{precision}.engine")
     build: Dict[str, Any] = {"reused": True}
     if rebuild or not os.path.isfile(engine_path):
         build = trt_engine.build_engine(onnx, engine_path, precision, workspace_mb=workspace_mb,
-                                        timing_cache=os.path.join(engines, "timing.cache"))
+                                        timing_cache=os.path.join(engines, "timing.cache"),
+                                        strongly_typed=strongly_typed)
+    extra: Dict[str, Any] = {"precision": precision, "onnx": os.path.basename(onnx), "tensorrt": trt.__version__,
+                             "build": build}
+    if verify:
+        extra["verification"] = verify_outputs(
+            bundle_dir, precision, lambda x: cuda_bench.run_engine(engine_path, x),
+            f"TensorRT {trt.__version__} engine {os.path.basename(engine_path)} (pycuda, batch 1)", bundle)
     timed = cuda_bench.time_engine(engine_path, iterations, warmup)
     stats = summarize(timed["times_ms"])
     power = power if power is not None else clocks.check_power_state()
-    extra: Dict[str, Any] = {"precision": precision, "onnx": os.path.basename(onnx), "tensorrt": trt.__version__,
-                             "build": build, "power": power, "timer": "pycuda CUDA events, batch 1, device buffers"}
+    extra.update({"power": power, "timer": "pycuda CUDA events, batch 1, device buffers"})
     exe = trtexec.find_trtexec() if use_trtexec else None
     if exe:
         shapes = trtexec.shapes_arg(bundle["input"]["name"], [1, *bundle["input"]["shape"]])
@@ -87,7 +195,16 @@ def bench_precision(bundle_dir: str, precision: str, iterations: int, warmup: in
                        load_ms=timed["load_ms"], size_mb=os.path.getsize(engine_path) / 1e6, extra=extra, **stats)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def describe_verification(v: Optional[Dict[str, Any]]) -> str:
+    if v is None:
+        return "no verification data in the bundle"
+    top1 = f", top-1 {v['top1']:.2f}% (reference {v['top1_reference']:.2f}%)" if v.get("top1") is not None else ""
+    verdict = "PASSED" if v["passed"] else "FAILED: " + "; ".join(v["failed"])
+    return (f"{v['n_images']} images vs {v['reference']}: agreement {100 * v['agreement']:.2f}%, "
+            f"SQNR {v['sqnr_db']:.1f} dB, cosine {v['cosine_mean']:.5f}{top1} -> {verdict}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", nargs="?", default=here, help="the bundle folder (default: this script's parent)")
@@ -95,18 +212,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--iterations", "-n", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--no-trtexec", action="store_true", help="skip the trtexec cross-check")
+    p.add_argument("--no-verify", action="store_true", help="skip the output check on the bundled images")
+    p.add_argument("--strongly-typed", action="store_true",
+                   help="TensorRT 10.x: build strongly typed networks (FP16 from the FP16 ONNX); always on for 11")
     p.add_argument("--workspace-mb", type=int, default=1024)
     p.add_argument("--rebuild", action="store_true", help="rebuild engines even if present")
     args = p.parse_args(argv)
     power = clocks.check_power_state()
     for w in power["warnings"]:
         print(f"WARNING: {w}", file=sys.stderr)
+    failed = []
     for precision in [s.strip() for s in args.precisions.split(",") if s.strip()]:
         r = bench_precision(args.bundle, precision, args.iterations, args.warmup, not args.no_trtexec,
-                            args.workspace_mb, args.rebuild, power)
+                            args.workspace_mb, args.rebuild, power, verify=not args.no_verify,
+                            strongly_typed=True if args.strongly_typed else None)
         out = os.path.join(args.bundle, "results", f"{precision}.json")
         _write_json(out, r.to_dict())
         print(f"{precision}: median {r.median_ms:.3f} ms, p90 {r.p90_ms:.3f}, p99 {r.p99_ms:.3f} -> {out}")
+        if not args.no_verify:
+            v = r.extra.get("verification")
+            print(f"{precision}: {describe_verification(v)}")
+            if v is not None and not v["passed"]:
+                failed.append(precision)
+    if failed:
+        print(f"FAILED output check: {', '.join(failed)} (see results/<precision>.json 'verification')", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -28,11 +28,24 @@ def shapes_arg(input_name: str, shape: Sequence[int]) -> str:
 
 
 def build_command(trtexec: str, onnx: str, engine: str, precision: str, shapes: str,
-                  timing_cache: Optional[str] = None, version_major: int = 8) -> List[str]:
-    """trtexec that builds `engine`; on 11 precision comes from the ONNX (strongly typed), no flags."""
+                  timing_cache: Optional[str] = None, version_major: int = 8, strongly_typed: bool = False,
+                  fp32_layers: Sequence[str] = ()) -> List[str]:
+    """trtexec that builds `engine`, with the choices of `engine.precision_plan`.
+
+    Weak typing (8.5, 10.x default): `--int8 --fp16` / `--fp16`, and `fp32_layers` (the LayerNorm
+    node names the bundle lists; TensorRT names layers after them) pinned with `--layerPrecisions`,
+    `--layerOutputTypes` and `--precisionConstraints=obey` (all in trtexec 8.5). Strong typing
+    (`--stronglyTyped` on 10.x, always on 11): no precision flags, the ONNX's dtypes decide.
+    """
     cmd = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", f"--shapes={shapes}", "--skipInference"]
-    if version_major < 11:
+    weak = version_major < 11 and not strongly_typed
+    if weak:
         cmd += {"int8": ["--int8", "--fp16"], "fp16": ["--fp16"], "fp32": []}[precision]
+        if fp32_layers and precision != "fp32":
+            spec = ",".join(f"{name}:fp32" for name in fp32_layers)
+            cmd += [f"--layerPrecisions={spec}", f"--layerOutputTypes={spec}", "--precisionConstraints=obey"]
+    elif version_major == 10:
+        cmd.append("--stronglyTyped")
     if timing_cache:
         cmd.append(f"--timingCacheFile={timing_cache}")
     return cmd

@@ -1,107 +1,17 @@
 """Artifacts on disk: a folder with `manifest.json` beside the files it describes.
 
-Every file the SDK writes goes through `atomic_write` / `atomic_dir`, so an interrupted or
-failed run never leaves a half-written artifact behind: content is written to a temporary
-sibling path and renamed into place only once complete.
+The format (manifest keys, model file, module entries, versions) lives here; the safe file I/O it
+is written with lives in `io.py` (re-exported below for callers that import it from here).
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Union
+from typing import Any, Dict
 
 from .errors import DeployError
+from .io import PathLike, atomic_dir, atomic_write, read_json, sha256_file, write_json  # noqa: F401  (re-exported)
 
 MANIFEST = "manifest.json"
-PathLike = Union[str, os.PathLike]
-
-
-@contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file next to `path`; rename it onto `path` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_dir(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Build a directory in a temporary sibling and swap it in place when the block succeeds.
-
-    The previous content of `path` (if any) survives a failure untouched.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DeployError(f"{path} exists and is not a directory; choose another --out.")
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise DeployError(f"{path} is not empty; pass --overwrite or choose another --out.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_json(path: PathLike, data: Dict[str, Any]) -> None:
-    """Write JSON atomically (sorted keys are not forced: manifests read top-down)."""
-    with atomic_write(path, "w") as f:
-        json.dump(data, f, indent=2, default=_json_default)
-        f.write("\n")
-
-
-def read_json(path: PathLike) -> Dict[str, Any]:
-    path = Path(path)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DeployError(f"{path} not found.") from None
-    except json.JSONDecodeError as e:
-        raise DeployError(f"{path} is not valid JSON ({e}); was it written by lraqvit-deploy?") from None
-
-
-def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +75,7 @@ def load_model_artifact(path: PathLike):
     from safetensors.torch import load_file
 
     from . import layers  # noqa: F401  registers the SDK's module types
-    from .layers import get_builder
+    from .layers import get_builder, replace_module
     from .models import ModelSpec, build_architecture
 
     path = Path(path)
@@ -180,9 +90,7 @@ def load_model_artifact(path: PathLike):
     spec = ModelSpec.from_dict(manifest["model"])
     model = build_architecture(spec)
     for name, entry in manifest.get("modules", {}).items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, get_builder(entry["type"])(getattr(parent, child), entry))
+        replace_module(model, name, get_builder(entry["type"])(model.get_submodule(name), entry))
     model.load_state_dict(load_file(str(path / MODEL_FILE)), strict=True)
     model.lraqvit_spec = spec
     model.lraqvit_manifest = manifest

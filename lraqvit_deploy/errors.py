@@ -15,3 +15,15 @@ class ToleranceError(DeployError):
 
 class InternalError(RuntimeError):
     """A bug in lraqvit-deploy itself (deliberately not a DeployError)."""
+
+
+class BackendNotInstalled(DeployError):
+    """A target whose runtime does not import here (Polygraphy's MissingTool, as an error object).
+
+    `target` names the backend, `requires` what to install, `cause` the import error seen.
+    """
+
+    def __init__(self, target: str, requires: str, cause: str = ""):
+        self.target, self.requires, self.cause = target, requires, cause
+        why = f" ({cause})" if cause else ""
+        super().__init__(f"backend not installed: {target!r} needs {requires}{why}.")

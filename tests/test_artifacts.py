@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from conftest import make_tiny
-from lraqvit_deploy.artifacts import (MANIFEST, MODEL_FILE, atomic_dir, atomic_write, load_model_artifact,
-                                      save_model_artifact)
+from lraqvit_deploy.artifacts import MANIFEST, MODEL_FILE, load_model_artifact, save_model_artifact
 from lraqvit_deploy.errors import DeployError
+from lraqvit_deploy.io import atomic_dir, atomic_write
 from lraqvit_deploy.layers import LowRankLinear, QuantLinear
 
 

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from lraqvit_deploy.artifacts import load_model_artifact, save_model_artifact
-from lraqvit_deploy.compress import (DistillConfig, LowRankConfig, compress_, distill_, find_targets, kd_loss,
+from lraqvit_deploy.lowrank import (DistillConfig, LowRankConfig, compress_, distill_, find_targets, kd_loss,
                                      low_rank_ranks, merge_, plan_ranks, rank_summary)
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.evaluate import count_params

@@ -55,17 +55,19 @@ def test_unreachable_reduction_is_a_clear_error(tmp_path, capsys):
 
 
 def test_build_takes_the_compression_options():
-    from lraqvit_deploy.cli.compress import compress_from_args
+    from lraqvit_deploy.cli.compress import recipe_from_args
+    from lraqvit_deploy.pipeline import compress
 
     args = build_parser().parse_args(["build", "--target", "android", "--out", "o", "--method", "rb-lra",
                                       "--param-reduction", "0.45", "--kd-steps", "0"])
-    assert args.method == "rb-lra" and args.param_reduction == 0.45
+    recipe = recipe_from_args(args)
+    assert recipe.low_rank.method == "rb-lra" and recipe.low_rank.param_reduction == 0.45 and recipe.distill is None
     from conftest import make_tiny
 
     model = make_tiny("vit")
     plain = argparse.Namespace(**{**vars(args), "method": None, "param_reduction": None})
-    assert compress_from_args(model, plain) is model and "blocks.0.attn.qkv" not in str(type(model.blocks[0].attn.qkv))
-    compress_from_args(model, args)
+    assert recipe_from_args(plain).empty
+    compress(model, recipe, evaluate=False, progress=False)
     assert type(model.blocks[0].attn.qkv).__name__ == "LowRankLinear"
     assert model.lraqvit_compression["method"] == "rb-lra"
 
@@ -137,7 +139,7 @@ def test_activation_aware_svd_beats_plain_on_its_calibration_error(tmp_path):
     """--svd activation must give a smaller output error on the calibration images than --svd plain."""
     from conftest import make_tiny
 
-    from lraqvit_deploy.compress import LowRankConfig, compress_
+    from lraqvit_deploy.lowrank import LowRankConfig, compress_
     from lraqvit_deploy.data import calibration_batch, load_dataset
 
     base = make_tiny("deit")

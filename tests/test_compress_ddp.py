@@ -8,15 +8,14 @@ from pathlib import Path
 
 import torch
 
-from lraqvit_deploy.compress import DistillConfig, LowRankConfig, compress_, distill_
+from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, compress_, distill_
 
 SCRIPT = textwrap.dedent("""
     import copy, json, os, sys
     import torch
-    sys.path.insert(0, {tests!r})
+    from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, compress_, distill_, init_distributed
+    sys.path.append({tests!r})  # after the SDK import: tests/lraqvit_deploy/ would shadow the package
     from conftest import make_tiny
-    from lraqvit_deploy.compress import DistillConfig, LowRankConfig, compress_, distill_
-    from lraqvit_deploy.compress.distill import init_distributed
 
     torch.set_num_threads(1)
     rank, world = init_distributed()

@@ -1,7 +1,6 @@
 """ExecuTorch/XNNPACK lowering of tiny ViTs: FP32, QuantLinear INT8 (artifact scales), PT2E INT8; host runs."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -114,19 +113,22 @@ def test_pt2e_dynamic_int8_of_fp32_model(tiny_fp32, tmp_path):
     assert (out - ref).norm() / ref.norm() < 0.1
 
 
-def _args(**kw):
-    base = dict(precision="auto", skip_verify=False, verify_images=16, min_agreement=None, no_shape_passes=False,
-                quiet=True, data=None, limit=None)
-    return argparse.Namespace(**{**base, **kw})
+def _build(model, out, **kw):
+    from lraqvit_deploy.backends.base import BuildData
+    from lraqvit_deploy.backends.executorch.backend import AndroidBackend, AndroidBuildOptions
+
+    opts = AndroidBuildOptions(**{"verify_images": 16, "progress": False, **kw})
+    return AndroidBackend().build(model, out, opts, BuildData(model)).manifest
 
 
 def test_build_writes_program_manifest_and_benches(tmp_path):
-    from lraqvit_deploy.backends.executorch import cli, host_bench
+    from lraqvit_deploy.backends.executorch import host_bench
+    from lraqvit_deploy.backends.executorch.backend import HostBenchOptions
     from lraqvit_deploy.cli.main import main
 
     model = quantize_blocks(make_tiny("deit"))
     out = tmp_path / "android"
-    man = cli.build(model, out, _args())
+    man = _build(model, out)
     files = sorted(p.name for p in out.iterdir())
     assert files == ["deit_tiny_patch16_224_xnnpack_q8.pte", "manifest.json"]
     disk = json.loads((out / "manifest.json").read_text())
@@ -140,7 +142,7 @@ def test_build_writes_program_manifest_and_benches(tmp_path):
     assert 0 < disk["size_mb"] < 1 and disk["delegated_fraction"] > 0.9
     assert disk["preprocessing"]["mean"] is not None
 
-    r = host_bench.bench(out, argparse.Namespace(iterations=5, warmup=1, threads=1))
+    r = host_bench.bench(out, HostBenchOptions(iterations=5, warmup=1, threads=1))
     assert r.iterations == 5 and r.threads == 1 and 0 < r.min_ms <= r.median_ms <= r.p90_ms <= r.max_ms
     assert len(r.extra["times_ms"]) == 5
 
@@ -150,14 +152,23 @@ def test_build_writes_program_manifest_and_benches(tmp_path):
     assert res["iterations"] == 3 and res["threads"] == 1 and res["median_ms"] > 0 and res["p90_ms"] > 0
 
 
-def test_build_refuses_on_low_agreement_and_writes_nothing(tmp_path):
-    from lraqvit_deploy.backends.executorch import cli
+def test_build_refuses_on_low_agreement_and_writes_nothing(tmp_path, monkeypatch):
+    """A program that computes something else (here: another model's weights, as an export bug would) is refused."""
+    import lraqvit_deploy.backends.executorch.export as export
     from lraqvit_deploy.errors import ToleranceError
 
+    real = export.lower_to_xnnpack
+    other = make_tiny("vit")
+    torch.manual_seed(123)
+    for p in other.parameters():
+        nn.init.normal_(p, std=0.5)
+    monkeypatch.setattr(export, "lower_to_xnnpack", lambda model, *a, **k: real(other, *a, **k))
     out = tmp_path / "android"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier build")
     with pytest.raises(ToleranceError, match="Nothing was written"):
-        cli.build(make_tiny("vit"), out, _args(verify_images=4, min_agreement=1.01))
-    assert not out.exists()
+        _build(make_tiny("vit"), out, verify_images=16)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]  # the existing folder is left as it was
 
 
 def test_layernorm_formulation_is_exact_and_fully_delegated(tmp_path):

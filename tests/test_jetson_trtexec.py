@@ -54,5 +54,12 @@ def test_command_lines_follow_version():
     assert "--int8" in b85 and "--fp16" in b85 and "--timingCacheFile=t.cache" in b85
     b11 = trtexec.build_command("trtexec", "m_qdq.onnx", "m.engine", "int8", "input:1x3x56x56", None, 11)
     assert "--int8" not in b11 and "--fp16" not in b11  # removed in 11: precision comes from the ONNX
+    ln = ["/blocks/blocks.0/norm1/lraqvit_ln_fp32/ReduceMean", "/blocks/blocks.0/norm1/lraqvit_ln_fp32/Sub"]
+    w = trtexec.build_command("trtexec", "m_qdq.onnx", "m.engine", "int8", "input:1x3x56x56", None, 8, fp32_layers=ln)
+    spec = ",".join(f"{n}:fp32" for n in ln)
+    assert f"--layerPrecisions={spec}" in w and f"--layerOutputTypes={spec}" in w and "--precisionConstraints=obey" in w
+    s10 = trtexec.build_command("trtexec", "m_fp16.onnx", "m.engine", "fp16", "input:1x3x56x56", None, 10,
+                                strongly_typed=True, fp32_layers=ln)
+    assert "--stronglyTyped" in s10 and "--fp16" not in s10 and not any("layerPrecisions" in c for c in s10)
     t = trtexec.time_command("trtexec", "m.engine", trtexec.shapes_arg("input", (1, 3, 56, 56)), export_prefix="r")
     assert "--shapes=input:1x3x56x56" in t and "--percentile=50,90,99" in t and "--useCudaGraph" in t

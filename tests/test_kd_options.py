@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import TensorDataset
 
-from lraqvit_deploy.cli.compress import configs_from_args
+from lraqvit_deploy.cli.compress import recipe_from_args
 from lraqvit_deploy.cli.main import build_parser
-from lraqvit_deploy.compress import DistillConfig, LowRankConfig, compress_, distill_
-from lraqvit_deploy.compress.distill import _loss, _warmup_cosine, kd_parameters
+from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, compress_, distill_
+from lraqvit_deploy.lowrank.distill import block_kd_loss, kd_parameters, warmup_cosine
 from lraqvit_deploy.errors import DeployError
 
 from conftest import make_tiny
@@ -20,11 +20,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_warmup_then_cosine_to_zero():
-    f = _warmup_cosine(total=20, warmup=4)
+    f = warmup_cosine(total=20, warmup=4)
     lrs = [f(s) for s in range(21)]
     assert lrs[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8]) and lrs[4] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[20] == pytest.approx(0.0, abs=1e-12)
-    assert _warmup_cosine(10, 0)(5) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))  # plain cosine
+    assert warmup_cosine(10, 0)(5) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))  # plain cosine
     assert DistillConfig().warmup(240) == 12 and DistillConfig(warmup_steps=3).warmup(240) == 3
     with pytest.raises(DeployError):
         DistillConfig(warmup_steps=-1)
@@ -35,12 +35,12 @@ def test_nmse_divides_each_block_by_its_teacher_mean_square():
     logits, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
     t = [torch.randn(4, 5, 8), 30 * torch.randn(4, 5, 8)]  # a small and a large block
     s = [a + 0.1 * a.std() * torch.randn_like(a) for a in t]  # 10% relative error in each block
-    _, _, plain = _loss(logits, s, t, y, DistillConfig(feature_loss="mse"))
-    _, _, norm = _loss(logits, s, t, y, DistillConfig(feature_loss="nmse"))
+    _, _, plain = block_kd_loss(logits, s, t, y, DistillConfig(feature_loss="mse"))
+    _, _, norm = block_kd_loss(logits, s, t, y, DistillConfig(feature_loss="nmse"))
     want = sum(((a - b) ** 2).mean() / (b ** 2).mean() for a, b in zip(s, t))
     assert norm.item() == pytest.approx(want.item(), rel=1e-5)
     assert plain.item() > 100 * norm.item()  # the paper's sum is dominated by the large block
-    _, _, scaled = _loss(logits, [10 * a for a in s], [10 * b for b in t], y, DistillConfig(feature_loss="nmse"))
+    _, _, scaled = block_kd_loss(logits, [10 * a for a in s], [10 * b for b in t], y, DistillConfig(feature_loss="nmse"))
     assert scaled.item() == pytest.approx(norm.item(), rel=1e-5)  # scale-free per block
 
 
@@ -69,10 +69,10 @@ def test_cli_passes_the_kd_options():
     args = build_parser().parse_args(["compress", "--method", "rb-lra", "--param-reduction", "0.45", "--out", "x",
                                       "--kd-warmup-steps", "7", "--kd-feature-loss", "mse",
                                       "--kd-trainable", "all", "--kd-lr", "2e-4"])
-    _, kd = configs_from_args(args)
+    kd = recipe_from_args(args).distill
     assert (kd.warmup_steps, kd.feature_loss, kd.trainable, kd.lr) == (7, "mse", "all", 2e-4)
-    _, default = configs_from_args(build_parser().parse_args(["compress", "--method", "rb-lra",
-                                                              "--param-reduction", "0.45", "--out", "x"]))
+    default = recipe_from_args(build_parser().parse_args(["compress", "--method", "rb-lra",
+                                                              "--param-reduction", "0.45", "--out", "x"])).distill
     cfg = DistillConfig()
     assert (default.warmup_steps, default.feature_loss, default.trainable, default.lr, default.batch_size) == \
         (cfg.warmup_steps, cfg.feature_loss, cfg.trainable, cfg.lr, cfg.batch_size)  # CLI = API defaults

@@ -14,7 +14,7 @@ def test_wheel_has_one_top_level_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"lraqvit_deploy"}
-    for sub in ("backends", "android_runner", "jetson", "compress", "quant", "layers", "models", "cli"):
+    for sub in ("backends", "android_runner", "jetson", "lowrank", "quant", "layers", "models", "cli"):
         assert f"lraqvit_deploy/{sub}/__init__.py" in names, sub
 
 

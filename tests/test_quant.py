@@ -11,7 +11,7 @@ from conftest import make_tiny
 from lraqvit_deploy.artifacts import load_model_artifact, save_model_artifact
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.layers import LowRankLinear, QuantLinear
-from lraqvit_deploy.quant import QuantConfig, find_targets, quantize_, quantized_size_mb
+from lraqvit_deploy.quant import NaiveConfig, PerTokenConfig, find_targets, quant_config, quantize_, quantized_size_mb
 
 
 def low_rank(model: nn.Module, frac: float = 0.5) -> nn.Module:
@@ -45,7 +45,7 @@ def test_quantize_swaps_every_block_linear(family, lra, method):
     assert len(names) == (16 if lra else 8)  # 2 blocks x (qkv, proj, fc1, fc2), x2 halves when low-rank
     x = images(model)
     ref = model(x)
-    summary = quantize_(model, QuantConfig(method=method, progress=False), x)
+    summary = quantize_(model, quant_config(method, progress=False), x)
     swapped = {n for n, m in model.named_modules() if isinstance(m, QuantLinear)}
     assert swapped == set(names)
     assert summary.n_layers == len(names)
@@ -63,7 +63,7 @@ def test_quantize_swaps_every_block_linear(family, lra, method):
 def test_per_token_static_scales_have_one_entry_per_token():
     model = make_tiny("vit")
     x = images(model)
-    quantize_(model, QuantConfig(method="per-token", act_scheme="per_token_static", progress=False), x)
+    quantize_(model, quant_config("per-token", act_scheme="per_token_static", progress=False), x)
     q = model.blocks[0].attn.qkv
     assert q.act_scale.shape == (17,)  # 16 patches + cls
     # calibrated scale = max |x| per token position / 127 over the calibration set
@@ -78,23 +78,26 @@ def test_per_token_static_scales_have_one_entry_per_token():
 def test_quantize_twice_is_an_error():
     model = make_tiny("vit")
     x = images(model)
-    quantize_(model, QuantConfig(method="naive", progress=False), x)
+    quantize_(model, NaiveConfig(progress=False), x)
     with pytest.raises(DeployError, match="already quantized"):
-        quantize_(model, QuantConfig(method="naive", progress=False), x)
+        quantize_(model, NaiveConfig(progress=False), x)
 
 
 def test_bad_config_is_a_deploy_error():
     with pytest.raises(DeployError, match="unknown quantization method"):
-        QuantConfig(method="gptq")
+        quant_config("gptq")
     with pytest.raises(DeployError, match="asymmetric"):
-        QuantConfig(method="naive", act_symmetric=False)
+        quant_config("naive", act_symmetric=False)
+    with pytest.raises(DeployError, match="'wads_iters' does not apply to quantization method 'naive'"):
+        quant_config("naive", wads_iters=3)
 
 
 @pytest.mark.parametrize("method,scheme", [("naive", None), ("wads", "per_token_static"), ("wads", None)])
 def test_artifact_round_trip(tmp_path, method, scheme):
     model = low_rank(make_tiny("vit"))
     x = images(model)
-    quantize_(model, QuantConfig(method=method, act_scheme=scheme, wads_iters=20, fc2="explicit", progress=False), x)
+    search = {"wads_iters": 20, "fc2": "explicit"} if method == "wads" else {}
+    quantize_(model, quant_config(method, act_scheme=scheme, progress=False, **search), x)
     save_model_artifact(tmp_path / "q", model)
     loaded = load_model_artifact(tmp_path / "q")
     for name, m in model.named_modules():
@@ -111,7 +114,7 @@ def test_quantized_size_is_about_a_quarter_for_block_weights():
     model = make_tiny("vit")
     fp32 = sum(t.numel() * 4 for t in model.state_dict().values()) / 1e6
     block_w = sum(t.linear.weight.numel() for t in find_targets(model))
-    quantize_(model, QuantConfig(method="naive", progress=False), images(model))
+    quantize_(model, NaiveConfig(progress=False), images(model))
     size = quantized_size_mb(model)
     saved = fp32 - size  # 3 bytes per block weight, minus the (few) scales
     assert 0.9 * 3 * block_w / 1e6 < saved <= 3 * block_w / 1e6
@@ -128,7 +131,7 @@ def test_testbed_per_token_int8_keeps_accuracy(testbed_model):
     x = torch.stack([test[i][0] for i in range(len(test))])
     y = torch.tensor([test[i][1] for i in range(len(test))])
     model = copy.deepcopy(testbed_model)
-    quantize_(model, QuantConfig(method="per-token", progress=False),
+    quantize_(model, PerTokenConfig(progress=False),
               calibration_batch(FashionMNIST("train", cfg), 32, seed=0))
     with torch.no_grad():
         ref, out = testbed_model(x).argmax(-1), model(x).argmax(-1)

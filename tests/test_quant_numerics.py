@@ -1,7 +1,6 @@
 """Quantizer properties, folding exactness, and WADS' search (on tiny models: seconds)."""
 from __future__ import annotations
 
-import argparse
 import copy
 
 import pytest
@@ -12,9 +11,8 @@ from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.layers import QuantLinear
 from lraqvit_deploy.layers.quant_linear import (fake_quant_per_token_dynamic, fake_quant_symmetric,
                                                 per_channel_weight_scale)
-from lraqvit_deploy.quant import QuantConfig, find_targets, fold_scale, quantize_
-from lraqvit_deploy.quant.cli_args import add_quant_args, quantize_from_args
-from lraqvit_deploy.quant.wads import _Objective, search_alpha, select_layers, weight_error
+from lraqvit_deploy.quant import WADSConfig, find_targets, fold_scale, quant_config, quantize_
+from lraqvit_deploy.quant.methods.wads import _Objective, search_alpha, select_layers, weight_error
 from test_quant import images, low_rank
 
 
@@ -98,7 +96,8 @@ def test_scaling_methods_keep_fp32_function(method):
     x = images(model)
     ref = model(x)
     q = copy.deepcopy(model)
-    s = quantize_(q, QuantConfig(method=method, wads_iters=3, fc2="explicit", progress=False), x)
+    own = {"smoothquant": {"fc2": "explicit"}, "repq": {}}.get(method, {"wads_iters": 3, "fc2": "explicit"})
+    s = quantize_(q, quant_config(method, progress=False, **own), x)
     assert s.scaled_layers  # something was scaled
     for m in q.modules():
         if isinstance(m, QuantLinear):  # undo only the quantization: FP32 weight, x / input_scale
@@ -153,28 +152,6 @@ def test_wads_only_scales_below_threshold_layers():
     model = low_rank(make_tiny("vit"))
     errors = {t.name: weight_error(t.linear.weight) for t in find_targets(model)}
     allowed = set(select_layers(errors))
-    s = quantize_(model, QuantConfig(method="wads", wads_iters=5, progress=False), images(model))
+    s = quantize_(model, WADSConfig(wads_iters=5, progress=False), images(model))
     assert set(s.scaled_layers) <= allowed
     assert not any(n.endswith("fc2") or n.endswith("fc2.down") for n in s.scaled_layers)  # fc2='skip'
-
-
-# ----------------------------------------------------------------------------- CLI arguments
-def test_cli_args_quantize_an_uncompressed_model():
-    p = argparse.ArgumentParser()
-    add_quant_args(p)
-    args = p.parse_args(["--quant", "wads", "--wads-iters", "5", "--act-scheme", "per-token-static"])
-    assert args.calib_images == 32
-    model = make_tiny("vit")
-    s = quantize_from_args(model, args, images(model))
-    assert s.method == "wads" and s.act_scheme == "per_token_static"
-    assert model.lraqvit_quant["config"]["act_scheme"] == "per_token_static"
-    assert quantize_from_args(make_tiny("vit"), p.parse_args([]), None) is None
-    with pytest.raises(SystemExit):
-        p.parse_args(["--quant", "gptq"])
-
-
-def test_cli_args_need_calibration_data_for_non_testbed_models():
-    p = argparse.ArgumentParser()
-    add_quant_args(p)
-    with pytest.raises(DeployError, match="--calib-data"):
-        quantize_from_args(make_tiny("vit"), p.parse_args(["--quant", "naive"]))

@@ -12,8 +12,8 @@ from lraqvit_deploy.layers import LowRankLinear
 from lraqvit_deploy.rank_alloc import (ActivationSVD, LayerChoice, Spectrum, allocate, apply_plan_, collect_stats,
                                        compensate_model_, encoder_linears, energy_ranks, fit_compensation,
                                        layer_params, partial_finetune_, uniform_ranks, weighted_error)
-from lraqvit_deploy.rank_alloc.activations import capture_io
-from lraqvit_deploy.rank_alloc.compensation import normalised_error
+from lraqvit_deploy.calibration import capture_io
+from lraqvit_deploy.lowrank.compensation import normalised_error
 from lraqvit_deploy.rank_alloc.greedy import total_params
 
 

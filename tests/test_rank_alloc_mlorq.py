@@ -101,20 +101,12 @@ def test_target_check_names_unrunnable_layers():
     check_target({"x": LayerChoice(w_bits=8)}, "tensorrt")
 
 
-def test_cli_args_roundtrip(tiny_vit):
-    import argparse
-
-    from lraqvit_deploy.rank_alloc.cli_args import add_rank_alloc_args, allocation_from_args
-
-    p = argparse.ArgumentParser()
-    p.add_argument("--param-reduction", type=float)
-    add_rank_alloc_args(p)
-    args = p.parse_args(["--rank-alloc", "uniform", "--param-reduction", "0.5"])
-    alloc = allocation_from_args(tiny_vit, args)
+def test_allocate_checks_its_inputs(tiny_vit):
+    # (the command-line flags that used to be tested here moved to lraqvit_deploy.recipe / cli)
+    alloc = allocate(tiny_vit, "uniform", param_reduction=0.5, progress=False)
     assert set(alloc.ranks) == set(encoder_linears(tiny_vit))
-    with pytest.raises(SystemExit):
-        p.parse_args(["--mlorq-bits", "1,4"])
     with pytest.raises(DeployError, match="memory-budget"):
-        allocation_from_args(tiny_vit, p.parse_args(["--rank-alloc", "mlorq"]))
-    with pytest.raises(DeployError, match="calibration"):  # a random-weight timm model has no default data
-        allocation_from_args(tiny_vit, p.parse_args(["--rank-alloc", "energy", "--param-reduction", "0.5"]))
+        allocate(tiny_vit, "mlorq", images=torch.randn(2, 3, 32, 32), progress=False)
+    with pytest.raises(DeployError, match="calibration"):
+        allocate(tiny_vit, "energy", param_reduction=0.5, progress=False)
+

@@ -85,7 +85,7 @@ def test_bad_rank_and_init_are_refused():
 
 def test_unmerged_model_survives_an_artifact_round_trip(tmp_path, tiny_vit):
     from lraqvit_deploy.artifacts import load_model_artifact, save_model_artifact
-    from lraqvit_deploy.compress import LowRankConfig, compress_
+    from lraqvit_deploy.lowrank import LowRankConfig, compress_
 
     compress_(tiny_vit, LowRankConfig(method="rb-lra", param_reduction=0.3, init="random"))
     save_model_artifact(tmp_path / "a", tiny_vit)

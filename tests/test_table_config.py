@@ -8,8 +8,7 @@ import pytest
 
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.table import load_config, make_plan, parse_config
-from lraqvit_deploy.table.plan import compress_args
-from lraqvit_deploy.table.run import step_argv
+from lraqvit_deploy.recipe import Recipe
 
 BENCH_TOML = Path(__file__).parents[1] / "benchmarks" / "table4.toml"
 
@@ -41,9 +40,9 @@ def test_benchmark_config_plans_the_paper_tables(tmp_path):
     builds = {s.method: s for s in plan.steps if s.kind == "build"}
     # the PT2E row reuses the RB-LRA compression and differs only in its build
     assert builds["rb-lra-pt2e"].deps == builds["rb-lra"].deps
-    assert step_argv(builds["rb-lra-pt2e"], plan)[3:6] == [str(builds["rb-lra"].deps[0].out), "--precision", "q8"]
+    assert builds["rb-lra-pt2e"].spec["options"] == {"precision": "q8"} and builds["rb-lra"].spec["options"] == {}
     # every recipe is compressed once, however many tables and methods use it
-    recipes = {tuple(compress_args(cfg.models[0], cfg.method(m))) for m in cfg.all_methods() if not cfg.method(m).dense}
+    recipes = {str(cfg.method(m).recipe_dict()) for m in cfg.all_methods() if not cfg.method(m).dense}
     assert kinds.count("compress") == len(recipes) == 9
     # Table 4's steps come first, so its table is complete early in a long run
     first_other = next(i for i, s in enumerate(plan.steps) if s.method not in cfg.table4)
@@ -72,23 +71,20 @@ def test_identical_recipes_share_steps(tmp_path):
     assert plan.metrics[("testbed", "rb-lra")] is plan.metrics[("testbed", "same")]
 
 
-def test_argv_matches_the_cli(tmp_path):
-    """The command lines the harness runs are accepted by the real `deploy` parser."""
-    from lraqvit_deploy.cli.main import build_parser
+def test_steps_describe_valid_library_calls(tmp_path):
+    """Every step's spec builds the library objects the runner passes on (recipes, options)."""
+    from lraqvit_deploy.backends import options_type
 
-    parser = build_parser()
-    sub = parser._subparsers._group_actions[0].choices  # noqa: SLF001
-    plan = make_plan(parse_config(base(settings={"threads": 1, "work_threads": 2, "eval_args": ["--limit", "8"]})),
-                     tmp_path)
+    plan = make_plan(parse_config(base(settings={"threads": 1, "work_threads": 2, "eval_limit": 8})), tmp_path)
     for step in plan.steps:
-        argv = step_argv(step, plan, quiet=True)
-        if argv[0] not in sub:
-            continue  # a subcommand another issue is still building
-        if step.method == "rb-lra-wads" and "--quant" not in sub[argv[0]]._option_string_actions:  # noqa: SLF001
-            continue
-        args = parser.parse_args(argv)
-        assert args.quiet and args.threads == (1 if step.kind == "bench" else 2)
-        assert Path(getattr(args, "json")) == (step.json if step.kind in ("compress", "build") else step.out)
+        if step.kind == "compress":
+            recipe = Recipe.from_dict(step.spec["recipe"])
+            assert recipe.quant is None or step.deps  # quantization always starts from the FP32 artifact
+            assert step.spec["eval_limit"] == 8
+        elif step.kind == "build":
+            options_type(step.target, "build").from_dict(step.spec["options"])
+        elif step.kind == "bench":
+            assert step.spec["threads"] == 1
 
 
 @pytest.mark.parametrize("patch, message", [
@@ -102,7 +98,14 @@ def test_argv_matches_the_cli(tmp_path):
     ({"targets": {"jetson": {"results": "a/{model}.json", "local": True}}}, "not both"),
     ({"targets": {"phone": {}}}, "unknown key(s) ['phone']"),
     ({"targets": {"jetson": {"results": "x/{name}.json"}}}, "is not a pattern with {model} and {method}"),
-    ({"settings": {"iterations": 0}}, "iterations must be >= 1"),
+    ({"settings": {"iterations": 0}}, "iterations = 0; expected a whole number >= 1"),
+    ({"settings": {"eval_args": ["--limit", "8"]}}, "use eval_data"),
+    ({"models": {"testbed": {"args": ["--weights", "random"]}}}, "is no longer read"),
+    ({"models": {"deit_tiny_patch16_224": {"img_size": -3}}}, "img_size = -3"),
+    ({"methods": {"x": {"compress": "lra", "param_reduction": 0.3, "kd_steps": -1}}}, "kd_steps = -1"),
+    ({"methods": {"x": {"build": {"precision": "int4"}}}}, "precision = 'int4'"),
+    ({"methods": {"x": {"compress": "lra", "param_reduction": 0.3, "recipe": {"low_rank": {"rank": 3}}}}},
+     "unknown key(s) ['rank']"),
 ])
 def test_config_errors_name_the_key(patch, message):
     with pytest.raises(DeployError, match=None) as e:
@@ -123,7 +126,7 @@ def test_target_reasons_and_columns(tmp_path):
     assert plan.columns == ["android:A1", "android:B2", "jetson", "host"]
     assert plan.cells[("testbed", "fp32", "host")] == "host disabled in the config"
     bench = plan.cells[("testbed", "fp32", "android:B2")]
-    assert bench.spec["serial"] == "B2" and "--serial" in step_argv(bench, plan)
+    assert bench.spec["serial"] == "B2"
     assert plan.cells[("testbed", "fp32", "jetson")].startswith("no Jetson configured")
 
 
@@ -143,23 +146,16 @@ def test_jetson_local_plan_when_tensorrt_present(tmp_path, monkeypatch):
     plan = make_plan(parse_config(base(targets={"jetson": {"local": True}})), tmp_path)
     benches = {s.method: s for s in plan.steps if s.kind == "bench" and s.target == "jetson"}
     assert [benches[m].deps[0].target for m in benches] == ["jetson"] * 3
-    def precision(argv):
-        return argv[argv.index("--jetson-precision") + 1]
-
-    assert precision(step_argv(benches["rb-lra-wads"], plan)) == "int8"
-    assert precision(step_argv(benches["fp32"], plan)) == "fp32"
+    assert benches["rb-lra-wads"].spec["jetson_precision"] == "int8"
+    assert benches["fp32"].spec["jetson_precision"] == "fp32"
 
 
 def test_quant_methods_quantize_the_shared_fp32_artifact(tmp_path):
-    """Distillation runs once; every --quant method quantizes that artifact (`deploy compress DIR --quant`)."""
-    from lraqvit_deploy.cli.main import build_parser
-
+    """Distillation runs once; every quant method quantizes that artifact (a quantization-only recipe)."""
     plan = make_plan(parse_config(base()), tmp_path)
     fp32, wads = plan.metrics[("testbed", "rb-lra")], plan.metrics[("testbed", "rb-lra-wads")]
     assert wads.deps == (fp32,) and not fp32.deps
     assert [s.kind for s in plan.steps].count("compress") == 2
-    argv = step_argv(wads, plan)
-    assert argv[:4] == ["compress", str(fp32.out), "--quant", "wads"]
-    args = build_parser().parse_args(argv)
-    assert args.source == str(fp32.out) and args.method is None
+    assert Recipe.from_dict(wads.spec["recipe"]).quant.method == "wads"
+    assert not Recipe.from_dict(wads.spec["recipe"]).compresses and Recipe.from_dict(fp32.spec["recipe"]).quant is None
     assert plan.steps.index(fp32) < plan.steps.index(wads)

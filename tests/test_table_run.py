@@ -16,15 +16,15 @@ from lraqvit_deploy.cli.main import main
 from lraqvit_deploy.table import load_config, make_plan, run_plan, run_table, summary
 from lraqvit_deploy.table.run import default_runner
 
-TINY = '["--weights", "random", "--img-size", "32", "--num-classes", "10"]'
+TINY = 'weights = "random"\nimg_size = 32\nnum_classes = 10'
 CONFIG = f"""
 name = "tiny"
 [models.deit_tiny_patch16_224]
 label = "DeiT-T (random, 32 px)"
-args = {TINY}
+{TINY}
 [models.vit_tiny_patch16_224]
 label = "ViT-T (random, 32 px)"
-args = {TINY}
+{TINY}
 
 [methods.fp32]
 label = "FP32"
@@ -46,7 +46,8 @@ results = "xavier/{{model}}_{{method}}.json"
 [settings]
 threads = 1
 work_threads = 1
-eval_args = ["--data", "fashion-mnist:test", "--limit", "16"]
+eval_data = "fashion-mnist:test"
+eval_limit = 16
 """
 
 

@@ -37,8 +37,11 @@ def test_structure_and_agreement(tmp_path, family, size):
     assert rep.ok, rep.problems
     assert rep.opset == 16 and "LayerNormalization" not in rep.ops
     assert len(rep.qdq_matmuls) == len(qdq.quant_linears(model)) > 0
-    q_per_tensor = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
-    assert len(q_per_tensor) == 2 * len(rep.qdq_matmuls)  # one for the activation, one for the weight
+    # weights are stored int8 -> DequantizeLinear (no QuantizeLinear); activations keep their Q/DQ pair
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") == len(rep.qdq_matmuls) and ops.count("DequantizeLinear") == 2 * len(rep.qdq_matmuls)
+    assert rep.int8_weights == len(rep.qdq_matmuls) and rep.float_weights == 0
+    assert rep.layernorms > 0 and rep.layernorm_tagged == rep.layernorms
     x, y = _data(48, size)
     r = verify.compare_predictions(model, path, TensorDataset(x, y), batch_size=16, progress=False)
     assert r["agreement"] >= 0.98
@@ -115,7 +118,7 @@ def test_per_token_artifact_keeps_weights_and_recalibrates(tmp_path, tiny_vit):
 
 
 def test_build_bundle_writes_everything(tmp_path, tiny_vit):
-    from lraqvit_deploy.backends.tensorrt.cli import build_bundle
+    from lraqvit_deploy.backends.tensorrt.build import build_bundle
 
     x, y = _data(32)
     out = tmp_path / "out"
@@ -150,7 +153,7 @@ def test_int8_artifact_gets_true_float_baselines(tmp_path, tiny_vit):
     """From a quantized (WADS-style) model the FP32 ONNX holds its float weights: no fake-quant rounding."""
     import onnx
 
-    from lraqvit_deploy.backends.tensorrt.cli import build_bundle
+    from lraqvit_deploy.backends.tensorrt.build import build_bundle
     from lraqvit_deploy.quant import QuantConfig, float_copy, quantize_
 
     x, y = _data(32)
@@ -161,5 +164,7 @@ def test_int8_artifact_gets_true_float_baselines(tmp_path, tiny_vit):
     ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / man["onnx"]["fp32"])).graph.node}
     assert "Round" not in ops and "QuantizeLinear" not in ops
     assert man["fp32_onnx_agreement"] == 1.0
+    # a per-tensor artifact (SmoothQuant) is run as it is: the engine's model is the artifact's model
+    assert man["engine_quantizer"]["mode"] == "keep" and man["engine_quantizer"]["matches_artifact"] is True
     with torch.no_grad():  # SmoothQuant's folded scales leave the float function unchanged
         assert torch.allclose(float_copy(tiny_vit)(x), reference(x), atol=1e-4)

@@ -60,26 +60,3 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
     self_agree = (torch.tensor(pert_preds) == ref_t).float().mean().item() if self_check else None
     return Verification(len(preds), (preds_t == ref_t).float().mean().item(), top1, ref_top1, diff,
                         reference_name, data_name, self_agree)
-
-
-def verification_images(model: nn.Module, args, n: Optional[int], seed: int = 0):
-    """(images, labels or None, description): the test bed's eval set, `--data`, or seeded noise."""
-    from lraqvit_deploy.cli.args import eval_dataset
-    from lraqvit_deploy.errors import DeployError
-
-    from .export import example_input
-
-    try:
-        ds = eval_dataset(args, model)
-    except DeployError:
-        ds = None
-    if ds is None:
-        g = torch.Generator().manual_seed(seed)
-        n = n or 64
-        shape = example_input(model).shape[1:]
-        return torch.randn(n, *shape, generator=g), None, f"{n} seeded N(0,1) images (no dataset for this model)"
-    n = min(n or len(ds), len(ds))
-    items = [ds[i] for i in range(n)]
-    images = torch.stack([x for x, _ in items])
-    labels = torch.tensor([int(y) for _, y in items])
-    return images, labels, f"{n} images of {getattr(args, 'data', None) or 'the test bed eval set'}"

@@ -25,7 +25,9 @@ ENCODER_PREFIXES = ("blocks.", "layers.")  # timm ViT/DeiT/DINOv2 blocks, Swin s
 
 def is_encoder_linear(name: str, module: nn.Module) -> bool:
     """The Linears the paper quantizes: inside the encoder blocks (not patch embedding or head)."""
-    return isinstance(module, nn.Linear) and name.startswith(ENCODER_PREFIXES)
+    from lraqvit_deploy.vit_layout import is_encoder_linear as _in_encoder
+
+    return _in_encoder(name, module)
 
 
 def quant_linears(model: nn.Module) -> Dict[str, QuantLinear]:
@@ -80,7 +82,18 @@ def calibrate_per_tensor_(model: nn.Module, calib_images: torch.Tensor, batch_si
         m.act_scale = (amax[n].clamp_min(1e-8) / qmax).reshape(()).to(m.linear.weight.device)
 
 
-def to_per_tensor_(model: nn.Module, calib_images: torch.Tensor, method: str = "naive") -> str:
+def use_recorded_per_tensor_scales_(model: nn.Module) -> None:
+    """Switch every QuantLinear to `per_tensor_static` with the per-tensor scale its quantization recorded.
+
+    `quantize_` stores `tensor_act_scale` (max |x| / 127 over its calibration images) for every
+    scheme, so an INT8 artifact reaches TensorRT's per-tensor form without new images.
+    """
+    for m in quant_linears(model).values():
+        m.act_scheme, m.act_symmetric = "per_tensor_static", True
+        m.act_scale = m.tensor_act_scale.detach().clone().reshape(()).clamp_min(1e-12)
+
+
+def to_per_tensor_(model: nn.Module, calib_images: Optional[torch.Tensor], method: str = "naive") -> str:
     """Bring `model` in place to the simulator's per-tensor configuration; returns how.
 
     * a model that already holds QuantLinears (e.g. a WADS artifact with per-token schemes)
@@ -90,9 +103,16 @@ def to_per_tensor_(model: nn.Module, calib_images: torch.Tensor, method: str = "
       (`method`, e.g. naive/smoothquant/wads), then recalibrated per tensor if the method's
       scheme is per-token.
     """
+    if quant_linears(model) and calib_images is None:
+        use_recorded_per_tensor_scales_(model)
+        return ("kept the artifact's QuantLinear weights/scales; per-tensor activation scales recorded at its "
+                "quantization (no calibration images given)")
     if quant_linears(model):
         calibrate_per_tensor_(model, calib_images)
         return "kept the artifact's QuantLinear weights/scales; activation scales recalibrated per tensor"
+    if calib_images is None:
+        raise DeployError("an FP32 model needs calibration images for its INT8 engine (--calib-data DIR, an "
+                          "ImageFolder of training images), or quantize it first (--quant METHOD).")
     from lraqvit_deploy.quant import QuantConfig, quantize_
 
     quantize_(model, QuantConfig(method=method, progress=False), calib_images)
@@ -159,3 +179,119 @@ def scales_summary(model: nn.Module) -> Optional[Dict[str, float]]:
     """Activation scales per quantized layer (for the manifest)."""
     qls = quant_linears(model)
     return {n: float(m.act_scale.reshape(-1)[0]) for n, m in qls.items() if m.act_scale.numel() == 1} or None
+
+
+# ---- which INT8 model the engine runs --------------------------------------------------------------
+
+INT8_MODES = ("auto", "requantize", "keep", "recalibrate", "recorded")
+TRT_ACT_SCHEME = "per_tensor_static"  # the only activation quantizer TensorRT INT8 has (symmetric, static)
+
+
+def artifact_quant_config(model: nn.Module) -> Optional[Dict]:
+    """The quantization config an INT8 model was made with (`quant_config(...).to_dict()`), if recorded."""
+    info = getattr(model, "lraqvit_quant", None) or (getattr(model, "lraqvit_manifest", None) or {}).get("quantization")
+    cfg = (info or {}).get("config") if isinstance(info, dict) else None
+    return dict(cfg) if isinstance(cfg, dict) else None
+
+
+def per_tensor_config(method: str, recorded: Optional[Dict] = None, overrides: Optional[Dict] = None):
+    """`quant_config(method, ...)` with TensorRT's activation quantizer (`per_tensor_static`, symmetric).
+
+    The other settings (WADS iterations, fc2 mode, seed, ...) come from `recorded` (an artifact's
+    config dict) when they apply to `method`, then from `overrides`.
+    """
+    from lraqvit_deploy.quant import quant_config
+
+    fields = {k: v for k, v in (recorded or {}).items()
+              if k not in ("method", "act_scheme", "act_symmetric", "progress")}
+    fields.update(overrides or {})
+    fields.update(act_scheme=TRT_ACT_SCHEME, act_symmetric=None, progress=False)
+    try:
+        return quant_config(method, **fields)
+    except DeployError:  # a recorded key this version's config does not take: keep only the overrides
+        base = dict(overrides or {})
+        base.update(act_scheme=TRT_ACT_SCHEME, act_symmetric=None, progress=False)
+        return quant_config(method, **base)
+
+
+def _schemes(model: nn.Module) -> set:
+    return {m.act_scheme for m in quant_linears(model).values()}
+
+
+def engine_model(model: nn.Module, calib_images: Optional[torch.Tensor], method: str = "naive", mode: str = "auto",
+                 overrides: Optional[Dict] = None):
+    """(per-tensor QuantLinear model the INT8 engine runs, what quantizer it is) from `model` (not modified).
+
+    TensorRT runs static per-tensor symmetric activations only, so a per-token artifact (WADS,
+    per-token) cannot run as measured. `mode`:
+      * `requantize`: run `method` (the artifact's own, else `method`) again with
+        `act_scheme=per_tensor_static` from the model's float weights (`float_copy`: the artifact's
+        folded FP32 weights; for WADS the new alpha search multiplies onto the folded one) on
+        `calib_images`. The engine then runs exactly that method's per-tensor quantizer, whose
+        accuracy the build measures. Needs images.
+      * `keep`: the model's own QuantLinears, unchanged (they must all be per-tensor static already).
+      * `recalibrate`: the QuantLinears' weights/scales with activation scales recalibrated per tensor
+        (NaivePTQ's absmax) on `calib_images`: per-token-searched weights with per-tensor activations.
+      * `recorded`: like recalibrate, with the per-tensor scales recorded at quantization (no images).
+      * `auto`: `keep` for a per-tensor INT8 model, `requantize` for anything else when images are
+        given, else `recorded` for an INT8 model.
+    Returns (model, info): info names the mode, method, act scheme, config and whether the engine
+    runs the artifact's own quantized model (`matches_artifact`).
+    """
+    from lraqvit_deploy.quant import float_copy, quantize_
+
+    if mode not in INT8_MODES:
+        raise DeployError(f"int8 mode must be one of {INT8_MODES}, got {mode!r}.")
+    quantized = bool(quant_linears(model))
+    recorded = artifact_quant_config(model) if quantized else None
+    source_method = (recorded or {}).get("method") or method
+    schemes = _schemes(model)
+    if mode == "auto":
+        if quantized and schemes == {TRT_ACT_SCHEME}:
+            mode = "keep"
+        elif calib_images is not None:
+            mode = "requantize"
+        elif quantized:
+            mode = "recorded"
+        else:
+            raise DeployError("an FP32 model needs calibration images for its INT8 engine (--calib-data DIR, an "
+                              "ImageFolder of training images), or quantize it first (--quant METHOD).")
+    if mode in ("keep", "recalibrate", "recorded") and not quantized:
+        raise DeployError(f"int8 mode {mode!r} needs an INT8 (QuantLinear) model; this one is FP32: use 'requantize'.")
+    if mode in ("requantize", "recalibrate") and calib_images is None:
+        raise DeployError(f"int8 mode {mode!r} needs calibration images (--calib-data DIR, or the test bed's "
+                          "training split).")
+    n_calib = 0 if calib_images is None else len(calib_images)
+    info: Dict = {"mode": mode, "method": source_method, "act_scheme": TRT_ACT_SCHEME, "act_symmetric": True,
+                  "weights": "int8 symmetric per output channel, scale max|W[o,:]|/127, stored as int8 in the ONNX",
+                  "artifact_quantizer": recorded, "artifact_act_schemes": sorted(schemes) or None,
+                  "calib_images": n_calib}
+    if mode == "keep":
+        if schemes != {TRT_ACT_SCHEME}:
+            raise DeployError(f"int8 mode 'keep' needs per-tensor static activations; the model has {sorted(schemes)}: "
+                              "use 'requantize' (TensorRT has no per-token INT8).")
+        sim = copy.deepcopy(model).eval()
+        info.update(config=recorded, matches_artifact=True, calib_images=0,
+                    how="the artifact's own per-tensor QuantLinears, unchanged")
+        return sim, info
+    if mode == "requantize":
+        cfg = per_tensor_config(source_method, recorded, overrides)
+        sim = float_copy(model).eval()
+        quantize_(sim, cfg, calib_images)
+        if not quant_linears(sim):
+            raise DeployError(f"quantize_({source_method}) left no QuantLinear in the model.")
+        info.update(config=cfg.to_dict(), matches_artifact=False if quantized else None,
+                    how=(f"{source_method} re-run with act_scheme=per_tensor_static from the "
+                         f"{'artifact' if quantized else 'model'}'s float weights on {n_calib} calibration images"))
+        return sim, info
+    sim = copy.deepcopy(model).eval()
+    if mode == "recorded":
+        use_recorded_per_tensor_scales_(sim)
+        how = "the artifact's QuantLinear weights; per-tensor activation scales recorded at its quantization"
+    else:
+        calibrate_per_tensor_(sim, calib_images)
+        how = f"the artifact's QuantLinear weights; activation scales recalibrated per tensor on {n_calib} images"
+    info.update(config=recorded, matches_artifact=schemes == {TRT_ACT_SCHEME} and mode == "recorded",
+                how=how + (" (NOT the artifact's per-token model: its reported accuracy does not apply)"
+                           if schemes != {TRT_ACT_SCHEME} else ""))
+    return sim, info

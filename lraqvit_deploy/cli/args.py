@@ -1,11 +1,21 @@
-"""Argument groups shared by subcommands (model source, output), and their resolution."""
+"""Argument groups shared by subcommands, and flags generated from the library's option dataclasses.
+
+`add_options(group, OptionsClass)` turns each `option(...)` field of an options dataclass into a
+flag (help, limits, choices and default come from the field), and `options_from_args` builds the
+object back from the parsed flags: the CLI never repeats a default, and a bad value is reported by
+the dataclass's own validation under the flag's name (`flag_error`).
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional, Type
 
 from ..errors import DeployError
+from ..options import OptionError, describe_limits, field_types
+
+_FLAGS: Dict[tuple, str] = {}  # (options class name, field) -> flag, for error messages
 
 
 def add_model_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -26,53 +36,93 @@ def add_model_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
                         "(56 px, probe on 20k, all 10k test images)")
 
 
-def load_model(args: argparse.Namespace):
-    """The model named by the model argument group."""
-    from ..artifacts import is_model_artifact, load_model_artifact
+def load_model(args: argparse.Namespace, source: Optional[str] = None, name: Optional[str] = None):
+    """The model the model options name (or `source` / `name` instead of the positional and --model)."""
     from ..models import create_model
+    from ..targets import as_model
 
-    source: Optional[str] = getattr(args, "source", None)
+    source = source if source is not None else getattr(args, "source", None)
     if source:
-        if not is_model_artifact(source):
-            raise DeployError(f"{source}: not an artifact folder (no manifest.json + model.safetensors). "
-                              "To load a model by name use --model.")
-        return load_model_artifact(source)
-    return create_model(args.model, args.weights, num_classes=args.num_classes, img_size=args.img_size,
-                        testbed_profile=args.testbed_profile, progress=not getattr(args, "quiet", False))
+        return as_model(source)
+    return create_model(name or args.model, "auto" if name else args.weights, num_classes=args.num_classes,
+                        img_size=args.img_size, testbed_profile=args.testbed_profile,
+                        progress=not getattr(args, "quiet", False))
 
 
-def eval_dataset(args: argparse.Namespace, model):
-    """`--data` if given, else the test bed's test subset; errors when a timm model has no data."""
-    from timm.data import resolve_data_config
-
-    from ..data import load_dataset, seeded_subset
-    from ..models import TESTBED
-    from ..models import testbed as tb
-
-    spec = getattr(model, "lraqvit_spec", None)
-    data_cfg = resolve_data_config(model=model)
-    if getattr(args, "data", None):
-        ds = load_dataset(args.data, data_cfg)
-        return seeded_subset(ds, args.limit, 0) if getattr(args, "limit", None) else ds
-    if spec is not None and spec.name == TESTBED:
-        cfg = tb.get_profile(spec.testbed_profile or "quick")
-        n = getattr(args, "limit", None) or cfg.n_test
-        return seeded_subset(load_dataset("fashion-mnist:test", data_cfg), n, cfg.seed)
-    raise DeployError("no evaluation data: pass --data DIR (ImageNet-val layout: one folder per class) "
-                      "or --data fashion-mnist:test, or use --model testbed.")
-
-
-def add_backend_groups(p: argparse.ArgumentParser, targets: dict, adder: str) -> None:
-    """Give each installed target module (`{target: module name}`) its own option group via `module.<adder>`."""
-    import importlib
-
-    for target, modname in targets.items():
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError:
-            continue
-        getattr(mod, adder)(p.add_argument_group(f"{target} options"))
+def add_data_arg(g, flag: str, help: str) -> None:
+    g.add_argument(flag, default=None, metavar="DATA", help=help + " (ImageFolder path or fashion-mnist[:train|:test])")
 
 
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
+
+
+# ---- flags from option dataclasses ----------------------------------------------------------------
+def flag_of(cls: type, field: dataclasses.Field) -> str:
+    flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+    return flag[0] if isinstance(flag, tuple) else flag
+
+
+def _aliases(field: dataclasses.Field) -> tuple:
+    flag = field.metadata.get("flag")
+    return flag[1:] if isinstance(flag, tuple) else ()
+
+
+def _dest(cls: type, name: str, shared: bool) -> str:
+    return f"opt__{name}" if shared else f"opt_{cls.__name__}__{name}"
+
+
+def add_options(group, cls: Type, skip: tuple = (), shared: tuple = ()) -> None:
+    """Add a flag for every CLI field of the options dataclass `cls` (except `skip`) to `group`.
+
+    Fields named in `shared` get a destination common to every class (e.g. bench's --iterations,
+    added once for all targets).
+    """
+    types = field_types(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.metadata.get("cli", True):
+            continue
+        flag = flag_of(cls, f)
+        _FLAGS[(cls.__name__, f.name)] = flag
+        tp, _ = types[f.name]
+        meta, default = f.metadata, f.default
+        dest = _dest(cls, f.name, f.name in shared)
+        help_ = meta.get("help", "")
+        limits = describe_limits(meta) if tp is not str else ""
+        if tp is bool:
+            if default is True and not meta.get("flag"):
+                flag = "--no-" + f.name.replace("_", "-")
+                _FLAGS[(cls.__name__, f.name)] = flag
+            action = "store_false" if default is True else "store_true"
+            group.add_argument(flag, dest=dest, action=action, default=argparse.SUPPRESS,
+                               help=(f"do not {help_[0].lower()}{help_[1:]}" if action == "store_false" else help_))
+            continue
+        conv = {int: int, float: float}.get(tp, str)
+        extra = f" ({limits})" if limits and not meta.get("choices") else ""
+        shown = "" if default is None or default is dataclasses.MISSING else f"; default {default}"
+        group.add_argument(flag, *_aliases(f), dest=dest, type=conv, default=argparse.SUPPRESS, choices=meta.get("choices"),
+                           metavar=meta.get("metavar") or (None if meta.get("choices") else f.name.upper()), help=f"{help_}{extra}{shown}".replace("%", "%%"))
+
+
+def options_from_args(cls: Type, args: argparse.Namespace, shared: tuple = (), **overrides: Any):
+    """The `cls` object the parsed flags describe (unset flags keep the dataclass defaults)."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        dest = _dest(cls, f.name, f.name in shared)
+        if hasattr(args, dest):
+            values[f.name] = getattr(args, dest)
+    values.update(overrides)
+    return cls(**values)
+
+
+def flag_error(e: OptionError) -> str:
+    """An options error, with the field renamed to the flag the user typed."""
+    flag = next((_FLAGS[(c.__name__, e.field)] for c in getattr(e.owner, "__mro__", ())
+                 if (c.__name__, e.field) in _FLAGS), None)
+    msg = str(e)
+    return msg.replace(f"{e.field} = ", f"{flag} ", 1) if flag and msg.startswith(f"{e.field} = ") else msg
+
+
+def require_positive(value: Optional[int], flag: str) -> None:
+    if value is not None and value <= 0:
+        raise DeployError(f"{flag} {value}: must be a positive number of images.")

@@ -1,63 +1,68 @@
-"""`deploy build --target {android,jetson}`: lower a model or artifact to a deployable program.
-
-Each target is a backend module exposing:
-    add_build_arguments(group)              target-specific options
-    build(model, out_dir, args) -> dict     writes the program + manifest.json into out_dir
-"""
+"""`deploy build --target {android,jetson}`: flags -> (Recipe, backend options) -> `lraqvit_deploy.build`."""
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
+from ..backends import options_type
 from ..errors import DeployError
-from .args import add_backend_groups, add_json_arg, add_model_args, load_model
-from ..quant.cli_args import add_quant_args, quantize_from_args
-from .compress import add_compression_args, compress_from_args
+from .args import add_data_arg, add_json_arg, add_model_args, add_options, load_model, options_from_args
+from .compress import add_recipe_args, data_from_args, recipe_from_args
 
-TARGETS = {
-    "android": "lraqvit_deploy.backends.executorch.cli",
-    "jetson": "lraqvit_deploy.backends.tensorrt.cli",
-}
-HELP = "lower a model to an Android .pte (ExecuTorch/XNNPACK) or a Jetson Q/DQ ONNX + TensorRT engine"
+TARGETS = ("android", "jetson")
+HELP = "lower a model to an Android .pte (ExecuTorch/XNNPACK) or a Jetson Q/DQ ONNX + TensorRT bundle"
 DESCRIPTION = """\
-Build the deployable program for a target and verify it on this host.
+Build the deployable program for a target and verify it on this host (the .pte in the ExecuTorch
+runtime, the ONNX in onnxruntime) against the PyTorch model it came from.
+
+Verification images: --data if given, else the test bed's test split; a timm model without data
+is verified on seeded synthetic images (agreement and output closeness only, no top-1; the
+manifest says so). An INT8 artifact never needs calibration images; an FP32 model built for the
+Jetson is quantized per tensor on --calib-data (the test bed: its training split).
 
 examples:
   deploy build --target android --out out/android          # the FP32 test bed as an XNNPACK .pte
   deploy build --target android out/rb-lra-wads --out out/android-q8   # an INT8 artifact
-  deploy build --target jetson --model testbed --out out/jetson        # Q/DQ ONNX + on-device bundle
+  deploy build --target jetson --model deit_small_patch16_224 --weights random --out out/jetson
+  deploy build --target jetson out/rb-lra-wads --out out/jetson-q8     # Q/DQ ONNX + on-device bundle
   deploy build --target android --method rb-lra --param-reduction 0.45 --quant wads --out out/android-q8
 """
 
 
-def _backend(target: str):
-    try:
-        return importlib.import_module(TARGETS[target])
-    except ModuleNotFoundError as e:
-        raise DeployError(f"target {target!r} is not available in this installation ({e}).") from None
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", "-t", required=True, choices=sorted(TARGETS), help="deployment target")
+    p.add_argument("--target", "-t", required=True, choices=TARGETS, help="deployment target")
     p.add_argument("--out", "-o", required=True, type=Path, help="output folder (replaced atomically)")
     add_model_args(p)
+    d = p.add_argument_group("verification data")
+    add_data_arg(d, "--data", "labelled images to verify on; default: the test bed's test split, else seeded "
+                              "synthetic images")
+    d.add_argument("--limit", type=int, default=None, metavar="N", help="verify on a seeded subset of N images")
     add_json_arg(p)
-    add_compression_args(p)  # --method lra|rb-lra ...: compress (and distil) before lowering
-    add_quant_args(p)  # --quant wads ...: INT8 simulator scales that the backend lowers
-    add_backend_groups(p, TARGETS, "add_build_arguments")
+    add_recipe_args(p)  # --method / --quant ...: compress (and distil, quantize) before lowering
+    for target in TARGETS:
+        cls = options_type(target, "build")
+        add_options(p.add_argument_group(f"{target} options", cls.__doc__), cls)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backends import get_backend
+    from ..pipeline import compress
+    from ..targets import build
     from .output import emit
 
-    backend = _backend(args.target)
-    model = compress_from_args(load_model(args), args)
-    if args.quant != "none":
-        quantize_from_args(model, args)
-    manifest = backend.build(model, args.out, args)
-    emit({k: v for k, v in manifest.items() if not isinstance(v, (dict, list))}, args.json,
-         title=f"build --target {args.target}: {args.out}")
+    backend = get_backend(args.target, "build")  # "backend not installed: ..." before any work
+    options = options_from_args(backend.build_options, args, progress=not args.quiet)
+    recipe = recipe_from_args(args)
+    if args.limit is not None and args.limit <= 0:
+        raise DeployError(f"--limit {args.limit}: must be a positive number of images.")
+    if args.out.exists() and not args.out.is_dir():
+        raise DeployError(f"--out {args.out} exists and is not a folder; choose another output folder.")
+    model = load_model(args)
+    if not recipe.empty:
+        compress(model, recipe, **data_from_args(args), evaluate=False, checkpoint=args.checkpoint,
+                 resume=args.resume, progress=not args.quiet)
+    result = build(model, args.out, options, data=args.data, calib_data=args.calib_data, data_limit=args.limit)
+    emit(result.summary(), args.json, title=f"build --target {args.target}: {args.out}")
     return 0

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .args import add_json_arg, add_model_args, eval_dataset, load_model
+from .args import add_json_arg, add_model_args, load_model
+from ..errors import DeployError
 from .output import emit
 
 HELP = "measure top-1, params, GFLOPs and size of a model or artifact"
@@ -32,18 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..artifacts import is_model_artifact
+    from ..data import eval_dataset
     from ..evaluate import evaluate
 
+    if args.batch_size <= 0:
+        raise DeployError(f"--batch-size {args.batch_size}: must be a positive number of images.")
     model = load_model(args)
-    ds = eval_dataset(args, model)
+    ds, _ = eval_dataset(model, args.data, args.limit)
     reference = None
     if args.reference:
-        ref_args = argparse.Namespace(**{**vars(args), "source": None, "model": args.reference, "weights": "auto"})
-        from ..artifacts import is_model_artifact
-
-        if is_model_artifact(args.reference):
-            ref_args.source = args.reference
-        reference = load_model(ref_args)
+        reference = (load_model(args, source=args.reference) if is_model_artifact(args.reference)
+                     else load_model(args, source="", name=args.reference))
     result = evaluate(model, ds, reference=reference, batch_size=args.batch_size, progress=not args.quiet)
     spec = model.lraqvit_spec
     data = {"model": spec.name, "arch": spec.arch, "weights": spec.weights, **result.to_dict()}

@@ -19,9 +19,29 @@ def svd_factors(weight: torch.Tensor, rank: int):
     return (u[:, :rank] * root).to(weight.dtype), (root[:, None] * vh[:rank]).to(weight.dtype)
 
 
+def low_rank_params(in_features: int, out_features: int, rank: int) -> int:
+    """Weights of a rank-r pair, r (in + out) (its bias is the dense layer's)."""
+    return rank * (in_features + out_features)
+
+
+def break_even_rank(in_features: int, out_features: int) -> float:
+    """in x out / (in + out): the rank at which a pair holds as many weights as the dense layer."""
+    return in_features * out_features / (in_features + out_features)
+
+
 def saves_parameters(in_features: int, out_features: int, rank: int) -> bool:
-    """A rank-r pair holds r (in + out) weights; it only pays when that is below in x out."""
-    return rank * (in_features + out_features) < in_features * out_features
+    """A rank-r pair only pays when its r (in + out) weights are fewer than the dense in x out."""
+    return low_rank_params(in_features, out_features, rank) < in_features * out_features
+
+
+def init_factor_pair(module: nn.Module, in_features: int, out_features: int, rank: int, bias: bool = True,
+                     device=None, dtype=None) -> None:
+    """Give `module` a rank-r pair: `down` Linear(in, r, no bias) and `up` Linear(r, out) (LowRankLinear, RBLRALinear)."""
+    if not 0 < rank <= min(in_features, out_features):
+        raise ValueError(f"rank must be in 1..{min(in_features, out_features)}, got {rank}")
+    module.in_features, module.out_features, module.rank = in_features, out_features, rank
+    module.down = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+    module.up = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
 
 
 class LowRankLinear(nn.Module):
@@ -30,11 +50,7 @@ class LowRankLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
                  device=None, dtype=None):
         super().__init__()
-        if not 0 < rank <= min(in_features, out_features):
-            raise ValueError(f"rank must be in 1..{min(in_features, out_features)}, got {rank}")
-        self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.down = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
-        self.up = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+        init_factor_pair(self, in_features, out_features, rank, bias, device, dtype)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int) -> "LowRankLinear":
@@ -75,5 +91,6 @@ class LowRankLinear(nn.Module):
 
 @register_module_type("low_rank_linear")
 def _build(original: nn.Module, entry: dict) -> nn.Module:
-    return LowRankLinear(original.in_features, original.out_features, int(entry["rank"]),
-                         bias=original.bias is not None)
+    # `original` is the architecture's dense Linear, or (inside a CompensatedLinear) its rebuilt base pair
+    bias = original.up.bias if isinstance(original, LowRankLinear) else original.bias
+    return LowRankLinear(original.in_features, original.out_features, int(entry["rank"]), bias=bias is not None)

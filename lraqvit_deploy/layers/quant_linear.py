@@ -28,42 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._registry import register_module_type
+from .fake_quant import fake_quant_per_token_dynamic, fake_quant_symmetric, per_channel_weight_scale, round_ste  # noqa: F401
 
 ACT_SCHEMES = ("none", "per_tensor_static", "per_token_static", "per_token_dynamic")
-
-
-def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """round() with a straight-through gradient (used by WADS' alpha search)."""
-    return x + (torch.round(x) - x).detach()
-
-
-def fake_quant_symmetric(x: torch.Tensor, scale: torch.Tensor, bits: int = 8, ste: bool = False) -> torch.Tensor:
-    """Q(x) * s with Q(x) = clamp(round(x / s), -2^(b-1), 2^(b-1) - 1); `scale` broadcasts against x."""
-    qmax = 2 ** (bits - 1) - 1
-    r = round_ste if ste else torch.round
-    return torch.clamp(r(x / scale), -qmax - 1, qmax) * scale
-
-
-def per_channel_weight_scale(weight: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """max |W[o, :]| / qmax for each output channel (never zero)."""
-    qmax = 2 ** (bits - 1) - 1
-    return weight.detach().abs().amax(dim=1).clamp_min(1e-8) / qmax
-
-
-def fake_quant_per_token_dynamic(x: torch.Tensor, bits: int = 8, symmetric: bool = True,
-                                 ste: bool = False) -> torch.Tensor:
-    """Each row (token) of x quantized with its own run-time scale (and zero point if asymmetric)."""
-    r = round_ste if ste else torch.round
-    if symmetric:
-        qmax = 2 ** (bits - 1) - 1
-        scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1e-8) / qmax
-        return torch.clamp(r(x / scale), -qmax - 1, qmax) * scale
-    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    lo = x.detach().amin(dim=-1, keepdim=True).clamp_max(0)
-    hi = x.detach().amax(dim=-1, keepdim=True).clamp_min(0)
-    scale = ((hi - lo) / (qmax - qmin)).clamp_min(1e-8)
-    zero = torch.clamp(torch.round(qmin - lo / scale), qmin, qmax)
-    return (torch.clamp(r(x / scale) + zero, qmin, qmax) - zero) * scale
 
 
 class QuantLinear(nn.Module):
@@ -90,6 +57,18 @@ class QuantLinear(nn.Module):
         m.linear.to(linear.weight.device)
         m.update_weight_scale()
         return m
+
+    @classmethod
+    @torch.no_grad()
+    def weight_only(cls, weight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor],
+                    bits: int) -> "QuantLinear":
+        """A weight-only QuantLinear (act_scheme 'none') holding `weight` (out, in) with per-row `scale` at `bits`."""
+        q = cls(weight.shape[1], weight.shape[0], bias is not None, act_scheme="none", w_bits=bits)
+        q.linear.weight.copy_(weight)
+        if bias is not None:
+            q.linear.bias.copy_(bias)
+        q.w_scale = scale.to(weight.dtype).clone()
+        return q
 
     def update_weight_scale(self) -> None:
         """Recompute `w_scale` from the (folded) FP32 weight."""

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._registry import register_module_type
-from .low_rank_linear import LowRankLinear
+from .low_rank_linear import LowRankLinear, init_factor_pair
 
 INITS = ("wr", "zero", "random")
 
@@ -39,11 +39,7 @@ class RBLRALinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
                  train_base: bool = False, device=None, dtype=None):
         super().__init__()
-        if not 0 < rank <= min(in_features, out_features):
-            raise ValueError(f"rank must be in 1..{min(in_features, out_features)}, got {rank}")
-        self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.down = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
-        self.up = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+        init_factor_pair(self, in_features, out_features, rank, bias, device, dtype)
         self.branch_up = nn.Parameter(torch.zeros(out_features, rank, device=device, dtype=dtype))
         self.branch_down = nn.Parameter(torch.zeros(rank, in_features, device=device, dtype=dtype))
         self.set_train_base(train_base)

@@ -16,7 +16,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from ..artifacts import atomic_write, sha256_file
+from ..io import atomic_write, sha256_file
 from ..errors import DeployError
 from ..paths import cache_dir
 from . import dinov2_onnx

@@ -1,33 +1,53 @@
 """`quantize_(model, config, calib_images)`: INT8 post-training quantization, in place (torchao style).
 
-Steps: (1) for scaling methods, compute a channel scale alpha per eligible layer input and fold
-it into the preceding op (fold.py); (2) calibrate the activation scales on the transformed FP32
-model; (3) swap every encoder-block Linear for a `QuantLinear` carrying those scales.
+`quantize_` dispatches on `type(config)` to the handler of that method (`quant/methods/`). Every
+handler runs the same three steps, `quantize_layers_`: (1) for scaling methods, compute a channel
+scale alpha per chosen layer input and fold it into the preceding op (fold.py); (2) calibrate the
+activation scales on the transformed FP32 model; (3) swap every encoder-block Linear for a
+`QuantLinear` carrying those scales.
 """
 from __future__ import annotations
 
+import copy
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
 from ..errors import DeployError
 from ..layers.quant_linear import QuantLinear
+from ..layers.swap import replace_module
+from ._registry import quant_handler
 from .calibrate import CalibrationSummary, InputStats, collect_stats
-from .configs import QuantConfig
+from .configs import BaseQuantConfig
 from .fold import Target, find_targets, fold_scale
-from .repq import repq_scales
-from .smoothquant import smooth_scales
-from .wads import search_alpha, select_layers, weight_error
+
+Select = Callable[[List[Target]], List[Target]]  # the layers a method scales
+Scale = Callable[[Target, InputStats], Optional[torch.Tensor]]  # alpha (in,) of one layer, None: leave it
 
 
-def quantize_(model: nn.Module, config: QuantConfig, calib_images: torch.Tensor) -> CalibrationSummary:
+def quantize_(model: nn.Module, config: BaseQuantConfig, calib_images: torch.Tensor) -> CalibrationSummary:
     """Quantize `model`'s encoder-block Linears in place; returns what was done and how long it took.
 
     Example:
-        >>> cfg = QuantConfig(method="wads")
+        >>> cfg = quant_config("wads")
         >>> summary = quantize_(model, cfg, calibration_batch(train_set, 32))
+    """
+    return quant_handler(config)(model, config, calib_images)
+
+
+def scalable(t: Target, fc2: str) -> bool:
+    """Whether a channel scale on `t`'s input can be folded, or executed explicitly (`fc2` = 'explicit')."""
+    return t.foldable or fc2 == "explicit"
+
+
+def quantize_layers_(model: nn.Module, config: BaseQuantConfig, calib_images: torch.Tensor,
+                     select: Optional[Select] = None, scale: Optional[Scale] = None,
+                     keep_inputs: bool = False) -> CalibrationSummary:
+    """The steps every method shares; `select` and `scale` give a scaling method's channel scales.
+
+    `keep_inputs` keeps the chosen layers' calibration inputs in their `InputStats` (alpha searches).
     """
     targets = find_targets(model)
     if not targets:
@@ -35,9 +55,10 @@ def quantize_(model: nn.Module, config: QuantConfig, calib_images: torch.Tensor)
                           "attn.qkv, attn.proj, mlp.fc1, mlp.fc2).")
     summary = CalibrationSummary(config.method, config.act_scheme, len(calib_images), len(targets))
     explicit: Dict[str, torch.Tensor] = {}
-    if config.method in ("smoothquant", "qads", "repq", "wads"):
+    if scale is not None:
         t0 = time.perf_counter()
-        alphas = _channel_scales(model, targets, config, calib_images)
+        chosen = select(targets) if select is not None else targets
+        alphas = _channel_scales(model, chosen, config, calib_images, scale, keep_inputs)
         for t in targets:
             if t.name not in alphas:
                 continue
@@ -57,45 +78,24 @@ def quantize_(model: nn.Module, config: QuantConfig, calib_images: torch.Tensor)
     return summary
 
 
-def _eligible(t: Target, config: QuantConfig) -> bool:
-    return t.foldable or config.fc2 == "explicit"
-
-
-def _channel_scales(model: nn.Module, targets: List[Target], config: QuantConfig,
-                    images: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """alpha (in,) for each layer the method scales."""
+def _channel_scales(model: nn.Module, chosen: List[Target], config: BaseQuantConfig, images: torch.Tensor,
+                    scale: Scale, keep_inputs: bool) -> Dict[str, torch.Tensor]:
+    """alpha (in,) for each chosen layer that `scale` gives one."""
     from tqdm import tqdm
 
-    if config.method == "repq":
-        chosen = [t for t in targets if t.site.kind == "layernorm"]
-    elif config.method == "wads":
-        errors = {t.name: weight_error(t.linear.weight, config.w_bits) for t in targets}
-        below = set(select_layers(errors))
-        chosen = [t for t in targets if t.name in below and _eligible(t, config)]
-    else:
-        chosen = [t for t in targets if _eligible(t, config)]
-    search = config.method in ("qads", "wads")
     stats = collect_stats(model, chosen, images, config.batch_size,
-                          keep_inputs=[t.name for t in chosen] if search else (), progress=config.progress,
+                          keep_inputs=[t.name for t in chosen] if keep_inputs else (), progress=config.progress,
                           desc="collect") if chosen else {}
     alphas: Dict[str, torch.Tensor] = {}
     for t in tqdm(chosen, desc=f"{config.method} scales", disable=not config.progress, leave=False):
-        s = stats[t.name]
-        if config.method == "smoothquant":
-            alphas[t.name] = smooth_scales(s.channel_absmax, t.linear.weight, config.smooth_migration)
-        elif config.method == "repq":
-            alphas[t.name] = repq_scales(s.channel_absmax)
-        else:
-            res = search_alpha(s.inputs, t.linear.weight, config.act_scheme, config.wads_iters, config.wads_lr,
-                               config.w_bits, config.a_bits, config.act_symmetric,
-                               weight_term=config.method == "wads", max_rows=config.wads_max_rows, seed=config.seed)
-            s.inputs = None  # free memory as we go
-            if res.loss_final < res.loss_init:
-                alphas[t.name] = res.alpha
+        alpha = scale(t, stats[t.name])
+        stats[t.name].inputs = None  # free memory as we go
+        if alpha is not None:
+            alphas[t.name] = alpha
     return alphas
 
 
-def _swap(model: nn.Module, t: Target, stats: InputStats, config: QuantConfig,
+def _swap(model: nn.Module, t: Target, stats: InputStats, config: BaseQuantConfig,
           input_scale: Optional[torch.Tensor]) -> None:
     qmax = 2 ** (config.a_bits - 1) - 1
     linear = t.linear
@@ -114,8 +114,7 @@ def _swap(model: nn.Module, t: Target, stats: InputStats, config: QuantConfig,
         q.tensor_act_scale.copy_(stats.tensor_absmax.clamp_min(1e-8) / qmax)
         if input_scale is not None:
             q.input_scale = input_scale.detach().float().clone()
-    parent_name, _, child = t.name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, q)
+    replace_module(model, t.name, q)
 
 
 def quantized_size_mb(model: nn.Module) -> float:
@@ -133,11 +132,8 @@ def float_copy(model: nn.Module) -> nn.Module:
     This is the FP32 model an INT8 artifact was quantized from (WADS/SmoothQuant scales stay folded,
     which is exact in real arithmetic), for FP32/FP16 baseline programs built from an INT8 artifact.
     """
-    import copy
-
     out = copy.deepcopy(model)
     for name, m in list(out.named_modules()):
         if isinstance(m, QuantLinear):
-            parent, _, child = name.rpartition(".")
-            setattr(out.get_submodule(parent) if parent else out, child, m.to_linear())
+            replace_module(out, name, m.to_linear())
     return out

@@ -12,6 +12,7 @@ from typing import Dict, Iterable, List, Optional
 import torch
 import torch.nn as nn
 
+from ..calibration import calibrate
 from ..errors import DeployError
 from .fold import Target
 
@@ -38,41 +39,27 @@ class InputStats:
             self.inputs = x if self.inputs is None else torch.cat([self.inputs, x])
 
 
-@torch.no_grad()
 def collect_stats(model: nn.Module, targets: List[Target], images: torch.Tensor, batch_size: int = 32,
                   keep_inputs: Iterable[str] = (), input_scales: Optional[Dict[str, torch.Tensor]] = None,
                   progress: bool = False, desc: str = "calibrate") -> Dict[str, InputStats]:
     """Statistics of every target's input (divided by `input_scales[name]` where given)."""
-    from tqdm import tqdm
-
     if images.ndim != 4 or len(images) == 0:
         raise DeployError(f"calibration images must be a non-empty (N, 3, H, W) tensor, got {tuple(images.shape)}.")
     keep, input_scales = set(keep_inputs), input_scales or {}
     stats: Dict[str, InputStats] = {}
 
-    def hook_for(t: Target):
-        def hook(_mod, args):
-            x = args[0].detach().float()
-            x = x.reshape(x.shape[0], -1, x.shape[-1])
-            if t.name in input_scales:
-                x = x / input_scales[t.name]
-            if t.name not in stats:
-                z = x.new_zeros
-                stats[t.name] = InputStats(z(()), z(x.shape[1]), z(x.shape[2]))
-            stats[t.name].update(x, t.name in keep)
+    def record(name: str, _mod: nn.Module, x: torch.Tensor) -> None:
+        x = x.detach().float()
+        x = x.reshape(x.shape[0], -1, x.shape[-1])
+        if name in input_scales:
+            x = x / input_scales[name]
+        if name not in stats:
+            z = x.new_zeros
+            stats[name] = InputStats(z(()), z(x.shape[1]), z(x.shape[2]))
+        stats[name].update(x, name in keep)
 
-        return hook
-
-    handles = [t.linear.register_forward_pre_hook(hook_for(t)) for t in targets]
-    was_training = model.training
-    model.eval()
-    try:
-        for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
-            model(images[i:i + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    calibrate(model, images, {t.name: t.linear for t in targets}, pre=record, batch_size=batch_size,
+              progress=progress, desc=desc)
     missing = [t.name for t in targets if t.name not in stats]
     if missing:
         raise DeployError(f"calibration never reached {missing[:3]}...; is the model's forward using these layers?")

@@ -7,11 +7,14 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 import torch.nn as nn
 
+from ..lowrank.activation_svd import ActivationSVD
+from ..lowrank.activations import LayerStats, collect_stats
+from ..lowrank.compensation import compensation_params
+from ..lowrank.svd import uniform_ranks
 from ..errors import DeployError
-from .activation_svd import ActivationSVD
-from .activations import LayerStats, collect_stats, encoder_linears
-from .compensation import compensation_params
-from .greedy import energy_ranks, linear_budget, shapes_of, total_params, uniform_ranks
+from ..evaluate import count_params
+from ..vit_layout import encoder_linears, linear_shapes
+from .greedy import dense_or_ranks, energy_ranks, linear_budget, total_params
 from .plan import LayerChoice, Plan, ranks_of
 
 METHODS = ("uniform", "energy", "mlorq")
@@ -46,7 +49,9 @@ def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = N
     if method not in METHODS:
         raise DeployError(f"--rank-alloc must be one of {METHODS}, got {method!r}.")
     linears = encoder_linears(model)
-    shapes = shapes_of(linears)
+    if not linears:
+        raise DeployError(f"{type(model).__name__} has no Linear inside encoder blocks; is it a timm ViT/DeiT/Swin?")
+    shapes = linear_shapes(linears)
     needs_stats = method == "mlorq" or (method == "energy" and activation_aware) or compensation_fraction > 0
     if needs_stats and stats is None:
         if images is None:
@@ -69,7 +74,7 @@ def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = N
                    for n, m in tqdm(linears.items(), desc="layer SVDs", disable=not progress, leave=False)}
         choose = lambda budget: energy_ranks(spectra, budget)  # noqa: E731
     else:
-        choose = lambda budget: uniform_ranks(shapes, budget)  # noqa: E731
+        choose = lambda budget: dense_or_ranks(shapes, uniform_ranks(shapes, budget))  # noqa: E731
     extra = 0
     for _ in range(10):  # fixed point: compensation only goes to layers that end up low-rank
         budget = linear_budget(model, linears, param_reduction) - extra
@@ -78,7 +83,7 @@ def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = N
         if new_extra <= extra:
             break
         extra = new_extra
-    n_total = sum(p.numel() for p in model.parameters())
+    n_total = count_params(model)
     kept = n_total - sum(i * o for i, o in shapes.values()) + total_params(shapes, ranks) + new_extra
     summary = {"param_reduction": param_reduction, "activation_aware": activation_aware and method == "energy",
                "compensation_fraction": compensation_fraction, "params_before": n_total, "params_after": kept,

@@ -1,9 +1,10 @@
-"""Rank allocation to a parameter budget: uniform ratio (the RB-LRA baseline) and the greedy
-energy allocation of Azizi et al. (Algorithm 1).
+"""Rank allocation to a parameter budget: the greedy energy allocation of Azizi et al. (Algorithm 1);
+the uniform allocation (the RB-LRA baseline) is `compress.svd.uniform_ranks`, shared with `compress_`.
 
-A layer (out, in) at rank r costs min(in·out, r·(in+out)) weights: at or above the break-even rank
+A layer (in, out) at rank r costs min(in·out, r·(in+out)) weights: at or above the break-even rank
 r* = ⌈in·out/(in+out)⌉ it stays dense (rank `None` in the result). The budget counts weights of the
-allocated Linears only; `linear_budget` converts a whole-model parameter reduction into it.
+allocated Linears only; `linear_budget` converts a whole-model parameter reduction into it. Shapes
+are `{name: (in_features, out_features)}` (`vit_layout.linear_shapes`).
 """
 from __future__ import annotations
 
@@ -12,19 +13,27 @@ from typing import Dict, Mapping, Optional
 
 import torch.nn as nn
 
+from ..lowrank.activation_svd import Spectrum
 from ..errors import DeployError
-from .activation_svd import Spectrum
+from ..evaluate import count_params
+from ..layers.low_rank_linear import low_rank_params, saves_parameters
 
 Ranks = Dict[str, Optional[int]]  # None = keep dense
 
 
 def layer_params(in_f: int, out_f: int, rank: Optional[int]) -> int:
     """Weights of a layer at `rank` (None = dense)."""
-    return in_f * out_f if rank is None else min(in_f * out_f, rank * (in_f + out_f))
+    return in_f * out_f if rank is None else min(in_f * out_f, low_rank_params(in_f, out_f, rank))
 
 
-def _dense_or(in_f: int, out_f: int, rank: int) -> Optional[int]:
-    return None if rank * (in_f + out_f) >= in_f * out_f else rank
+def dense_or(in_f: int, out_f: int, rank: int) -> Optional[int]:
+    """`rank`, or None (stay dense) when a rank-r pair would not save weights."""
+    return rank if saves_parameters(in_f, out_f, rank) else None
+
+
+def dense_or_ranks(shapes: Mapping[str, tuple], ranks: Mapping[str, int]) -> Ranks:
+    """`dense_or` for every layer of `ranks`."""
+    return {n: dense_or(*shapes[n], r) for n, r in ranks.items()}
 
 
 def total_params(shapes: Mapping[str, tuple], ranks: Ranks) -> int:
@@ -41,7 +50,7 @@ def linear_budget(model: nn.Module, linears: Mapping[str, nn.Linear], param_redu
     """
     if not 0.0 < param_reduction < 1.0:
         raise DeployError(f"--param-reduction must be in (0, 1), got {param_reduction}.")
-    n_total = sum(p.numel() for p in model.parameters())
+    n_total = count_params(model)
     n_weights = sum(m.weight.numel() for m in linears.values())
     fixed = n_total - n_weights + sum((extra_per_layer or {}).values())
     budget = math.floor((1.0 - param_reduction) * n_total) - fixed
@@ -51,23 +60,6 @@ def linear_budget(model: nn.Module, linears: Mapping[str, nn.Linear], param_redu
                           f"{len(linears)} encoder Linears, below the {floor} that rank 1 everywhere needs; "
                           "ask for a smaller reduction.")
     return budget
-
-
-def uniform_ranks(shapes: Mapping[str, tuple], budget: int) -> Ranks:
-    """The largest common rank ratio ρ (rank = ⌊ρ·min(in, out)⌋, at least 1) whose total fits `budget`."""
-    def at(rho: float) -> Ranks:
-        return {n: _dense_or(i, o, max(1, int(rho * min(i, o)))) for n, (i, o) in shapes.items()}
-
-    lo, hi = 0.0, 1.0
-    if total_params(shapes, at(hi)) <= budget:
-        return at(hi)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if total_params(shapes, at(mid)) <= budget else (lo, mid)
-    ranks = at(lo)
-    if total_params(shapes, ranks) > budget:
-        raise DeployError(f"no uniform rank fits {budget} weights.")
-    return ranks
 
 
 def energy_ranks(spectra: Mapping[str, Spectrum], budget: int, gamma: float = 80.0, iters: int = 500,
@@ -85,7 +77,7 @@ def energy_ranks(spectra: Mapping[str, Spectrum], budget: int, gamma: float = 80
     tails = {n: spectra[n].tail_energy().tolist() for n in names}
     kmax = {n: len(spectra[n].s) for n in names}
     rank = {n: kmax[n] for n in names}  # full rank == dense
-    cost = {n: layer_params(*shape[n], _dense_or(*shape[n], rank[n])) for n in names}
+    cost = {n: layer_params(*shape[n], dense_or(*shape[n], rank[n])) for n in names}
     n0 = sum(cost.values())
     if budget >= n0:
         return {n: None for n in names}
@@ -99,7 +91,7 @@ def energy_ranks(spectra: Mapping[str, Spectrum], budget: int, gamma: float = 80
             i, o = shape[n]
             r_new = min((cost[n] - deficit) // (i + o), rank[n] - 1, (i * o - 1) // (i + o))
             r_new = max(r_new, 1)
-            removed = cost[n] - r_new * (i + o)
+            removed = cost[n] - low_rank_params(i, o, r_new)
             if removed <= 0:
                 continue
             loss = tails[n][r_new] - tails[n][rank[n]]
@@ -109,7 +101,7 @@ def energy_ranks(spectra: Mapping[str, Spectrum], budget: int, gamma: float = 80
         if best is None:
             return False
         _, n, r_new = best
-        rank[n], cost[n] = r_new, r_new * sum(shape[n])
+        rank[n], cost[n] = r_new, low_rank_params(*shape[n], r_new)
         return True
 
     current = n0
@@ -128,8 +120,8 @@ def energy_ranks(spectra: Mapping[str, Spectrum], budget: int, gamma: float = 80
             i, o = shape[n]
             if rank[n] >= kmax[n]:
                 continue
-            r_new = rank[n] + 1 if (rank[n] + 1) * (i + o) < i * o else kmax[n]
-            extra = layer_params(i, o, _dense_or(i, o, r_new)) - cost[n]
+            r_new = rank[n] + 1 if saves_parameters(i, o, rank[n] + 1) else kmax[n]
+            extra = layer_params(i, o, dense_or(i, o, r_new)) - cost[n]
             if current + extra > budget:
                 continue
             gain = (tails[n][rank[n]] - tails[n][r_new]) / max(extra, 1)
@@ -140,11 +132,7 @@ def energy_ranks(spectra: Mapping[str, Spectrum], budget: int, gamma: float = 80
         _, n, r_new, extra = best
         rank[n], cost[n] = r_new, cost[n] + extra
         current += extra
-    return {n: _dense_or(*shape[n], rank[n]) for n in names}
+    return {n: dense_or(*shape[n], rank[n]) for n in names}
 
 
-def shapes_of(linears: Mapping[str, nn.Linear]) -> Dict[str, tuple]:
-    return {n: (m.in_features, m.out_features) for n, m in linears.items()}
-
-
-__all__ = ["Ranks", "layer_params", "total_params", "linear_budget", "uniform_ranks", "energy_ranks", "shapes_of"]
+__all__ = ["Ranks", "layer_params", "dense_or", "dense_or_ranks", "total_params", "linear_budget", "energy_ranks"]

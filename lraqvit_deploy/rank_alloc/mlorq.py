@@ -17,10 +17,13 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..lowrank.activation_svd import ActivationSVD
+from ..lowrank.activations import LayerStats
 from ..errors import DeployError
-from .activation_svd import ActivationSVD
-from .activations import LayerStats
-from .plan import LayerChoice, Plan, quantize_rows
+from ..evaluate import count_params
+from ..layers.fake_quant import quantize_rows
+from ..layers.low_rank_linear import break_even_rank
+from .plan import LayerChoice, Plan
 
 DENSE_BITS = (2, 3, 4, 6, 8)
 FACTOR_BITS = (3, 4, 6, 8)
@@ -56,7 +59,7 @@ def layer_candidates(linear: nn.Linear, stats: LayerStats, dense_bits: Sequence[
         ch = LayerChoice(w_bits=b)
         cands.append(Candidate(ch, loss_dense(quantize_rows(w.float(), b)[0]), ch.weight_bits(in_f, out_f)))
     asvd = ActivationSVD(w.float(), c)
-    r_star = in_f * out_f / (in_f + out_f)
+    r_star = break_even_rank(in_f, out_f)
     ranks = sorted({max(1, int(f * r_star)) for f in rank_fractions})
     for r in ranks:
         up0, down0 = asvd.factors(r)
@@ -119,7 +122,7 @@ def solve_ilp(candidates: Mapping[str, Sequence[Candidate]], budget_bits: float)
 def memory_mb(model: nn.Module, plan: Mapping[str, LayerChoice], linears: Mapping[str, nn.Linear]) -> float:
     """Weight memory (MB = 1e6 bytes) of the model under `plan`: planned Linears at their bits, the rest FP32."""
     planned = sum(m.weight.numel() for n, m in linears.items() if n in plan)
-    rest_bits = 32 * (sum(p.numel() for p in model.parameters()) - planned)
+    rest_bits = 32 * (count_params(model) - planned)
     bits = rest_bits + sum(plan[n].weight_bits(m.in_features, m.out_features) for n, m in linears.items() if n in plan)
     return bits / 8e6
 
@@ -148,7 +151,7 @@ def mlorq_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats: Mappin
     `candidates` (from `mlorq_candidates`) skips the candidate search; they are filtered to
     `dense_bits` / `factor_bits` when those are given.
     """
-    fixed_bits = 32 * (sum(p.numel() for p in model.parameters()) - sum(m.weight.numel() for m in linears.values()))
+    fixed_bits = 32 * (count_params(model) - sum(m.weight.numel() for m in linears.values()))
     budget = memory_budget_mb * 8e6 - fixed_bits
     if budget <= 0 or not math.isfinite(budget):
         raise DeployError(f"--memory-budget-mb {memory_budget_mb} does not even hold the uncompressed parts "

@@ -1,15 +1,18 @@
 """The harness config: which models, which methods, which targets, how to measure (one TOML file).
 
-    [models.testbed]                 # a name `deploy --model` understands
+    [models.testbed]                 # a name `create_model` understands
     label = "DINOv2 ViT-S/14 (test bed)"
+    # weights = "random"; img_size = 224; num_classes = 10; testbed_profile = "full"   (create_model options)
 
     [methods.fp32]                   # no `compress` and no `quant`: the dense model itself
     label = "FP32"
     [methods.rb-lra-wads]
     label = "RB-LRA + WADS"
-    compress = "rb-lra"              # lra | rb-lra            -> deploy compress --method
-    param_reduction = 0.45           #                         -> --param-reduction
-    quant = "wads"                   # none | naive | ... | wads -> --quant
+    compress = "rb-lra"              # lra | rb-lra            -> LowRankConfig(method=...)
+    param_reduction = 0.45           #                         -> LowRankConfig(param_reduction=...)
+    quant = "wads"                   # none | naive | ... | wads -> quant_config(...)
+    # kd_steps = 0                   # no distillation; recipe = { low_rank = { rank_multiple = 16 } } sets any
+    #                                # other Recipe field; build = { precision = "q8" } sets AndroidBuildOptions
 
     [table4]
     methods = ["fp32", "rb-lra", "rb-lra-wads"]
@@ -30,6 +33,7 @@
     iterations = 20
     warmup = 3
     threads = 1                      # latency runs; work_threads for compress/build/eval
+    # eval_data = "fashion-mnist:test"; eval_limit = 200   (default: the model's own test split)
 """
 from __future__ import annotations
 
@@ -48,13 +52,19 @@ TABLE_KINDS = ("compression", "quantization")
 TARGETS = ("android", "jetson", "host")  # column order of Table 4
 
 
+MODEL_OPTIONS = ("weights", "img_size", "num_classes", "testbed_profile")  # create_model keywords
+
+
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model to put in the tables; `args` are extra `deploy` model options (e.g. --weights)."""
+    """A model to put in the tables; `options` are `create_model` keywords (weights, img_size, ...)."""
 
     name: str
     label: str
-    args: Tuple[str, ...] = ()
+    options: Tuple[Tuple[str, Any], ...] = ()
+
+    def create_kwargs(self) -> Dict[str, Any]:
+        return {"name": self.name, **dict(self.options)}
 
 
 @dataclass(frozen=True)
@@ -68,17 +78,38 @@ class MethodEntry:
     kd_steps: Optional[int] = None  # None: the compress command's documented default
     quant: str = "none"
     prec: str = ""  # shown in the Prec. column; derived from `quant` when empty
-    args: Tuple[str, ...] = ()  # extra `deploy compress` options
-    build_args: Tuple[str, ...] = ()  # extra `deploy build` options, e.g. ["--precision", "q8"]
+    recipe: str = "{}"  # JSON of extra Recipe fields ({"low_rank": {...}, "distill": {...}, ...})
+    build: str = "{}"  # JSON of AndroidBuildOptions fields, e.g. {"precision": "q8"}
 
     @property
     def dense(self) -> bool:
-        """No `deploy compress` run: the model itself (its build may still quantize, see build_args)."""
+        """No `deploy compress` run: the model itself (its build may still quantize, see `build`)."""
         return self.compress is None and self.quant == "none"
 
     @property
     def precision(self) -> str:
         return self.prec or ("FP32" if self.quant == "none" else "INT8")
+
+    def recipe_dict(self, quant: Optional[str] = None) -> Dict[str, Any]:
+        """`Recipe.to_dict()`-shaped dict of this method (`quant` overrides the method's own)."""
+        quant = self.quant if quant is None else quant
+        extra = json.loads(self.recipe)
+        d: Dict[str, Any] = {}
+        if self.compress:
+            d["low_rank"] = {"method": self.compress, "param_reduction": self.param_reduction, "svd": "auto"}
+            if self.kd_steps != 0:
+                d["distill"] = {} if self.kd_steps is None else {"steps": int(self.kd_steps)}
+        if quant != "none":
+            d["quant"] = {"method": quant, "progress": False}
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(d.get(key), dict):
+                d[key] = {**d[key], **value}
+            else:
+                d[key] = value
+        return d
+
+    def build_options(self) -> Dict[str, Any]:
+        return json.loads(self.build)
 
 
 @dataclass(frozen=True)
@@ -103,7 +134,8 @@ class Settings:
     warmup: int = 3
     threads: Optional[int] = 1  # latency runs (the paper: one core)
     work_threads: Optional[int] = None  # compress / build / eval (None: torch's choice)
-    eval_args: Tuple[str, ...] = ()  # extra `deploy eval` options, e.g. ["--limit", "200"]
+    eval_data: Optional[str] = None  # labelled images (default: the model's own test split)
+    eval_limit: Optional[int] = None  # a seeded subset of that many images
 
 
 @dataclass(frozen=True)
@@ -162,20 +194,48 @@ def _take(d: Dict[str, Any], known: Tuple[str, ...], where: str) -> Dict[str, An
     return d
 
 
+def _moved(d: Dict[str, Any], key: str, where: str, how: str) -> None:
+    if key in d:
+        raise _err(where, f"`{key}` (command-line flags) is no longer read: the harness calls the library; {how}")
+
+
+def _check_method(m: MethodEntry, where: str) -> None:
+    """Build the method's recipe and build options once, so a bad value fails at load time, naming the method."""
+    from ..backends import options_type
+    from ..recipe import Recipe
+
+    try:
+        if m.compress or m.quant != "none":
+            Recipe.from_dict(m.recipe_dict(), f"{where} recipe")
+        options_type("android", "build").from_dict(m.build_options(), f"{where} build")
+    except DeployError as e:
+        raise _err(where, str(e)) from None
+
+
 def parse_config(data: Dict[str, Any], source: Optional[Path] = None) -> TableConfig:
     """Validate a parsed TOML document; every mistake raises a DeployError naming the key."""
     _take(data, ("name", "models", "methods", "table4", "targets", "settings", "accuracy"), "top level")
     models = []
     for name, m in (data.get("models") or {}).items():
-        _take(m, ("label", "args"), f"[models.{name}]")
-        models.append(ModelEntry(name, m.get("label", name), _strs(m.get("args"), f"[models.{name}] args")))
+        where = f"[models.{name}]"
+        _moved(m, "args", where, "give create_model options as keys, e.g. weights = \"random\", img_size = 224")
+        _take(m, ("label",) + MODEL_OPTIONS, where)
+        opts = tuple((k, m[k]) for k in MODEL_OPTIONS if k in m)
+        for k, v in opts:
+            if k in ("img_size", "num_classes") and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise _err(where, f"{k} = {v!r}; expected a positive integer")
+            if k in ("weights", "testbed_profile") and not isinstance(v, str):
+                raise _err(where, f"{k} = {v!r}; expected a string")
+        models.append(ModelEntry(name, m.get("label", name), opts))
     if not models:
         raise _err("[models]", "list at least one model, e.g. [models.testbed]")
 
     methods: Dict[str, MethodEntry] = {}
     for mid, m in (data.get("methods") or {}).items():
         where = f"[methods.{mid}]"
-        _take(m, ("label", "compress", "param_reduction", "kd_steps", "quant", "prec", "args", "build_args"), where)
+        _moved(m, "args", where, "give Recipe fields as a table, e.g. recipe = { low_rank = { rank_multiple = 16 } }")
+        _moved(m, "build_args", where, "give AndroidBuildOptions fields as a table, e.g. build = { precision = \"q8\" }")
+        _take(m, ("label", "compress", "param_reduction", "kd_steps", "quant", "prec", "recipe", "build"), where)
         compress, quant = m.get("compress"), m.get("quant", "none")
         if compress is not None and compress not in COMPRESS_METHODS:
             raise _err(where, f"compress = {compress!r}; choose one of {list(COMPRESS_METHODS)} or leave it out (dense)")
@@ -186,9 +246,17 @@ def parse_config(data: Dict[str, Any], source: Optional[Path] = None) -> TableCo
             raise _err(where, "a compressed method needs param_reduction (e.g. 0.45)")
         if pr is not None and not 0.0 < float(pr) < 1.0:
             raise _err(where, f"param_reduction = {pr}; it is a fraction in (0, 1)")
-        methods[mid] = MethodEntry(mid, m.get("label", mid), compress, None if pr is None else float(pr),
-                                   m.get("kd_steps"), quant, m.get("prec", ""), _strs(m.get("args"), where + " args"),
-                                   _strs(m.get("build_args"), where + " build_args"))
+        for key in ("recipe", "build"):
+            if not isinstance(m.get(key, {}), dict):
+                raise _err(where, f"{key} must be a table of options, got {m[key]!r}")
+        kd = m.get("kd_steps")
+        if kd is not None and (isinstance(kd, bool) or not isinstance(kd, int) or kd < 0):
+            raise _err(where, f"kd_steps = {kd!r}; expected a whole number >= 0")
+        entry = MethodEntry(mid, m.get("label", mid), compress, None if pr is None else float(pr), kd, quant,
+                            m.get("prec", ""), json.dumps(m.get("recipe", {}), sort_keys=True),
+                            json.dumps(m.get("build", {}), sort_keys=True))
+        _check_method(entry, where)
+        methods[mid] = entry
 
     def known(ids: Any, where: str) -> Tuple[str, ...]:
         ids = _strs(ids, where)
@@ -232,12 +300,17 @@ def parse_config(data: Dict[str, Any], source: Optional[Path] = None) -> TableCo
         jetson_local=bool(jetson.get("local", False)),
     )
 
-    s = _take(data.get("settings") or {}, ("iterations", "warmup", "threads", "work_threads", "eval_args"),
-              "[settings]")
+    s = data.get("settings") or {}
+    _moved(s, "eval_args", "[settings]", "use eval_data = \"...\" and eval_limit = N")
+    _take(s, ("iterations", "warmup", "threads", "work_threads", "eval_data", "eval_limit"), "[settings]")
+    for key, lo in (("iterations", 1), ("warmup", 0), ("threads", 1), ("work_threads", 1), ("eval_limit", 1)):
+        v = s.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise _err("[settings]", f"{key} = {v!r}; expected a whole number >= {lo}")
+    if s.get("eval_data") is not None and not isinstance(s["eval_data"], str):
+        raise _err("[settings]", f"eval_data = {s['eval_data']!r}; expected an ImageFolder path or fashion-mnist:test")
     settings = Settings(int(s.get("iterations", 20)), int(s.get("warmup", 3)), s.get("threads", 1),
-                        s.get("work_threads"), _strs(s.get("eval_args"), "[settings] eval_args"))
-    if settings.iterations < 1 or settings.warmup < 0:
-        raise _err("[settings]", "iterations must be >= 1 and warmup >= 0")
+                        s.get("work_threads"), s.get("eval_data"), s.get("eval_limit"))
     return TableConfig(data.get("name", source.stem if source else "table"), tuple(models), methods, table4,
                        baseline, targets, settings, tuple(accuracy), source)
 

@@ -10,7 +10,6 @@ stamp `work/.done/<key>.json` is written only after a step succeeded, so
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -91,18 +90,6 @@ def _key(kind: str, spec: Dict, deps: Tuple[Step, ...], env: Dict[str, str]) -> 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def compress_args(model: ModelEntry, m: MethodEntry) -> List[str]:
-    """`deploy compress` options for a method (paths are added at run time)."""
-    args = ["--model", model.name, *model.args]
-    if m.compress:
-        args += ["--method", m.compress, "--param-reduction", f"{m.param_reduction:g}"]
-        if m.kd_steps is not None:
-            args += ["--kd-steps", str(int(m.kd_steps))]
-    if m.quant != "none":
-        args += ["--quant", m.quant]
-    return args + list(m.args)
-
-
 def make_plan(config: TableConfig, out: Path) -> Plan:
     """Every step for `config`, deduplicated by key, with the Table 4 cells pointing at their steps."""
     out = Path(out)
@@ -135,25 +122,27 @@ def make_plan(config: TableConfig, out: Path) -> Plan:
     for model in config.models:
         for mid in config.all_methods():
             m = config.method(mid)
+            evaluation = {"eval_data": s.eval_data, "eval_limit": s.eval_limit}
             if m.dense:
-                metrics = add(Step("eval", model.name, mid, {"args": ["--model", model.name, *model.args,
-                                                                        *s.eval_args]}))
+                metrics = add(Step("eval", model.name, mid, {"model": model.create_kwargs(), **evaluation}))
             elif m.compress and m.quant != "none":
-                # distil once: quantize the shared FP32 compressed artifact (`deploy compress DIR --quant`)
-                fp32 = add(Step("compress", model.name, mid,
-                                {"args": compress_args(model, dataclasses.replace(m, quant="none"))}))
-                metrics = add(Step("compress", model.name, mid, {"args": ["--quant", m.quant, *m.args]}, (fp32,)))
+                # distil once: quantize the shared FP32 compressed artifact (compress(artifact, quant-only recipe))
+                fp32 = add(Step("compress", model.name, mid, {"model": model.create_kwargs(), **evaluation,
+                                                              "recipe": m.recipe_dict(quant="none")}))
+                quant_only = {k: v for k, v in m.recipe_dict().items() if k not in ("low_rank", "distill", "allocation")}
+                metrics = add(Step("compress", model.name, mid, {"recipe": quant_only, **evaluation}, (fp32,)))
             else:
-                metrics = add(Step("compress", model.name, mid, {"args": compress_args(model, m)}))
+                metrics = add(Step("compress", model.name, mid, {"model": model.create_kwargs(), **evaluation,
+                                                                 "recipe": m.recipe_dict()}))
             plan.metrics[(model.name, mid)] = metrics
 
         for mid in config.table4:
             m = config.method(mid)
             source = () if m.dense else (plan.metrics[(model.name, mid)],)
-            model_args = ["--model", model.name, *models[model.name].args] if m.dense else []
+            model_kw = models[model.name].create_kwargs() if m.dense else None
             android = None
             if config.targets.host or config.targets.android_serials:
-                android = add(Step("build", model.name, mid, {"args": model_args, "build_args": list(m.build_args),
+                android = add(Step("build", model.name, mid, {"model": model_kw, "options": m.build_options(),
                                                               "target": "android"}, source, target="android"))
                 plan.builds[(model.name, mid)] = android
             else:
@@ -178,8 +167,8 @@ def make_plan(config: TableConfig, out: Path) -> Plan:
                 elif jetson_reason:
                     cell = jetson_reason
                 else:
-                    jbuild = add(Step("build", model.name, mid, {"args": model_args, "build_args": list(m.build_args),
-                                                                 "target": "jetson"}, source, target="jetson"))
+                    jbuild = add(Step("build", model.name, mid, {"model": model_kw, "options": {}, "target": "jetson"},
+                                      source, target="jetson"))
                     precision = m.precision.lower() if m.precision.lower() in ("int8", "fp16", "fp32") else "int8"
                     cell = add(Step("bench", model.name, mid, {**bench, "target": "jetson",
                                                                 "jetson_precision": precision}, (jbuild,),

@@ -133,7 +133,7 @@ def collect(plan: Plan, outcomes: Dict[str, Outcome], run: Optional[Dict[str, An
             m = cfg.method(mid)
             metrics = metrics_of(plan, model.name, mid, outcomes)
             size = size_of(plan, model.name, mid, outcomes, metrics)
-            if m.build_args:  # the build changed the model (e.g. --precision q8): its own top-1 is the program's
+            if m.build_options():  # the build changed the model (e.g. precision = "q8"): its own top-1 is the program's
                 top1, model_size = size.get("build_top1"), None
             else:
                 top1, model_size = metrics.get("top1"), metrics.get("size_mb")

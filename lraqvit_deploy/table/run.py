@@ -1,4 +1,4 @@
-"""Execute a plan: run each step through the `deploy` CLI in-process, reuse what is done, never stop early.
+"""Execute a plan: run each step through the library in-process, reuse what is done, never stop early.
 
 A failing step (no phone, no TensorRT, a build error) is recorded with its reason and everything that
 needs it is skipped with that reason; the other steps still run, so the table always completes and
@@ -7,7 +7,6 @@ shows "not measured (reason)" where a number could not be had.
 from __future__ import annotations
 
 import contextlib
-import io
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -29,62 +28,70 @@ class Outcome:
     seconds: float = 0.0
 
 
-def invoke(argv: List[str], stdout: Optional[Path] = None) -> None:
-    """Run `deploy ARGV` in this process; a user-level failure raises DeployError with its message.
+@contextlib.contextmanager
+def _threads(n: Optional[int]):
+    """torch's CPU threads set to `n` for the block (None: leave them)."""
+    import torch
 
-    Unlike `cli.main.main`, which prints the error and returns 1, this keeps the message so the
-    table can say why a number is missing.
-    """
-    from ..cli.main import build_parser
-
-    err = io.StringIO()
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
     try:
-        with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(argv)
-    except SystemExit:
-        msg = (err.getvalue().strip().splitlines() or ["bad arguments"])[-1].split("error: ", 1)[-1]
-        if "invalid choice" in msg and argv and f"'{argv[0]}'" in msg:
-            raise DeployError(f"`deploy {argv[0]}` is not available in this installation") from None
-        raise DeployError(f"`deploy {argv[0]}` rejected its options: {msg}; "
-                          f"the command was: deploy {' '.join(map(str, argv))}") from None
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    with contextlib.ExitStack() as stack:
-        if stdout is not None:
-            stdout.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(stdout, "a"))))
-        rc = int(args.func(args) or 0)
-    if rc:
-        raise DeployError(f"`deploy {argv[0]}` exited with status {rc}")
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
-def step_argv(step: Step, plan: Plan, quiet: bool = False) -> List[str]:
-    """The `deploy` command line that produces `step.out`."""
-    s = step.spec
-    threads = plan.config.settings.threads if step.kind == "bench" else plan.config.settings.work_threads
-    general = ["--threads", str(threads)] if threads else []
-    general += ["--quiet"] if quiet else []
-    if step.kind == "eval":
-        return ["eval", *s["args"], "--json", str(step.out), *general]
-    if step.kind == "compress":
-        # --resume: an interrupted distillation continues from its checkpoint (OUT.kd-checkpoint.pt),
-        # which `deploy compress` only accepts when it was written with the same options
-        source = [str(step.deps[0].out)] if step.deps else []  # quantize an FP32 compressed artifact
-        return ["compress", *source, *s["args"], "--out", str(step.out), "--json", str(step.json), "--resume",
-                *general]
-    if step.kind == "build":
-        source = [str(step.deps[0].out)] if step.deps else s["args"]
-        return ["build", "--target", step.target, *source, *s.get("build_args", []), "--out", str(step.out),
-                "--json", str(step.json), *general]
+def _model(spec: Dict, deps) -> "object":
+    """The step's input model: the artifact its dependency wrote, or a fresh `create_model`."""
+    from ..models import create_model
+    from ..targets import as_model
+
+    if deps:
+        return as_model(deps[0].out)
+    kw = dict(spec["model"])
+    return create_model(kw.pop("name"), kw.pop("weights", "auto"), progress=False, **kw)
+
+
+def run_step(step: Step, plan: Plan, progress: bool = False) -> None:
+    """Produce `step.out` with the library (the same calls `deploy eval|compress|build|bench` make)."""
+    from ..backends import options_type
+    from ..data import eval_dataset
+    from ..evaluate import evaluate
+    from ..pipeline import compress
+    from ..recipe import Recipe
+    from ..targets import bench, build
+
+    s, settings = step.spec, plan.config.settings
+    if step.kind == "collect":
+        return collect_result_file(step)
     if step.kind == "bench":
-        serial = ["--serial", s["serial"]] if s.get("serial") else []
-        if s.get("jetson_precision"):
-            serial += ["--jetson-precision", s["jetson_precision"]]
-        return ["bench", "--target", s["target"], str(step.deps[0].out), "--iterations", str(s["iterations"]),
-                "--warmup", str(s["warmup"]), *serial, "--json", str(step.out), *general]
-    raise ValueError(f"no command for step kind {step.kind!r}")
+        options = options_type(s["target"], "bench").from_dict(
+            {"iterations": s["iterations"], "warmup": s["warmup"], "threads": s["threads"] or 1, "progress": progress,
+             **({"serial": s["serial"]} if s.get("serial") else {}),
+             **({"precision": s["jetson_precision"]} if s.get("jetson_precision") else {})})
+        result = bench(step.deps[0].out, options)
+        return write_json(step.out, result.to_dict())
+    with _threads(settings.work_threads):
+        model = _model(s, step.deps)
+        if step.kind == "eval":
+            ds, _ = eval_dataset(model, s.get("eval_data"), s.get("eval_limit"))
+            res = evaluate(model, ds, progress=progress)
+            spec = model.lraqvit_spec
+            return write_json(step.out, {"model": spec.name, "arch": spec.arch, "weights": spec.weights,
+                                         **res.to_dict()})
+        if step.kind == "compress":
+            # resume=True: an interrupted distillation continues from its checkpoint (OUT.kd-checkpoint.pt),
+            # which is only accepted when it was written with the same recipe
+            report = compress(model, Recipe.from_dict(s["recipe"], f"{step.method} recipe"),
+                              eval_data=s.get("eval_data"), eval_limit=s.get("eval_limit"), out=step.out,
+                              resume=True, progress=progress)
+            return write_json(step.json, report.to_dict())
+        if step.kind == "build":
+            options = options_type(s["target"], "build").from_dict({**s.get("options", {}), "progress": progress})
+            result = build(model, step.out, options, data=settings.eval_data, data_limit=settings.eval_limit)
+            return write_json(step.json, result.summary())
+    raise ValueError(f"no library call for step kind {step.kind!r}")
 
 
 def collect_result_file(step: Step) -> None:
@@ -105,11 +112,13 @@ def collect_result_file(step: Step) -> None:
 
 
 def default_runner(quiet: bool = False) -> Runner:
+    """Run each step in this process, its printed output going to `work/logs/<key>.log`."""
+
     def run(step: Step, plan: Plan) -> None:
-        if step.kind == "collect":
-            collect_result_file(step)
-        else:
-            invoke(step_argv(step, plan, quiet), stdout=plan.work / "logs" / f"{step.key[:12]}.log")
+        log = plan.work / "logs" / f"{step.key[:12]}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f, contextlib.redirect_stdout(f):
+            run_step(step, plan, progress=False)
 
     return run
 

@@ -1,0 +1,177 @@
+"""The `android` and `host` targets: an XNNPACK .pte plus manifest.json, verified and timed on this host.
+
+* `AndroidBackend.build`: lower to ExecuTorch/XNNPACK (FP32, the artifact's own INT8 scales, or
+  PT2E INT8), write `{model}_xnnpack_{precision}.pte` + manifest atomically, run it on this host
+  against the PyTorch model; `AndroidBackend.bench` times it on an adb-attached phone
+  (`lraqvit_deploy.android_runner`).
+* `HostBackend.bench`: time a .pte in-process with the ExecuTorch runtime.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Optional
+
+from lraqvit_deploy.errors import ToleranceError
+from lraqvit_deploy.options import option
+
+from ..base import Backend, BenchOptions, BuildData, BuildOptions, BuildResult
+
+FORMAT = "lraqvit-deploy/android/1"
+DEFAULT_MIN_AGREEMENT = 0.995
+NOISE_MARGIN = 0.01  # INT8: allowed shortfall below the simulator's own agreement with itself
+PRECISIONS = ("auto", "fp32", "q8")
+
+
+@dataclass(frozen=True)
+class AndroidBuildOptions(BuildOptions):
+    """How `build(..., target="android")` lowers and checks the .pte."""
+
+    target: ClassVar[str] = "android"
+    precision: str = option("auto", "auto: q8 when the model holds QuantLinear layers (their scales are kept), else "
+                                    "fp32; q8 on an FP32 model applies PT2E dynamic INT8 (per-channel weights, "
+                                    "per-token activations)", choices=PRECISIONS)
+    verify: bool = option(True, "run the .pte on this host after building and gate on agreement", flag="--skip-verify")
+    verify_images: Optional[int] = option(None, "images for host verification (default: the whole eval set; 64 "
+                                                "seeded synthetic images for models without data)", min=1,
+                                          max=1_000_000, metavar="N")
+    min_agreement: Optional[float] = option(None, f"fail unless the .pte agrees with the reference on >= F of the "
+                                                  f"images (default {DEFAULT_MIN_AGREEMENT} for FP32; for QuantLinear "
+                                                  f"INT8 min({DEFAULT_MIN_AGREEMENT}, the simulator's self-agreement "
+                                                  f"under a 1e-6 input change - {NOISE_MARGIN}); PT2E-from-FP32 builds "
+                                                  "only report)", min=0, max=1, metavar="F")
+    delegate_layernorm: bool = option(False, "express LayerNorm in XNNPACK ops (one delegate segment instead of ~2 "
+                                             "per block)")
+    shape_passes: bool = option(True, "move expand/squeeze/select into the delegate", flag="--no-shape-passes")
+
+
+@dataclass(frozen=True)
+class HostBenchOptions(BenchOptions):
+    """Timing a .pte in this process (ExecuTorch runtime, XNNPACK)."""
+
+    target: ClassVar[str] = "host"
+    op_profile: bool = option(False, "also profile per-operator time with ETDump (non-delegated ops show here)")
+
+
+def _labels(model) -> Optional[list]:
+    from lraqvit_deploy.data import FASHION_MNIST_CLASSES, is_testbed
+
+    return list(FASHION_MNIST_CLASSES) if is_testbed(model) else None
+
+
+def _precision(model, requested: str) -> str:
+    from .quant_lowering import has_quant_linear
+
+    if requested == "auto":
+        return "q8" if has_quant_linear(model) else "fp32"
+    return requested
+
+
+class AndroidBackend(Backend):
+    name = "android"
+    description = "ExecuTorch .pte with the XNNPACK delegate (Android phones; verified and timed on this host)"
+    build_options = AndroidBuildOptions
+    build_requires = ("executorch",)
+    install_hint = "executorch==1.5.1 (pip install executorch==1.5.1)"
+
+    @property
+    def bench_options(self):  # the phone half lives in android_runner (adb); imported on use
+        from lraqvit_deploy.android_runner.bench import AndroidBenchOptions
+
+        return AndroidBenchOptions
+
+    def build(self, model, out: Path, options: AndroidBuildOptions, data: BuildData) -> BuildResult:
+        """Lower, write `{model}_xnnpack_{precision}.pte` + manifest.json atomically, verify on this host."""
+        from lraqvit_deploy.artifacts import MANIFEST, atomic_dir, sha256_file, versions, write_json
+
+        from .export import lower_to_xnnpack
+        from .quant_lowering import act_symmetric_flags
+
+        precision = _precision(model, options.precision)
+        spec = getattr(model, "lraqvit_spec", None)
+        name = (spec.name if spec else type(model).__name__).replace("/", "_")
+        if options.progress:
+            print(f"lowering {name} to ExecuTorch/XNNPACK ({precision}) ...", flush=True)
+        if options.verify:
+            data.verification(options.verify_images)  # load (and check) the images before lowering
+        lowered = lower_to_xnnpack(model, precision, shape_passes=options.shape_passes,
+                                   delegate_layernorm=options.delegate_layernorm)
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        filename = f"{name}_xnnpack_{precision}.pte"
+        manifest: Dict[str, Any] = {
+            "format": FORMAT,
+            "program": filename,
+            "method": "forward",
+            "precision": precision,
+            "quantization": {
+                "none": "none",
+                "quant_linear": "artifact QuantLinear scales: int8 per-channel weights (w_scale kept), XNNPACK qd8 "
+                                "dynamic per-token asymmetric activations",
+                "pt2e_dynamic": "PT2E XNNPACKQuantizer: int8 per-channel symmetric weights, dynamic per-token "
+                                "activations",
+            }[lowered.quantization],
+            "input": {"shape": list(lowered.input_shape), "dtype": "float32", "layout": "NCHW"},
+            "preprocessing": {k: cfg.get(k) for k in ("mean", "std", "interpolation", "crop_pct", "crop_mode")},
+            "labels": _labels(model),
+            "num_classes": cfg.get("num_classes"),
+            "delegation": lowered.delegation.to_dict(),
+            "delegated_fraction": round(lowered.delegation.delegated_fraction, 4),
+            "layernorm": "xnnpack (4-D mean formulation)" if options.delegate_layernorm else "portable",
+            "source": spec.to_dict() if spec else None,
+        }
+        if lowered.quantization == "quant_linear":
+            manifest["simulator_act_symmetric"] = sorted(act_symmetric_flags(model))
+        with atomic_dir(out) as tmp:
+            pte = tmp / filename
+            pte.write_bytes(lowered.buffer)
+            manifest["sha256"] = sha256_file(pte)
+            manifest["size_mb"] = round(pte.stat().st_size / 1e6, 4)
+            manifest.update(agreement=None, top1=None, verification=None)
+            if options.verify:
+                manifest.update(_verify(model, pte, lowered.quantization, options, data))
+            manifest["versions"] = versions()
+            write_json(tmp / MANIFEST, manifest)
+        return BuildResult(self.name, Path(out), manifest)
+
+    def bench(self, program: Path, options):
+        from lraqvit_deploy.android_runner.bench import bench
+
+        return bench(program, options)
+
+
+def _verify(model, pte: Path, scheme: str, options: AndroidBuildOptions, data: BuildData) -> Dict[str, Any]:
+    from .verify import verify_program
+
+    v_data = data.verification(options.verify_images)
+    ref = {"none": "pytorch fp32", "quant_linear": "quantization simulator model(x)",
+           "pt2e_dynamic": "pytorch fp32 (before PT2E)"}[scheme]
+    v = verify_program(pte, model, v_data.images, v_data.labels, ref, v_data.description, options.progress,
+                       self_check=scheme == "quant_linear")
+    threshold = options.min_agreement
+    if threshold is None and scheme == "none":
+        threshold = DEFAULT_MIN_AGREEMENT
+    elif threshold is None and scheme == "quant_linear":
+        # Per-token INT8 is discontinuous: the simulator flips predictions under a 1e-6 input change
+        # (test bed: 98.4% self-agreement), so no kernel that is not bit-exact with PyTorch can beat that.
+        threshold = min(DEFAULT_MIN_AGREEMENT, v.reference_self_agreement - NOISE_MARGIN)
+    if threshold is not None and v.agreement < threshold:
+        raise ToleranceError(
+            f"the .pte agrees with the {ref} on {v.agreement:.2%} of {v.n_images} images, below "
+            f"the threshold {threshold:.2%} (reference self-agreement under a 1e-6 input change: "
+            f"{v.reference_self_agreement}). Nothing was written. Check the QuantLinear settings (XNNPACK runs "
+            "act_scheme='per_token_dynamic'; act_symmetric=False is its arithmetic) or pass --min-agreement.")
+    return {"agreement": round(v.agreement, 6), "top1": None if v.top1 is None else round(v.top1, 3),
+            "verification": {**v.to_dict(), "min_agreement": threshold, "synthetic": v_data.synthetic}}
+
+
+class HostBackend(Backend):
+    name = "host"
+    description = "this machine's CPU through the ExecuTorch runtime (runs android .pte files; no build of its own)"
+    bench_options = HostBenchOptions
+    bench_requires = ("executorch",)
+    install_hint = "executorch==1.5.1 (pip install executorch==1.5.1)"
+
+    def bench(self, program: Path, options: HostBenchOptions):
+        from .host_bench import bench
+
+        return bench(program, options)

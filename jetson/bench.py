@@ -1,0 +1,61 @@
+"""Timing a Jetson engine: here when TensorRT imports, else collecting the result JSON that
+`python3 jetson/run.py` wrote on the Jetson."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from ..backends.base import BenchOptions
+from ..benchmark import SCHEMA, BenchResult
+from ..errors import DeployError
+from ..options import option
+
+PRECISIONS = ("int8", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class JetsonBenchOptions(BenchOptions):
+    """How `bench(..., target="jetson")` times (or collects) an engine."""
+
+    target: ClassVar[str] = "jetson"
+    precision: str = option("int8", "which engine to time or collect (fp16 is the baseline row)", choices=PRECISIONS,
+                            flag="--jetson-precision")
+    trtexec: bool = option(False, "also time with trtexec (on the device)", flag="--jetson-trtexec")
+    workspace_mb: int = option(1024, "builder workspace (MiB)", min=1, max=1 << 20, flag="--jetson-workspace-mb")
+
+
+def _collect(path: Path, precision: str) -> BenchResult:
+    candidates = [path] if path.suffix == ".json" else [path / "results" / f"{precision}.json"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise DeployError(
+            f"no TensorRT here (the `tensorrt` module does not import) and no result file at {candidates[0]}.\n"
+            f"On the Jetson, in the folder `deploy build --target jetson` wrote, run:\n"
+            f"    python3 jetson/run.py --precisions {precision}\n"
+            f"then copy its results/ folder back next to this manifest (or pass the .json directly).")
+    from ..artifacts import read_json
+
+    data = read_json(found)
+    if data.get("schema") != SCHEMA or data.get("target") != "jetson":
+        raise DeployError(f"{found}: not a jetson bench result (schema {data.get('schema')!r}, want {SCHEMA}).")
+    try:
+        return BenchResult.from_dict(data)
+    except TypeError as e:
+        raise DeployError(f"{found}: not a complete bench result ({e}).") from None
+
+
+def bench(path, options: JetsonBenchOptions) -> BenchResult:
+    path = Path(path)
+    if importlib.util.find_spec("tensorrt") is None or path.suffix == ".json":
+        return _collect(path, options.precision)
+    from . import run
+
+    if not (path / "jetson" / run.BUNDLE_FILE).is_file():
+        raise DeployError(f"{path}: not a folder written by `deploy build --target jetson` (no jetson/{run.BUNDLE_FILE}).")
+    result = run.bench_precision(str(path), options.precision, options.iterations, options.warmup,
+                                 options.trtexec, options.workspace_mb)
+    for w in result.extra.get("power", {}).get("warnings", []):
+        print(f"warning: {w}")
+    return result

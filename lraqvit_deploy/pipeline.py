@@ -1,0 +1,293 @@
+"""`compress(model, recipe, ...)`: the whole compression pipeline as one library call.
+
+    allocate -> compress_ (LRA / RB-LRA) -> distill_ (block KD) -> merge_ -> quantize_ -> evaluate -> save
+
+Data is passed explicitly (a Dataset, an ImageFolder path or `fashion-mnist[:train|:test]`); the
+test bed brings its own splits. Everything the recipe will need is resolved and checked *before*
+any SVD or training starts, so a missing dataset fails in a second, not after an hour.
+
+    >>> from lraqvit_deploy import create_model, compress, Recipe, LowRankConfig, quant_config
+    >>> model = create_model("testbed")
+    >>> report = compress(model, Recipe(LowRankConfig("rb-lra", param_reduction=0.45), quant=quant_config("wads"),
+    ...                                 distill=DistillConfig()), out="out/rb45-wads")
+    >>> report.metrics["top1"], report.model          # the compressed model, also saved to out/
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+from .errors import DeployError
+from .recipe import Recipe
+
+
+@dataclass
+class CompressionReport:
+    """What `compress` did: the model, its metrics beside the dense baseline's, and the provenance.
+
+    `to_dict()` is the JSON `deploy compress --json` writes (its keys are a stable interface).
+    """
+
+    model: nn.Module = field(repr=False)
+    metrics: Dict[str, Any]
+    compression: Optional[Dict[str, Any]]
+    quantization: Optional[Dict[str, Any]]
+    eval_data: str
+    eval_limit: Optional[int] = None
+    out: Optional[Path] = None
+    evaluated: bool = True
+
+    def manifest_extra(self) -> Dict[str, Any]:
+        """The artifact manifest's entries beyond the model itself."""
+        return {"compression": self.compression, "quantization": self.quantization, "metrics": self.metrics,
+                "eval_data": self.eval_data, "eval_limit": self.eval_limit}
+
+    def save(self, out) -> Path:
+        from .artifacts import save_model_artifact
+
+        self.out = save_model_artifact(out, self.model, self.manifest_extra())
+        return self.out
+
+    def to_dict(self) -> Dict[str, Any]:
+        info = self.compression or {}
+        distill = info.get("distill") or {}
+        quant = self.quantization or {}
+        return {"model": self.model.lraqvit_spec.name, "method": info.get("method", "dense"),
+                "param_reduction_target": (info.get("config") or {}).get("param_reduction"), **self.metrics,
+                "kd_steps": distill.get("steps", 0), "kd_final_loss": distill.get("final_loss"),
+                "kd_seconds": distill.get("seconds"), "kd_world_size": distill.get("world_size"),
+                "calib_seconds": quant.get("calib_seconds"), "wads_seconds": quant.get("search_seconds"),
+                "out": None if self.out is None else str(self.out), "ranks": info.get("ranks")}
+
+
+def _describe(data: Any, default: str) -> str:
+    if data is None:
+        return default
+    return str(data) if isinstance(data, (str, Path)) else type(data).__name__
+
+
+def _check_model(model: nn.Module, recipe: Recipe) -> None:
+    from .layers import QuantLinear
+
+    if getattr(model, "lraqvit_spec", None) is None:
+        raise DeployError("the model has no lraqvit_spec; create it with lraqvit_deploy.create_model(...) or load "
+                          "an artifact with lraqvit_deploy.load_artifact(...).")
+    if recipe.empty:
+        raise DeployError("nothing to do: the recipe has neither a low-rank method (--method lra|rb-lra) nor a "
+                          "quantization method (--quant METHOD).")
+    if recipe.compresses and hasattr(model, "lraqvit_manifest"):
+        raise DeployError("the model is an artifact: re-compressing it is not supported; start from the original "
+                          "weights (--model), or only quantize the artifact (--quant).")
+    if recipe.quant is not None and any(isinstance(m, QuantLinear) for m in model.modules()):
+        raise DeployError("the model is already quantized; quantize a model only once (start from its FP32 artifact).")
+
+
+def _svd_kind(model: nn.Module, recipe: Recipe, have_images: bool, progress: bool) -> str:
+    """`auto` whitens by the activations whenever calibration images are at hand (docs/compress.md)."""
+    kind = recipe.low_rank.svd
+    if kind != "auto":
+        return kind
+    if have_images or recipe.allocation.method != "uniform":
+        return "activation"
+    if progress:
+        print("note: plain SVD (no calibration images); pass --alloc-calib-data or --train-data for the "
+              "activation-aware SVD, usually far more accurate.")
+    return "plain"
+
+
+def quantize(model: nn.Module, config, calib_data: Any = None, n_images: int = 32, seed: int = 0) -> nn.Module:
+    """INT8-quantize `model` in place with `config` (e.g. `quant_config("wads")`); returns it.
+
+    `calib_data` is an (N, 3, H, W) tensor, a Dataset or a spec string; the test bed defaults to its
+    training split. `model.lraqvit_quant` then records the config and the calibration summary.
+    """
+    from .data import calibration_images
+    from .quant import quantize_
+
+    images = calibration_images(model, n_images, calib_data, seed, why="INT8 calibration (--quant)")
+    summary = quantize_(model, config, images)
+    model.lraqvit_quant = {"config": config.to_dict(), **summary.__dict__}
+    return model
+
+
+def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_data: Any = None,
+             alloc_data: Any = None, eval_data: Any = None, eval_limit: Optional[int] = None,
+             train_limit: Optional[int] = None, evaluate: bool = True, out=None,
+             checkpoint: Optional[Path] = None, resume: bool = False, progress: bool = True,
+             ) -> CompressionReport:
+    """Run `recipe` on `model` (in place) and return a `CompressionReport`; save it to `out` if given.
+
+    Args:
+        train_data: distillation images (test bed: Fashion-MNIST train).
+        calib_data: INT8 calibration images (test bed: Fashion-MNIST train).
+        alloc_data: images for the activation-aware SVD and rank allocation (default: train_data, then calib_data).
+        eval_data / eval_limit: labelled images to score the model and its dense baseline on (test bed: its
+            test subset). A timm model without eval data is compressed and measured (params, GFLOPs, size)
+            but not scored; the report says so.
+        evaluate: False skips scoring altogether (what `deploy build --method ...` does).
+        checkpoint / resume: the distillation checkpoint (default OUT.kd-checkpoint.pt) and whether to continue it.
+    Under `torchrun`, every process runs the distillation; only rank 0 evaluates and saves.
+    """
+    from .lowrank import init_distributed
+    from .data import calibration_images, eval_dataset, is_testbed, train_dataset
+    from .evaluate import evaluate as score
+
+    if not isinstance(recipe, Recipe):
+        raise DeployError(f"compress() takes a Recipe, got {type(recipe).__name__}.")
+    _check_model(model, recipe)
+    # ---- resolve every input before any heavy work --------------------------------------------
+    eval_ds, eval_desc = (eval_dataset(model, eval_data, eval_limit, required=False) if evaluate
+                          else (None, "not evaluated"))
+    train_ds = None
+    if recipe.distill is not None:
+        train_ds = train_dataset(model, train_data, train_limit, recipe.distill.seed, why="distillation")
+    quant_images = None
+    if recipe.quant is not None:
+        quant_images = calibration_images(model, recipe.quant_calib_images, calib_data, 0,
+                                          why="INT8 calibration (--quant)")
+    alloc_images, svd = None, None
+    if recipe.compresses:
+        source = next((d for d in (alloc_data, train_data, calib_data) if d is not None), None)
+        if recipe.low_rank is not None:
+            svd = _svd_kind(model, recipe, source is not None or is_testbed(model), progress)
+        if svd == "activation" or recipe.allocation.method != "uniform":
+            alloc_images = calibration_images(model, recipe.allocation.calib_images, source, 0,
+                                              why="activation-aware SVD / rank allocation")
+    if recipe.distill is not None and checkpoint is None and out is not None:
+        checkpoint = Path(str(out).rstrip("/") + ".kd-checkpoint.pt")
+
+    # ---- the steps ------------------------------------------------------------------------------
+    rank, world = init_distributed()
+    source_manifest = getattr(model, "lraqvit_manifest", {})
+    baseline = copy.deepcopy(model) if evaluate and eval_ds is not None else None
+    info = source_manifest.get("compression")
+    if recipe.compresses:
+        info = _low_rank(model, recipe, svd, alloc_images, train_ds, checkpoint, resume, progress, train_data)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank != 0:
+        return CompressionReport(model, {}, info, None, eval_desc, eval_limit, None, False)
+
+    base = _baseline_metrics(source_manifest, baseline, eval_ds, progress)
+    del baseline
+    fp32 = score(model, eval_ds, batch_size=64, progress=progress) if eval_ds is not None else None
+    quant_info = source_manifest.get("quantization")
+    if recipe.quant is not None:
+        from .quant import quantize_
+
+        config = recipe.quant
+        if not progress and getattr(config, "progress", False):
+            config = dataclasses.replace(config, progress=False)
+        summary = quantize_(model, config, quant_images)
+        quant_info = model.lraqvit_quant = {"config": config.to_dict(), **summary.__dict__}
+    res = score(model, eval_ds, batch_size=64, progress=progress) if (eval_ds is not None and recipe.quant) else fp32
+    metrics = _metrics(model, res, fp32, base, recipe)
+    report = CompressionReport(model, metrics, info, quant_info if recipe.quant else quant_info,
+                               _describe(eval_data, "test bed test subset") if eval_ds is not None else eval_desc,
+                               eval_limit, evaluated=eval_ds is not None)
+    model.lraqvit_compression = info
+    if out is not None:
+        report.save(out)
+    return report
+
+
+def _baseline_metrics(source_manifest: Dict[str, Any], baseline, eval_ds, progress: bool) -> Dict[str, Any]:
+    """The dense model's top-1/params/GFLOPs/size: an artifact's recorded baseline, else measured."""
+    known = source_manifest.get("metrics", {})
+    if "baseline_top1" in known:  # an artifact: its baseline is the dense model it was made from
+        return {k: known.get(f"baseline_{k}") for k in ("top1", "params", "gflops", "size_mb")}
+    if baseline is not None and eval_ds is not None:
+        from .evaluate import evaluate as score
+
+        return score(baseline, eval_ds, batch_size=64, progress=progress).to_dict()
+    return {"top1": None, "params": None, "gflops": None, "size_mb": None}
+
+
+def _metrics(model: nn.Module, res, fp32, base: Dict[str, Any], recipe: Recipe) -> Dict[str, Any]:
+    from .evaluate import count_gflops, count_params
+    from .quant import quantized_size_mb
+
+    params = res.params if res is not None else count_params(model)
+    gflops = res.gflops if res is not None else count_gflops(model)
+    top1 = None if res is None else res.top1
+    size = quantized_size_mb(model)  # low-bit weights (quantization, MLoRQ) at their stored width
+    if base.get("params") is None:  # not evaluated: the dense figures come from the recipe's own record
+        base = {**base, "params": (getattr(model, "lraqvit_compression", None) or {}).get("params_dense")}
+    return {
+        "top1": top1, "baseline_top1": base["top1"],
+        "top1_diff": None if top1 is None or base["top1"] is None else top1 - base["top1"],
+        "fp32_top1": None if fp32 is None else fp32.top1,
+        "quant": "none" if recipe.quant is None else recipe.quant.method,
+        "params": params, "baseline_params": base["params"],
+        "param_reduction": None if not base["params"] else 1.0 - params / base["params"],
+        "gflops": gflops, "baseline_gflops": base["gflops"],
+        "size_mb": size, "baseline_size_mb": base["size_mb"], "n_images": None if res is None else res.n_images,
+    }
+
+
+def _low_rank(model: nn.Module, recipe: Recipe, svd: str, images, train_ds, checkpoint, resume: bool,
+              progress: bool, train_data: Any) -> Dict[str, Any]:
+    """Allocation -> low rank -> distillation -> merge, in place; returns the manifest's `compression` entry."""
+    from .lowrank import compress_, distill_, is_main_process, merge_
+    from .evaluate import count_params
+
+    low_rank, alloc = recipe.low_rank, recipe.allocation
+    dense_params = count_params(model)
+    if alloc.method == "mlorq":
+        return _mlorq(model, recipe, images, dense_params, progress)
+    teacher = copy.deepcopy(model).eval() if recipe.distill is not None else None
+    allocation = None
+    if alloc.method == "energy":
+        from .rank_alloc import allocate
+
+        allocation = allocate(model, "energy", low_rank.param_reduction, images=images,
+                              activation_aware=alloc.activation_aware, progress=progress)
+        ranks = {n: r for n, r in allocation.ranks.items() if r is not None}
+        low_rank = dataclasses.replace(low_rank, param_reduction=None, ranks=ranks)
+    low_rank = dataclasses.replace(low_rank, svd=svd)
+    ranks = compress_(model, low_rank, images if svd == "activation" else None)
+    info: Dict[str, Any] = {"method": low_rank.method, "config": low_rank.to_dict(), "ranks": ranks,
+                            "params_dense": dense_params, "distill": None,
+                            "rank_alloc": alloc.method if allocation is None else allocation.to_dict()}
+    if allocation is not None:
+        info["config"]["param_reduction"] = recipe.low_rank.param_reduction
+    info["config"]["ranks"] = None if low_rank.ranks is None else "per-layer (see ranks)"
+    if recipe.distill is not None:
+        result = distill_(model, teacher, train_ds, recipe.distill, checkpoint=checkpoint, resume=resume,
+                          fingerprint_extra={"model": model.lraqvit_spec.to_dict(), "low_rank": low_rank.to_dict()},
+                          progress=progress)
+        info["distill"] = {"config": recipe.distill.to_dict(),
+                           "train_data": _describe(train_data, "fashion-mnist:train"),
+                           "train_images": len(train_ds), **result.to_dict()}
+        if is_main_process() and checkpoint is not None:
+            Path(checkpoint).unlink(missing_ok=True)
+    merge_(model)
+    model.lraqvit_compression = info
+    return info
+
+
+def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress: bool) -> Dict[str, Any]:
+    """MLoRQ: per-layer (rank, weight bits) by an ILP under the memory budget; no distillation."""
+    from .rank_alloc import allocate, apply_plan_, check_target
+
+    alloc = recipe.allocation
+    dense, factor = alloc.target_bits()
+    allocation = allocate(model, "mlorq", None, alloc.memory_budget_mb, images, alloc.activation_aware,
+                          progress=progress, dense_bits=dense, factor_bits=factor)
+    check_target(allocation.plan, alloc.mlorq_target)
+    apply_plan_(model, allocation.plan, allocation.stats)
+    info = {"method": "lra" if recipe.low_rank is None else recipe.low_rank.method,  # MLoRQ: plain factors
+            "config": {"param_reduction": None, "rank_alloc": "mlorq", "memory_budget_mb": alloc.memory_budget_mb},
+            "ranks": {n: r for n, r in allocation.ranks.items() if r is not None},
+            "params_dense": dense_params, "distill": None, "rank_alloc": allocation.to_dict()}
+    model.lraqvit_compression = info
+    return info

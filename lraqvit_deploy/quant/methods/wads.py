@@ -1,0 +1,141 @@
+"""WADS: weight-aware distribution scaling (LRA-QViT §3.3, Eq. 12-14).
+
+A channel scale alpha on a layer's input trades activation range against weight range:
+Y = Q(X / alpha) Q(alpha W). WADS searches alpha per input channel by minimising
+
+    ||Q(X / alpha) Q(alpha W)^T - X W^T||^2  +  ||Q(alpha W) - W||^2          (Eq. 14)
+
+with straight-through rounding (300 Adam steps on log alpha over the calibration set). The
+second term keeps alpha from moving activation outliers into the weights; QADS is the first
+term alone (Eq. 12). Only layers whose own weight error ||Q(W) - W||^2 is below the mean over
+all quantized layers get an alpha (`select_layers`): they have weight precision to spare.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from ...layers.fake_quant import fake_quant_per_token_dynamic, fake_quant_symmetric, per_channel_weight_scale
+from .._registry import register_quant_handler
+from ..api import quantize_layers_, scalable
+from ..calibrate import InputStats
+from ..configs import WADSConfig, AlphaSearchConfig
+from ..fold import Target
+
+
+def weight_error(weight: torch.Tensor, bits: int = 8) -> float:
+    """L(w) = ||Q(W) - W||^2 with symmetric per-channel scales."""
+    w = weight.detach().float()
+    return float((fake_quant_symmetric(w, per_channel_weight_scale(w, bits)[:, None], bits) - w).pow(2).sum())
+
+
+def select_layers(errors: Dict[str, float]) -> List[str]:
+    """The layers whose weight error is below the mean over all of them (WADS' threshold)."""
+    if not errors:
+        return []
+    mean = sum(errors.values()) / len(errors)
+    return [name for name, e in errors.items() if e < mean]
+
+
+def quantize_activation(x: torch.Tensor, scheme: str, bits: int = 8, symmetric: bool = True,
+                        ste: bool = False) -> torch.Tensor:
+    """Fake-quantize calibration inputs x (N, T, C) the way QuantLinear will, scales from x itself."""
+    qmax = 2 ** (bits - 1) - 1
+    if scheme == "per_tensor_static":
+        return fake_quant_symmetric(x, x.detach().abs().amax().clamp_min(1e-8) / qmax, bits, ste)
+    if scheme == "per_token_static":
+        scale = x.detach().abs().amax(dim=(0, 2)).clamp_min(1e-8)[:, None] / qmax
+        return fake_quant_symmetric(x, scale, bits, ste)
+    if scheme == "per_token_dynamic":
+        return fake_quant_per_token_dynamic(x, bits, symmetric, ste)
+    raise ValueError(f"unknown activation scheme {scheme!r}")
+
+
+@dataclass
+class AlphaSearch:
+    """Result of one layer's search: the alpha and the objective before (alpha = 1) and after."""
+
+    alpha: torch.Tensor
+    loss_init: float
+    loss_final: float
+
+
+class _Objective:
+    """Eq. 14 (or Eq. 12 without the weight term) on calibration inputs X (N, T, C)."""
+
+    def __init__(self, x: torch.Tensor, weight: torch.Tensor, scheme: str, w_bits: int, a_bits: int,
+                 symmetric: bool, weight_term: bool):
+        self.x = x.float()
+        self.w = weight.detach().float().to(self.x.device)
+        self.scheme, self.w_bits, self.a_bits, self.symmetric = scheme, w_bits, a_bits, symmetric
+        self.weight_term = weight_term
+        self.rows = self.x.shape[0] * self.x.shape[1]
+        self.ref = self.x.reshape(-1, self.x.shape[-1]) @ self.w.T  # (rows, out), constant
+
+    def __call__(self, log_alpha: torch.Tensor, rows: torch.Tensor | None = None, ste: bool = True) -> torch.Tensor:
+        alpha = log_alpha.exp()
+        xq = quantize_activation(self.x / alpha, self.scheme, self.a_bits, self.symmetric, ste)
+        xq = xq.reshape(-1, xq.shape[-1])
+        aw = self.w * alpha[None, :]
+        wq = fake_quant_symmetric(aw, per_channel_weight_scale(aw, self.w_bits)[:, None], self.w_bits, ste)
+        ref = self.ref
+        if rows is not None:
+            xq, ref = xq[rows], ref[rows]
+        loss = (xq @ wq.T - ref).pow(2).sum() * (self.rows / xq.shape[0])
+        if self.weight_term:
+            loss = loss + (wq - self.w).pow(2).sum()
+        return loss
+
+
+def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token_dynamic", iters: int = 300,
+                 lr: float = 1e-2, w_bits: int = 8, a_bits: int = 8, symmetric: bool = True,
+                 weight_term: bool = True, max_rows: int = 4096, seed: int = 0) -> AlphaSearch:
+    """Minimise Eq. 14 (Eq. 12 with `weight_term=False`) over alpha; never returns a worse alpha than 1."""
+    obj = _Objective(x, weight, scheme, w_bits, a_bits, symmetric, weight_term)
+    log_alpha = torch.zeros(weight.shape[1], device=obj.x.device, requires_grad=True)
+    opt = torch.optim.Adam([log_alpha], lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    full = obj.rows <= max_rows
+    with torch.no_grad():
+        loss_init = float(obj(log_alpha, ste=False))
+    best, best_loss = log_alpha.detach().clone(), loss_init
+    for _ in range(iters):
+        rows = None if full else torch.randperm(obj.rows, generator=g)[:max_rows].to(obj.x.device)
+        loss = obj(log_alpha, rows)
+        if full and float(loss.detach()) < best_loss:  # loss is of the current alpha, before this step
+            best, best_loss = log_alpha.detach().clone(), float(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        candidates = [best, log_alpha.detach()]
+        losses = [float(obj(c, ste=False)) for c in candidates]
+    i = min(range(2), key=losses.__getitem__)
+    if losses[i] >= loss_init:
+        return AlphaSearch(torch.ones_like(log_alpha.detach()), loss_init, loss_init)
+    return AlphaSearch(candidates[i].exp(), loss_init, losses[i])
+
+
+def alpha_search(config: AlphaSearchConfig, weight_term: bool) -> Callable[[Target, InputStats], Optional[torch.Tensor]]:
+    """Per-layer scale of QADS (`weight_term=False`) / WADS: the searched alpha where it lowers the objective."""
+
+    def scale(t: Target, stats: InputStats) -> Optional[torch.Tensor]:
+        res = search_alpha(stats.inputs, t.linear.weight, config.act_scheme, config.wads_iters, config.wads_lr,
+                           config.w_bits, config.a_bits, config.act_symmetric, weight_term=weight_term,
+                           max_rows=config.wads_max_rows, seed=config.seed)
+        return res.alpha if res.loss_final < res.loss_init else None
+
+    return scale
+
+
+@register_quant_handler(WADSConfig)
+def _wads_transform(model, config: WADSConfig, calib_images):
+    def select(targets: List[Target]) -> List[Target]:
+        errors = {t.name: weight_error(t.linear.weight, config.w_bits) for t in targets}
+        below = set(select_layers(errors))
+        return [t for t in targets if t.name in below and scalable(t, config.fc2)]
+
+    return quantize_layers_(model, config, calib_images, select=select, scale=alpha_search(config, True),
+                            keep_inputs=True)

@@ -1,0 +1,153 @@
+"""Where the compressible Linears sit in a timm ViT / DeiT / DINOv2 / Swin, and what feeds each.
+
+Every encoder block (`blocks.N` in ViT/DeiT/DINOv2, `layers.S.blocks.N` in Swin) holds four
+Linears, one per role; Swin's patch merging adds an optional fifth (LRA-QViT §3.1: patch
+embedding and head stay dense):
+
+  role        path              fed by (where a channel scale on its input folds, WADS §3.3)
+  qkv         attn.qkv          norm1 (LayerNorm)          -> divide its weight and bias
+  proj        attn.proj         attention @ v              -> divide v's output rows of qkv
+  fc1         mlp.fc1           norm2 (LayerNorm)          -> divide its weight and bias
+  fc2         mlp.fc2           GELU (or mlp.norm if any)  -> nothing linear: "none"
+  reduction   downsample.reduction (Swin, optional)  downsample.norm (LayerNorm)
+
+and, once a layer is a `LowRankLinear`, its `up` is fed by the rows of its own `down`.
+`FoldSite` names that producer; row scaling of a producer never changes its own per-channel
+weight quantization (each row's scale moves with it), so the folds of different layers commute.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch.nn as nn
+
+from .errors import DeployError
+
+ROLES = ("qkv", "proj", "fc1", "fc2")
+ROLE_PATHS = {"qkv": "attn.qkv", "proj": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+REDUCTION = "reduction"  # Swin's patch merging, `downsample.reduction`
+
+_BLOCK = re.compile(r"(^|\.)blocks\.\d+$")
+_IN_ENCODER = re.compile(r"(^|\.)(blocks\.\d+|downsample)\.")
+
+
+@dataclass
+class FoldSite:
+    """The op feeding a Linear: 'layernorm' (module), 'rows' (module's output `rows`), or 'none'."""
+
+    kind: str
+    module: Optional[nn.Module] = None
+    rows: Optional[slice] = None
+
+
+@dataclass
+class EncoderLinear:
+    """One encoder Linear: its qualified name, the module, the op that feeds it, and its role."""
+
+    name: str
+    linear: nn.Module
+    site: FoldSite
+    role: str  # qkv | proj | fc1 | fc2 | reduction, with .down / .up for the halves of a low-rank pair
+
+    @property
+    def foldable(self) -> bool:
+        return self.site.kind != "none"
+
+
+def encoder_blocks(model: nn.Module) -> Dict[str, nn.Module]:
+    """`{name: block}` of the encoder blocks, in forward order."""
+    return {n: m for n, m in model.named_modules() if _BLOCK.search(n)}
+
+
+def is_encoder_linear(name: str, module: nn.Module) -> bool:
+    """True for a Linear inside an encoder block or a Swin patch merging (not patch embedding or head)."""
+    return isinstance(module, nn.Linear) and _IN_ENCODER.search(name) is not None
+
+
+def _norm_site(norm: Optional[nn.Module]) -> FoldSite:
+    if isinstance(norm, nn.LayerNorm) and norm.elementwise_affine:
+        return FoldSite("layernorm", norm)
+    return FoldSite("none")
+
+
+def _v_site(qkv: Optional[nn.Module]) -> FoldSite:
+    """v's output rows of the qkv projection: proj's input channel j is qkv row 2*C + j."""
+    from .layers.low_rank_linear import LowRankLinear
+
+    producer = qkv.up if isinstance(qkv, LowRankLinear) else qkv
+    if not isinstance(producer, nn.Linear) or producer.out_features % 3:
+        return FoldSite("none")
+    c = producer.out_features // 3
+    return FoldSite("rows", producer, slice(2 * c, 3 * c))
+
+
+def _get(module: nn.Module, path: str) -> Optional[nn.Module]:
+    for part in path.split("."):
+        module = getattr(module, part, None)
+        if not isinstance(module, nn.Module):
+            return None
+    return module
+
+
+def _block_layers(name: str, block: nn.Module, roles: Sequence[str]) -> Iterator[EncoderLinear]:
+    attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
+    feeds = {"qkv": lambda: _norm_site(getattr(block, "norm1", None)),
+             "proj": lambda: _v_site(getattr(attn, "qkv", None)),
+             "fc1": lambda: _norm_site(getattr(block, "norm2", None)),
+             "fc2": lambda: _norm_site(getattr(mlp, "norm", None))}
+    for role in ROLES:
+        mod = _get(block, ROLE_PATHS[role])
+        if role in roles and mod is not None:
+            yield EncoderLinear(f"{name}.{ROLE_PATHS[role]}", mod, feeds[role](), role)
+
+
+def encoder_layers(model: nn.Module, roles: Sequence[str] = ROLES,
+                   include_downsample: bool = False) -> List[EncoderLinear]:
+    """Every module in a compressible slot (`roles` of each block; Swin's reduction if asked), in forward order.
+
+    The module is whatever sits there now: a dense `nn.Linear`, a `LowRankLinear`, a `QuantLinear`...
+    """
+    out: List[EncoderLinear] = []
+    for name, m in model.named_modules():
+        if _BLOCK.search(name):
+            out += _block_layers(name, m, roles)
+        elif include_downsample and name.endswith("downsample") and isinstance(getattr(m, REDUCTION, None), nn.Module):
+            out.append(EncoderLinear(f"{name}.{REDUCTION}", m.reduction, _norm_site(getattr(m, "norm", None)),
+                                     REDUCTION))
+    return out
+
+
+def encoder_linears(model: nn.Module, roles: Sequence[str] = ROLES,
+                    include_downsample: bool = False) -> Dict[str, nn.Linear]:
+    """`{name: Linear}` of the still-dense encoder Linears (exactly `nn.Linear`), in forward order."""
+    return {t.name: t.linear for t in encoder_layers(model, roles, include_downsample) if type(t.linear) is nn.Linear}
+
+
+def _expand(t: EncoderLinear) -> Iterator[EncoderLinear]:
+    from .layers.low_rank_linear import LowRankLinear
+    from .layers.quant_linear import QuantLinear
+
+    mod = t.linear
+    if isinstance(mod, QuantLinear):
+        raise DeployError(f"{t.name} is already quantized; quantize a model only once (reload the FP32 artifact).")
+    if isinstance(mod, LowRankLinear):
+        yield EncoderLinear(f"{t.name}.down", mod.down, t.site, f"{t.role}.down")
+        yield EncoderLinear(f"{t.name}.up", mod.up, FoldSite("rows", mod.down, slice(None)), f"{t.role}.up")
+    elif isinstance(mod, nn.Linear):
+        yield t
+
+
+def quantizable_linears(model: nn.Module) -> List[EncoderLinear]:
+    """Every encoder-block nn.Linear to quantize (both halves of a LowRankLinear), with its fold site."""
+    return [e for t in encoder_layers(model) for e in _expand(t)]
+
+
+def linear_shapes(linears: Dict[str, nn.Module]) -> Dict[str, Tuple[int, int]]:
+    """`{name: (in_features, out_features)}`: the SDK's one shape convention, nn.Linear's argument order."""
+    return {n: (m.in_features, m.out_features) for n, m in linears.items()}
+
+
+__all__ = ["ROLES", "ROLE_PATHS", "REDUCTION", "FoldSite", "EncoderLinear", "encoder_blocks", "is_encoder_linear",
+           "encoder_layers", "encoder_linears", "quantizable_linears", "linear_shapes"]

@@ -1,0 +1,48 @@
+"""`deploy bench --target jetson`: collecting a device result; the on-device scripts run without torch."""
+import importlib.util
+import json
+import pytest
+
+from lraqvit_deploy.benchmark import BenchResult, summarize
+from lraqvit_deploy.errors import DeployError
+from lraqvit_deploy.jetson.bench import JetsonBenchOptions, bench
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def _result(tmp_path, precision="int8"):
+    r = BenchResult(target="jetson", artifact=f"engines/m_{precision}.engine", device="NVIDIA Jetson AGX Xavier, "
+                    "nvpmodel MAXN", iterations=5, warmup=1, threads=None, **summarize([1.0, 1.2, 1.1, 1.3, 1.0]),
+                    extra={"precision": precision})
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / f"{precision}.json").write_text(json.dumps(r.to_dict()))
+    return r
+
+
+@pytest.mark.skipif(HAS_TRT, reason="tensorrt imports here, so bench runs the engine instead of collecting")
+def test_collects_device_result(tmp_path):
+    want = _result(tmp_path)
+    got = bench(tmp_path, JetsonBenchOptions(precision="int8", iterations=5, warmup=1))
+    assert got == want
+    assert bench(tmp_path / "results" / "int8.json", JetsonBenchOptions(precision="fp16")) == want
+
+
+@pytest.mark.skipif(HAS_TRT, reason="tensorrt imports here")
+def test_missing_result_says_what_to_run(tmp_path):
+    with pytest.raises(DeployError, match="python3 jetson/run.py --precisions fp16"):
+        bench(tmp_path, JetsonBenchOptions(precision="fp16"))
+
+
+def test_rejects_foreign_json(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"schema": "other", "target": "android"}))
+    with pytest.raises(DeployError, match="not a jetson bench result"):
+        bench(tmp_path / "x.json", JetsonBenchOptions())
+
+
+def test_bench_cli_registers_jetson_options():
+    from lraqvit_deploy.cli.main import build_parser
+
+    from lraqvit_deploy.cli.args import options_from_args
+
+    args = build_parser().parse_args(["bench", "--target", "jetson", "out", "--jetson-precision", "fp16"])
+    assert options_from_args(JetsonBenchOptions, args, shared=("iterations", "warmup")).precision == "fp16"

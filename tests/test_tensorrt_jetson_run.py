@@ -1,0 +1,33 @@
+"""jetson/run.py's numpy-only pieces: logit comparison, gates, which ONNX each engine is built from."""
+import math
+
+import numpy as np
+import pytest
+
+from lraqvit_deploy.jetson import run
+
+
+def test_compare_logits_numbers():
+    ref = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    same = run.compare_logits(ref, ref, np.array([0, 1]))
+    assert same["sqnr_db"] == run.SQNR_CAP_DB and same["agreement"] == 1.0 and same["cosine_min"] == pytest.approx(1.0)
+    assert same["top1"] == same["top1_reference"] == 100.0
+    noisy = run.compare_logits(ref * 1.1, ref)  # error = 0.1 x signal -> 20 dB, cosine 1
+    assert noisy["sqnr_db"] == pytest.approx(20.0) and noisy["cosine_mean"] == pytest.approx(1.0)
+    assert noisy["top1"] is None  # no labels
+    flipped = run.compare_logits(ref[:, ::-1], ref, np.array([-1, -1]))  # synthetic labels: no top-1
+    assert flipped["agreement"] == 0.5 and flipped["top1"] is None
+    assert math.isclose(flipped["cosine_min"], 0.0, abs_tol=1e-12)
+    with pytest.raises(ValueError):
+        run.compare_logits(ref[:1], ref)
+
+
+def test_onnx_for_follows_the_precision_plan():
+    b = {"onnx": {"int8": "m_qdq.onnx", "fp32": "m_fp32.onnx", "fp16": "m_fp16.onnx"}}
+    assert run.onnx_for(b, "int8", "8.5.2") == run.onnx_for(b, "int8", 11) == "m_qdq.onnx"
+    assert run.onnx_for(b, "fp16", "8.5.2") == "m_fp32.onnx"  # weak typing: FP32 ONNX + FP16 flag
+    assert run.onnx_for(b, "fp16", "10.3.0") == "m_fp32.onnx"
+    assert run.onnx_for(b, "fp16", "10.3.0", strongly_typed=True) == "m_fp16.onnx"  # was the FP32 ONNX
+    assert run.onnx_for(b, "fp16", 11) == "m_fp16.onnx"
+    with pytest.raises(SystemExit, match="FP16 ONNX"):
+        run.onnx_for({"onnx": {"int8": "q", "fp32": "f"}}, "fp16", "11.1")
