@@ -75,7 +75,8 @@ class BuildData:
 
     def verification(self, n: Optional[int] = None, synthetic_n: int = 64) -> VerificationData:
         """Up to `n` labelled images (all when None), or `synthetic_n` seeded N(0, 1) images without data."""
-        from lraqvit_deploy.data import eval_dataset, synthetic_images
+        from lraqvit_deploy.data import synthetic_images
+        from lraqvit_deploy.data_sources import eval_dataset
 
         key = f"verify:{n}:{synthetic_n}"
         if key not in self._cache:
@@ -94,7 +95,7 @@ class BuildData:
 
     def calibration(self, n: int, why: str = "calibration") -> torch.Tensor:
         """`n` seeded training images; a clear error when the model has none and none were given."""
-        from lraqvit_deploy.data import calibration_images
+        from lraqvit_deploy.data_sources import calibration_images
 
         key = f"calib:{n}"
         if key not in self._cache:

@@ -123,75 +123,13 @@ def stack_images(ds: Dataset, indices: Sequence[int]) -> torch.Tensor:
     return torch.stack([ds[i][0] for i in indices])
 
 
-def _as_dataset(model, data: Any) -> Tuple[Dataset, str]:
-    """A Dataset given as is, or a spec string preprocessed for `model`; with a description."""
-    from timm.data import resolve_data_config
-
-    if isinstance(data, Dataset):
-        return data, f"{type(data).__name__} ({len(data)} images)"
-    if isinstance(data, (str, os.PathLike)):
-        return load_dataset(str(data), resolve_data_config(model=model)), str(data)
-    raise DeployError(f"data must be a Dataset, an ImageFolder path or 'fashion-mnist[:train|:test]', "
-                      f"got {type(data).__name__}.")
-
-
-def is_testbed(model) -> bool:
-    from .models import TESTBED
-
-    spec = getattr(model, "lraqvit_spec", None)
-    return spec is not None and spec.name == TESTBED
-
-
-def eval_dataset(model, data: Any = None, limit: Optional[int] = None, required: bool = True,
-                 ) -> Tuple[Optional[Dataset], str]:
-    """(labelled evaluation images, description): `data` if given, else the test bed's test subset.
-
-    A timm model without `data` has none: (None, reason) when not `required`, else a DeployError.
-    `limit` takes a seeded subset.
-    """
-    if limit is not None and limit <= 0:
-        raise DeployError(f"the evaluation limit must be a positive number of images, got {limit}.")
-    if data is not None:
-        ds, desc = _as_dataset(model, data)
-        return (seeded_subset(ds, limit, 0) if limit else ds), desc
-    if is_testbed(model):
-        from .models import testbed as tb
-
-        cfg = tb.get_profile(model.lraqvit_spec.testbed_profile or "quick")
-        ds, _ = _as_dataset(model, "fashion-mnist:test")
-        return seeded_subset(ds, limit or cfg.n_test, cfg.seed), "the test bed's test subset"
-    if required:
-        raise DeployError("no evaluation data: pass --data DIR (ImageNet-val layout: one folder per class) "
-                          "or --data fashion-mnist:test, or use --model testbed.")
-    return None, "no evaluation data for this model"
-
-
-def train_dataset(model, data: Any = None, limit: Optional[int] = None, seed: int = 0,
-                  why: str = "distillation") -> Dataset:
-    """Training images for `why` (distillation, calibration): `data`, or the test bed's training split."""
-    if data is None and not is_testbed(model):
-        raise DeployError(f"{why} needs training images: pass them (--train-data / --calib-data DIR, an ImageFolder "
-                          "of training images, or fashion-mnist:train), or use --model testbed.")
-    ds, _ = _as_dataset(model, "fashion-mnist:train" if data is None else data)
-    if len(ds) == 0:
-        raise DeployError(f"{why}: the training images given are empty.")
-    return seeded_subset(ds, limit, seed) if limit else ds
-
-
-def calibration_images(model, n: int, data: Any = None, seed: int = 0, why: str = "calibration") -> torch.Tensor:
-    """`n` seeded training images as one (N, 3, H, W) tensor; `data` may also be such a tensor already."""
-    if isinstance(data, torch.Tensor):
-        if data.ndim != 4 or len(data) == 0:
-            raise DeployError(f"{why} images must be a non-empty (N, 3, H, W) tensor, got {tuple(data.shape)}.")
-        return data[:n]
-    if n <= 0:
-        raise DeployError(f"{why} needs a positive number of images, got {n}.")
-    return calibration_batch(train_dataset(model, data, why=why), n, seed)
+def input_size(model) -> Tuple[int, ...]:
+    """(C, H, W) the model takes, from its timm config (224 px when it names none)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("input_size", (3, 224, 224)))
 
 
 def synthetic_images(model, n: int, seed: int = 0) -> torch.Tensor:
     """`n` seeded N(0, 1) images of the model's input size (for models without data; no labels)."""
-    from .evaluate import input_size
-
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *input_size(model), generator=g)

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from .data import make_loader
+from .data import input_size, make_loader
 
 
 @dataclass
@@ -32,11 +32,6 @@ def size_mb(model: nn.Module) -> float:
     """Bytes of parameters and persistent buffers at their stored dtype, in MB (1e6)."""
     sd = model.state_dict()
     return sum(t.numel() * t.element_size() for t in sd.values()) / 1e6
-
-
-def input_size(model: nn.Module) -> Sequence[int]:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return tuple(cfg.get("input_size", (3, 224, 224)))
 
 
 @torch.no_grad()

@@ -107,7 +107,7 @@ def quantize(model: nn.Module, config, calib_data: Any = None, n_images: int = 3
     `calib_data` is an (N, 3, H, W) tensor, a Dataset or a spec string; the test bed defaults to its
     training split. `model.lraqvit_quant` then records the config and the calibration summary.
     """
-    from .data import calibration_images
+    from .data_sources import calibration_images
     from .quant import quantize_
 
     images = calibration_images(model, n_images, calib_data, seed, why="INT8 calibration (--quant)")
@@ -135,7 +135,7 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
     Under `torchrun`, every process runs the distillation; only rank 0 evaluates and saves.
     """
     from .lowrank import init_distributed
-    from .data import calibration_images, eval_dataset, is_testbed, train_dataset
+    from .data_sources import calibration_images, eval_dataset, is_testbed, train_dataset
     from .evaluate import evaluate as score
 
     if not isinstance(recipe, Recipe):

@@ -30,6 +30,26 @@ def make_tiny(family: str = "vit", num_classes: int = 10, seed: int = 0):
     return model
 
 
+def low_rank(model, frac: float = 0.5):
+    """Plain SVD LRA of every block Linear at `frac` of its full rank (in place; returns the model)."""
+    import torch.nn as nn
+
+    from lraqvit_deploy.layers import LowRankLinear
+
+    for mod in list(model.modules()):
+        for name in ("qkv", "proj", "fc1", "fc2"):
+            lin = getattr(mod, name, None)
+            if isinstance(lin, nn.Linear):
+                setattr(mod, name, LowRankLinear.from_linear(lin, max(1, int(min(lin.in_features, lin.out_features) * frac))))
+    return model
+
+
+def images(model, n: int = 8, seed: int = 0) -> torch.Tensor:
+    """`n` seeded N(0, 1) images of the model's input size."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *model.pretrained_cfg["input_size"], generator=g)
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread for training-heavy tests: on a shared 2-core box two OpenMP threads can run 30x slower."""

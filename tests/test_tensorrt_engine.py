@@ -46,6 +46,21 @@ def test_trt11_always_strongly_typed_no_precision_flags():
         engine.plan_build("11.0", "fp16", strongly_typed=False)
 
 
+def test_fp32_layer_selection():
+    """Which network layers the plan pins: tagged, float-computing, not constants (names as the parser gives them)."""
+    tag = engine.LN_TAG
+    layers = [(f"/blocks/blocks.0/norm1/{tag}/ReduceMean", "REDUCE", ["FLOAT"]),
+              (f"/blocks/blocks.0/norm1/{tag}/Pow", "ELEMENTWISE", ["FLOAT"]),
+              (f"/blocks/blocks.0/norm1/{tag}/Pow_1", "SHUFFLE", ["FLOAT"]),  # a helper layer: uniquified name
+              (f"/blocks/blocks.0/norm1/{tag}/Constant_output_0", "CONSTANT", ["FLOAT"]),
+              (f"/blocks/blocks.0/norm1/{tag}/Shape", "SHAPE", ["INT32"]),
+              ("/blocks/blocks.0/attn/qkv/MatMul", "MATRIX_MULTIPLY", ["FLOAT"])]
+    pinned = engine.fp32_layers(layers, engine.precision_plan("8.5.2", "int8"))
+    assert pinned == [layers[0][0], layers[1][0], layers[2][0]]
+    assert engine.fp32_layers(layers, engine.precision_plan("10.3", "fp16", strongly_typed=True)) == []
+    assert engine.fp32_layers(layers, engine.precision_plan("8.5.2", "fp32")) == []
+
+
 def test_too_old_or_unknown():
     with pytest.raises(engine.EngineBuildError, match=">= 8.5"):
         engine.plan_build("8.4.1", "int8")

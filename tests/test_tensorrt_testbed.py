@@ -8,7 +8,7 @@ import pytest
 @pytest.mark.slow
 def test_testbed_qdq_bundle(tmp_path, testbed_model):
     from lraqvit_deploy.backends.tensorrt.build import build_bundle
-    from lraqvit_deploy.data import calibration_images, eval_dataset
+    from lraqvit_deploy.data_sources import calibration_images, eval_dataset
 
     ds, _ = eval_dataset(testbed_model, None, 200)
     calib = calibration_images(testbed_model, 32)

@@ -54,7 +54,8 @@ class HostBenchOptions(BenchOptions):
 
 
 def _labels(model) -> Optional[list]:
-    from lraqvit_deploy.data import FASHION_MNIST_CLASSES, is_testbed
+    from lraqvit_deploy.data import FASHION_MNIST_CLASSES
+    from lraqvit_deploy.data_sources import is_testbed
 
     return list(FASHION_MNIST_CLASSES) if is_testbed(model) else None
 

@@ -49,7 +49,7 @@ def unfused_attention(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
-    from lraqvit_deploy.evaluate import input_size
+    from lraqvit_deploy.data import input_size
 
     return torch.randn(batch, *input_size(model))
 

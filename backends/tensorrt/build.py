@@ -83,7 +83,7 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
     import numpy as np
     import onnx
 
-    from lraqvit_deploy.evaluate import input_size
+    from lraqvit_deploy.data import input_size
     from lraqvit_deploy.quant import float_copy
 
     from . import bundle, qdq, verify

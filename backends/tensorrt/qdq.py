@@ -1,12 +1,14 @@
 """Explicit-quantization (Q/DQ) form of a per-tensor QuantLinear model, for TensorRT 8.5/10/11.
 
 TensorRT quantizes symmetrically with static scales only: per-channel on weights (axis = output
-channel), one scale per activation tensor. So a model is first brought to the simulator's
-*per-tensor configuration* (`to_per_tensor_`: every QuantLinear `per_tensor_static`, weights and
-weight scales kept as they are, activation scales calibrated), then each QuantLinear is swapped
-for `QDQLinear`, whose forward uses torch's fake-quantize ops. The TorchScript ONNX exporter
-turns those into QuantizeLinear/DequantizeLinear pairs on both MatMul inputs (NVIDIA's
-placement: nothing on the bias, LayerNorm, softmax or GELU).
+channel), one scale per activation tensor. So the engine's INT8 model is first obtained in the
+simulator's *per-tensor configuration* (`engine_model`: the artifact's per-tensor QuantLinears as
+they are, or its method re-run with `act_scheme=per_tensor_static`; the older `to_per_tensor_`
+keeps weights and recalibrates activation scales), then each QuantLinear is swapped for
+`QDQLinear`, whose forward uses torch's fake-quantize ops. The TorchScript ONNX exporter turns
+those into QuantizeLinear/DequantizeLinear pairs on both MatMul inputs (NVIDIA's placement:
+nothing on the bias, LayerNorm, softmax or GELU); `onnx_export.int8_weights` then stores each
+weight as an int8 initializer feeding its DequantizeLinear.
 """
 from __future__ import annotations
 

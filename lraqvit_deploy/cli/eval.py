@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import is_model_artifact
-    from ..data import eval_dataset
+    from ..data_sources import eval_dataset
     from ..evaluate import evaluate
 
     if args.batch_size <= 0:

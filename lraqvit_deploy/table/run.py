@@ -56,7 +56,7 @@ def _model(spec: Dict, deps) -> "object":
 def run_step(step: Step, plan: Plan, progress: bool = False) -> None:
     """Produce `step.out` with the library (the same calls `deploy eval|compress|build|bench` make)."""
     from ..backends import options_type
-    from ..data import eval_dataset
+    from ..data_sources import eval_dataset
     from ..evaluate import evaluate
     from ..pipeline import compress
     from ..recipe import Recipe

@@ -6,7 +6,6 @@ skip with `find_toolchain().reason`. Emulated runs of the 32-px model take about
 """
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 

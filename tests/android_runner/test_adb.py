@@ -93,6 +93,6 @@ def test_cli_bench_android_without_device(adb_port, tmp_path):
 
 
 def test_build_script_rejects_non_checkout(tmp_path):
-    script = Path(__file__).parents[1] / "android_runner" / "build_executor_runner.sh"
+    script = Path(__file__).parents[2] / "android_runner" / "build_executor_runner.sh"
     proc = subprocess.run(["bash", str(script), str(tmp_path), str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "not an ExecuTorch checkout" in proc.stderr

@@ -121,7 +121,7 @@ def test_missing_targets_and_cli(config_file, tmp_path):
     assert sorted(o["status"] for o in steps.values()) == ["failed", "failed", "reused", "reused"]
 
     # a Jetson result file appearing later fills its cell on the next run, the rest is reused
-    src = Path(__file__).parent / "data" / "table" / "xavier" / "testbed_fp32.json"
+    src = Path(__file__).parents[2] / "data" / "table" / "xavier" / "testbed_fp32.json"
     (config_file.parent / "xavier").mkdir()
     (config_file.parent / "xavier" / "deit_tiny_patch16_224_fp32.json").write_text(src.read_text())
     results = run_table(load_config(config_file), out, progress=False)

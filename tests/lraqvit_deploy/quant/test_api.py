@@ -7,26 +7,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import make_tiny
+from conftest import images, low_rank, make_tiny
 from lraqvit_deploy.artifacts import load_model_artifact, save_model_artifact
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.layers import LowRankLinear, QuantLinear
 from lraqvit_deploy.quant import NaiveConfig, PerTokenConfig, find_targets, quant_config, quantize_, quantized_size_mb
-
-
-def low_rank(model: nn.Module, frac: float = 0.5) -> nn.Module:
-    """Plain SVD LRA of every block Linear at `frac` of its full rank."""
-    for mod in list(model.modules()):
-        for name in ("qkv", "proj", "fc1", "fc2"):
-            lin = getattr(mod, name, None)
-            if isinstance(lin, nn.Linear):
-                setattr(mod, name, LowRankLinear.from_linear(lin, max(1, int(min(lin.in_features, lin.out_features) * frac))))
-    return model
-
-
-def images(model, n=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, *model.pretrained_cfg["input_size"], generator=g)
 
 
 @torch.no_grad()

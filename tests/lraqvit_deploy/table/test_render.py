@@ -20,7 +20,7 @@ from lraqvit_deploy.table.render import (accuracy_rows, render_markdown, table4_
 from lraqvit_deploy.table.results import load_results
 from lraqvit_deploy.table.run import collect_result_file, mark_done
 
-DATA = Path(__file__).parent / "data" / "table"
+DATA = Path(__file__).parents[2] / "data" / "table"
 HEADER = ["Model", "Method", "Prec.", "Size (MB)", "Android (ms)", "Xavier (ms)", "Host (ms)"]
 
 

@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_two_gloo_processes_match_one_process_at_double_batch(tmp_path):
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).parents[3])  # tests/, where conftest.py lives
     script = tmp_path / "kd.py"
     script.write_text(SCRIPT.format(tests=tests, out=str(tmp_path)))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

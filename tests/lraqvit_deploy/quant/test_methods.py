@@ -13,7 +13,7 @@ from lraqvit_deploy.layers.quant_linear import (fake_quant_per_token_dynamic, fa
                                                 per_channel_weight_scale)
 from lraqvit_deploy.quant import WADSConfig, find_targets, fold_scale, quant_config, quantize_
 from lraqvit_deploy.quant.methods.wads import _Objective, search_alpha, select_layers, weight_error
-from test_quant import images, low_rank
+from conftest import images, low_rank
 
 
 # ----------------------------------------------------------------------------- quantizers

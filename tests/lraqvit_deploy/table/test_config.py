@@ -10,7 +10,7 @@ from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.table import load_config, make_plan, parse_config
 from lraqvit_deploy.recipe import Recipe
 
-BENCH_TOML = Path(__file__).parents[1] / "benchmarks" / "table4.toml"
+BENCH_TOML = Path(__file__).parents[3] / "benchmarks" / "table4.toml"
 
 
 def base(**over):

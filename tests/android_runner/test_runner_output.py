@@ -11,7 +11,7 @@ from lraqvit_deploy.android_runner.protocol import RunPlan, runner_command, to_r
 from lraqvit_deploy.android_runner.runner_output import parse_runner_output
 from lraqvit_deploy.errors import DeployError
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def test_parse_arm_learning_path_log():
