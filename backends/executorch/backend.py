@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Optional
 
-from lraqvit_deploy.errors import ToleranceError
+from lraqvit_deploy.errors import DeployError, ToleranceError
 from lraqvit_deploy.options import option
 
 from ..base import Backend, BenchOptions, BuildData, BuildOptions, BuildResult
@@ -43,6 +43,20 @@ class AndroidBuildOptions(BuildOptions):
     delegate_layernorm: bool = option(False, "express LayerNorm in XNNPACK ops (one delegate segment instead of ~2 "
                                              "per block)")
     shape_passes: bool = option(True, "move expand/squeeze/select into the delegate", flag="--no-shape-passes")
+    arm_verify: bool = option(True, "run the .pte under qemu-aarch64 on emulated phone cores when the Arm "
+                                    "toolchain is installed (scripts/install.sh); absent: a recorded skip",
+                              flag="--no-arm-verify")
+    arm_cpus: str = option("cortex-a55,cortex-a76,cortex-a710,max", "qemu CPU models for the Arm check "
+                           "(a55: little cores; a76: dotprod big cores; a710: Armv9 i8mm ~ Cortex-X3; max: SME)",
+                           metavar="CPU,CPU")
+    arm_images: int = option(32, "verification images run on each emulated CPU (emulation is ~100x slower)",
+                             min=1, max=100_000, metavar="N")
+    arm_min_agreement: float = option(0.99, "an emulated CPU below this agreement with the simulator is reported "
+                                            "as failed (the build itself still completes)", min=0, max=1, metavar="F")
+
+    def validate(self) -> None:
+        if not [c for c in self.arm_cpus.split(",") if c.strip()]:
+            raise DeployError(f"arm_cpus = {self.arm_cpus!r}: name at least one qemu CPU model, e.g. cortex-a710.")
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,7 @@ class AndroidBackend(Backend):
             manifest.update(agreement=None, top1=None, verification=None)
             if options.verify:
                 manifest.update(_verify(model, pte, lowered.quantization, options, data))
+                manifest["arm_verification"] = _arm_verify(model, pte, options, data)
             manifest["versions"] = versions()
             write_json(tmp / MANIFEST, manifest)
         return BuildResult(self.name, Path(out), manifest)
@@ -163,6 +178,37 @@ def _verify(model, pte: Path, scheme: str, options: AndroidBuildOptions, data: B
             "act_scheme='per_token_dynamic'; act_symmetric=False is its arithmetic) or pass --min-agreement.")
     return {"agreement": round(v.agreement, 6), "top1": None if v.top1 is None else round(v.top1, 3),
             "verification": {**v.to_dict(), "min_agreement": threshold, "synthetic": v_data.synthetic}}
+
+
+def _arm_verify(model, pte: Path, options: AndroidBuildOptions, data: BuildData) -> Dict[str, Any]:
+    """The program on emulated phone cores (qemu-aarch64) against the simulator; per-CPU results, never raises."""
+    import torch
+
+    from .arm import arm_verification, find_toolchain
+
+    if not options.arm_verify:
+        return {"skipped": "disabled (--no-arm-verify)", "cpus": {}}
+    toolchain = find_toolchain()
+    if not toolchain:
+        if options.progress:
+            print(f"note: Arm check skipped: {toolchain.reason}")
+        return {"skipped": toolchain.reason, "cpus": {}}
+    v = data.verification(options.arm_images)
+    images = v.images[: options.arm_images]
+    with torch.no_grad():
+        reference = model.eval()(images)
+    if options.progress:
+        print(f"running the .pte under qemu-aarch64 on {options.arm_cpus} ({len(images)} images each) ...", flush=True)
+    result = arm_verification(pte, images, reference, None if v.labels is None else v.labels[: len(images)],
+                              cpus=[c.strip() for c in options.arm_cpus.split(",") if c.strip()],
+                              min_agreement=options.arm_min_agreement, toolchain=toolchain,
+                              progress=options.progress)
+    result["reference"] = "the PyTorch model the .pte was lowered from (the quantization simulator for INT8)"
+    result["data"] = v.description
+    failed = {c: r.get("reason") for c, r in result.get("cpus", {}).items() if r.get("status") == "failed"}
+    if failed and options.progress:
+        print(f"warning: Arm check failed on {', '.join(failed)}: {next(iter(failed.values()))}")
+    return result
 
 
 class HostBackend(Backend):
