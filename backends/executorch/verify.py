@@ -25,6 +25,9 @@ class Verification:
     # the reference against itself with the input scaled by (1 + 1e-6): the agreement any
     # implementation that is not bit-exact with PyTorch's fp32 arithmetic can expect
     reference_self_agreement: Optional[float] = None
+    # output closeness over all logits: 10 log10(sum ref^2 / sum (out - ref)^2) and the worst per-image cosine
+    sqnr_db: Optional[float] = None  # None: bit-exact
+    min_cosine: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -42,11 +45,16 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
     method, _ = load_forward(path)
     reference = reference.eval()
     preds, ref_preds, pert_preds, diff = [], [], [], 0.0
+    signal = noise = 0.0
+    min_cos = 1.0
     for start in tqdm(range(0, len(images), batch_size), desc="verify .pte", disable=not progress, leave=False):
         chunk = images[start : start + batch_size]
         ref = reference(chunk)
         out = torch.cat([method.execute([chunk[i : i + 1].contiguous()])[0] for i in range(len(chunk))])
         diff = max(diff, (out - ref).abs().max().item())
+        signal += ref.double().pow(2).sum().item()
+        noise += (out - ref).double().pow(2).sum().item()
+        min_cos = min(min_cos, torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=-1).min().item())
         preds += out.argmax(-1).tolist()
         ref_preds += ref.argmax(-1).tolist()
         if self_check:
@@ -58,5 +66,9 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
         top1 = 100.0 * (preds_t == labels).float().mean().item()
         ref_top1 = 100.0 * (ref_t == labels).float().mean().item()
     self_agree = (torch.tensor(pert_preds) == ref_t).float().mean().item() if self_check else None
+    import math
+
+    sqnr = None if noise == 0 else 10 * math.log10(max(signal, 1e-300) / noise)
     return Verification(len(preds), (preds_t == ref_t).float().mean().item(), top1, ref_top1, diff,
-                        reference_name, data_name, self_agree)
+                        reference_name, data_name, self_agree, None if sqnr is None else round(sqnr, 2),
+                        round(min_cos, 6))
