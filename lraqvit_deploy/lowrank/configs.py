@@ -106,6 +106,21 @@ class DistillConfig:
     version: int = 1
 
     def __post_init__(self):
+        import math
+
+        limits = {"epochs": (0, 1e6), "lr": (0, 10), "weight_decay": (0, 10), "alpha": (0, 1e6), "beta": (0, 1e6),
+                  "max_grad_norm": (0, 1e9)}  # finite, and within [lo, hi]
+        flags = {"epochs": "--kd-epochs", "lr": "--kd-lr", "weight_decay": "--kd-weight-decay", "alpha": "--kd-alpha",
+                 "beta": "--kd-beta", "max_grad_norm": "max_grad_norm"}
+        for name, (lo, hi) in limits.items():
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                  or not lo <= v <= hi):
+                raise DeployError(f"{flags[name]} {v!r}: expected a finite number in [{lo:g}, {hi:g}].")
+        for name, flag in (("num_workers", "--kd-workers"), ("seed", "--seed"), ("batch_size", "--kd-batch-size")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "batch_size" else 0) or v > 1 << 31:
+                raise DeployError(f"{flag} {v!r}: expected a whole number >= {1 if name == 'batch_size' else 0}.")
         if self.steps is not None and self.epochs is not None:
             raise DeployError("give --kd-steps or --kd-epochs, not both.")
         if self.steps is not None and self.steps < 0:

@@ -106,6 +106,9 @@ def create_model(
                                        testbed_profile)
         return model
 
+    for flag, v, hi in (("--num-classes", num_classes, 1_000_000), ("--img-size", img_size, 16_384)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi):
+            raise DeployError(f"{flag} {v!r}: expected a whole number in 1..{hi}.")
     check_arch(name)
     kwargs: Dict[str, Any] = {}
     if num_classes is not None:

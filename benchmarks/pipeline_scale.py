@@ -1,0 +1,779 @@
+"""How the pipeline scales with model size: time and peak memory of every step, and host latency vs its floor.
+
+For each model (default DeiT-T/S/B at 224 px, random weights, 10 classes so that Fashion-MNIST can
+stand in for real images), in this order, each step in a FRESH PYTHON PROCESS (this script re-run
+with `--step NAME`):
+
+    compress            RB-LRA at -45 % parameters, no distillation (random weights have no training
+                        data worth distilling on); activation-aware SVD on the calibration images by
+                        default (`--svd plain` for the data-free SVD)
+    calibrate           `quant_config("wads")` (library defaults) on 32 calibration images, applied to
+                        the RB-LRA artifact
+    android-fp32        dense model -> XNNPACK .pte, FP32                     } each build includes its
+    android-pt2e-int8   dense model -> .pte, stock PT2E dynamic INT8          } host verification
+    android-rb-fp32     RB-LRA artifact -> .pte, FP32                         } (timed separately by
+    android-rb-wads     RB-LRA + WADS artifact -> .pte, its own INT8 scales   } wrapping the verify
+    jetson-rb-wads      RB-LRA + WADS artifact -> Q/DQ + FP32/FP16 ONNX bundle, } functions in the step's
+                        `JetsonBuildOptions(latency_iters=0)`                  } process)
+    bench               the 4 .pte files on this CPU (ExecuTorch runtime) in interleaved rounds at each
+                        `--threads` count, plus this CPU's GEMM throughput (the compute floor)
+
+Wall time is measured inside the step process around the library call only (model creation and
+image loading are set-up, reported apart as the process wall). Peak RSS is the step process's
+`VmHWM` from /proc/self/status at its end (its whole life: interpreter, imports, set-up and the
+step), cross-checked by the parent with `os.wait4`'s `ru_maxrss` for that one child.
+
+    python benchmarks/pipeline_scale.py                                   # DeiT-T/S/B, the full protocol
+    python benchmarks/pipeline_scale.py --models deit_tiny_patch16_224 --quick   # smoke run, minutes
+
+Writes OUT.md and OUT.json (default benchmarks/results/pipeline_scale.*); artifacts go to --work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = "lraqvit-deploy/pipeline-scale/1"
+DEFAULT_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
+FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
+
+# the latency programs, in round-0 order; the first is the baseline every ratio is taken against
+PROGRAMS = ("fp32", "pt2e-int8", "rb-fp32", "rb-wads-int8")
+PROGRAM_LABELS = {"fp32": "dense FP32", "pt2e-int8": "dense, stock PT2E INT8", "rb-fp32": "RB-LRA FP32",
+                  "rb-wads-int8": "RB-LRA + WADS INT8"}
+PROGRAM_INT8 = {"fp32": False, "pt2e-int8": True, "rb-fp32": False, "rb-wads-int8": True}
+PROGRAM_FLOPS = {"fp32": "dense", "pt2e-int8": "dense", "rb-fp32": "rb", "rb-wads-int8": "rb"}
+
+# step -> (what it does, steps it needs, output folder under WORK/MODEL)
+STEPS: Dict[str, tuple] = {
+    "compress": ("RB-LRA -45 % params (no KD)", (), "rb-lra"),
+    "calibrate": ("WADS INT8 calibration", ("compress",), "rb-lra-wads"),
+    "android-fp32": ("android build: dense FP32", (), "android-fp32"),
+    "android-pt2e-int8": ("android build: dense, PT2E INT8", (), "android-pt2e-int8"),
+    "android-rb-fp32": ("android build: RB-LRA FP32", ("compress",), "android-rb-fp32"),
+    "android-rb-wads": ("android build: RB-LRA + WADS INT8", ("calibrate",), "android-rb-wads"),
+    "jetson-rb-wads": ("jetson build: RB-LRA + WADS (Q/DQ ONNX)", ("calibrate",), "jetson-rb-wads"),
+}
+BUILD_OF_PROGRAM = {"fp32": "android-fp32", "pt2e-int8": "android-pt2e-int8", "rb-fp32": "android-rb-fp32",
+                    "rb-wads-int8": "android-rb-wads"}
+
+FULL = {"rounds": 5, "iterations": 20, "warmup": 3, "verify_images": 64, "wads_iters": None, "gemm_reps": 20}
+QUICK = {"rounds": 2, "iterations": 5, "warmup": 1, "verify_images": 8, "wads_iters": 20, "gemm_reps": 5}
+
+
+# =============================================================================================
+# pure parts (no torch, no lraqvit_deploy): interleaving, ratios, floors, CPU flags, Markdown
+# =============================================================================================
+def rotated(programs: Sequence[str], r: int) -> List[str]:
+    """Round r's order: the program list rotated left by r (each program leads once every len rounds)."""
+    programs = list(programs)
+    if not programs:
+        return []
+    k = r % len(programs)
+    return programs[k:] + programs[:k]
+
+
+def summarize_rounds(rounds: Sequence[Dict[str, float]], baseline: str = "fp32") -> Dict[str, Dict[str, Any]]:
+    """Per program: median/min/max of its per-round medians, and its ratio to `baseline` OF THE SAME ROUND.
+
+    `rounds[r][program]` is that program's median latency (ms) in round r; a program missing from a
+    round (a failed build) is left out of that round. The ratio is the median of the per-round
+    ratios (with their min-max), so drift between rounds cancels instead of entering the ratio.
+    """
+    programs: List[str] = []
+    for rnd in rounds:
+        for p in rnd:
+            if p not in programs:
+                programs.append(p)
+    out: Dict[str, Dict[str, Any]] = {}
+    for p in programs:
+        ms = [rnd[p] for rnd in rounds if p in rnd]
+        ratios = [rnd[p] / rnd[baseline] for rnd in rounds if p in rnd and rnd.get(baseline)]
+        out[p] = {"rounds": len(ms), "median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
+                  "ratio_median": statistics.median(ratios) if ratios else None,
+                  "ratio_min": min(ratios) if ratios else None, "ratio_max": max(ratios) if ratios else None}
+    return out
+
+
+def gemm_rate(m: int, k: int, n: int, seconds: float) -> float:
+    """G(FL)OP/s of one (m x k) @ (k x n) product that took `seconds` (a multiply-add counts 2)."""
+    return 2.0 * m * k * n / seconds / 1e9
+
+
+def floor_ms(gflops: Optional[float], rate_gflops: Optional[float]) -> Optional[float]:
+    """The compute floor: this many GFLOPs at the measured GEMM rate, in ms."""
+    if not gflops or not rate_gflops:
+        return None
+    return gflops / rate_gflops * 1e3
+
+
+def floor_fraction(floor: Optional[float], measured_ms: Optional[float]) -> Optional[float]:
+    """floor_ms / measured_ms: 1.0 would be every FLOP at GEMM speed; > 1 means the kernels beat that GEMM."""
+    if floor is None or not measured_ms:
+        return None
+    return floor / measured_ms
+
+
+def parse_lscpu(text: str) -> Dict[str, Any]:
+    """Model name, family/model/stepping, CPU count, hypervisor and the flags of interest from `lscpu`."""
+    fields: Dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    flags = set(fields.get("Flags", "").split())
+    return {"model_name": fields.get("Model name", platform.processor() or platform.machine()),
+            "family": fields.get("CPU family"), "model": fields.get("Model"), "stepping": fields.get("Stepping"),
+            "cpus": fields.get("CPU(s)"), "hypervisor": fields.get("Hypervisor vendor"),
+            "flags": {f: f in flags for f in FLAGS_OF_INTEREST}}
+
+
+def cpu_line(cpu: Dict[str, Any]) -> str:
+    bits = [cpu.get("model_name") or "unknown CPU"]
+    detail = [f"family {cpu['family']} model {cpu['model']} stepping {cpu['stepping']}" if cpu.get("family") else "",
+              f"{cpu['cpus']} CPUs" if cpu.get("cpus") else "",
+              f"{cpu['hypervisor']} guest" if cpu.get("hypervisor") else ""]
+    detail = [d for d in detail if d]
+    if detail:
+        bits.append(f"({', '.join(detail)})")
+    flags = cpu.get("flags") or {}
+    if flags:
+        bits.append("; flags: " + ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in flags.items()))
+    return " ".join(bits).replace(" ;", ";")
+
+
+def _num(v: Optional[float], fmt: str = "{:.2f}", none: str = "—") -> str:
+    return none if v is None else fmt.format(v)
+
+
+def _mib(kib: Optional[float]) -> Optional[float]:
+    return None if kib is None else kib / 1024.0
+
+
+def render_markdown(res: Dict[str, Any]) -> str:
+    """The report from a results document (OUT.json) alone."""
+    s, host = res["settings"], res["host"]
+    lines = [f"# Pipeline scale: compress, calibrate, build, verify and bench at {s['img_size']} px", ""]
+    if res.get("quick"):
+        lines += ["> **Quick smoke run** (`--quick`): few rounds and iterations, shortened WADS search, few "
+                  "verification images. The numbers show that the protocol runs, not how it scales.", ""]
+    lines += [f"- Date: {res['date']}",
+              f"- Command: `{res['command']}`",
+              f"- CPU: {cpu_line(host['cpu'])}",
+              f"- Versions: " + ", ".join(f"{k} {v}" for k, v in (host.get("versions") or {}).items()),
+              f"- Load average (1 min) at start / end: {_num(host.get('loadavg_start'))} / "
+              f"{_num(host.get('loadavg_end'))} on {host.get('nproc')} CPUs"
+              + (" (the machine was shared; latencies are noisier than on an idle one)"
+                 if (host.get("loadavg_start") or 0) > 0.5 else ""),
+              ""]
+    wads = "library default (300 iterations per layer)" if s.get("wads_iters") is None else \
+        f"{s['wads_iters']} iterations per layer (not the default)"
+    svd = ("activation-aware SVD (`svd=\"activation\"`) whitened by the calibration images' activations"
+           if s["svd"] == "activation" else "plain SVD of the weights (`svd=\"plain\"`, data-free)")
+    calib = ("Fashion-MNIST train (seeded subset, resized to the model's input, `num_classes=10` models)"
+             if s["calib_data"] != "synthetic" else "seeded N(0, 1) synthetic images")
+    verify = (f"{s['verify_images']} images of Fashion-MNIST test" if s["verify_data"] != "synthetic"
+              else f"{s['verify_images']} seeded synthetic images (closeness gates only)")
+    lines += ["## Protocol", "",
+              f"- Models: {', '.join(s['models'])} via `create_model(name, weights=\"random\", "
+              f"num_classes={s['num_classes']}, img_size={s['img_size']})`, torch seed {s['seed']}.",
+              f"- compress: `LowRankConfig(\"rb-lra\", param_reduction={s['param_reduction']}, svd=\"{s['svd']}\")`, "
+              f"no distillation, {svd}.",
+              f"- calibrate: `quant_config(\"wads\")`, {wads}, on {s['calib_images']} calibration images: {calib}.",
+              f"- builds: `AndroidBuildOptions(precision=...)` (verification on {verify}; the Arm/qemu check "
+              f"{'on (library default; a recorded skip where qemu is missing)' if s['arm_verify'] else 'off'}); "
+              f"`JetsonBuildOptions(latency_iters=0, verify_images={s['verify_images']})` of the WADS artifact, "
+              "its per-tensor scales recalibrated on the same calibration images. Verification time is measured "
+              "by wrapping the backends' verify functions inside the step process; it is part of the build time.",
+              "- Wall time: inside the step's own process, around the library call only. Peak RSS: that process's "
+              "`VmHWM` (/proc/self/status) at its end, over its whole life (Python, torch, set-up, step); "
+              "'RSS before' is its `VmRSS` just before the timed call. `ru_maxrss` of the same child (parent, "
+              "`os.wait4`) agrees.",
+              f"- Latency: `bench(pte_dir, HostBenchOptions(iterations={s['iterations']}, warmup={s['warmup']}, "
+              f"threads=T))` (ExecuTorch runtime, XNNPACK), {s['rounds']} interleaved rounds per thread count; "
+              "round r runs each program once, order rotated by r. Median = median over rounds of each round's "
+              "median; ratio = median over rounds of (program / dense FP32 of the same round), with min–max.",
+              f"- Floor: GFLOPs per image (`count_gflops`) / this CPU's GEMM rate measured in the bench process "
+              f"({' x '.join(map(str, s['gemm_shape']))} matmul, best of {s['gemm_reps']}: FP32 `torch.matmul`, "
+              "INT8 `torch._int_mm`). floor / measured = 1 would mean every FLOP at that GEMM's speed; INT8 "
+              "programs are shown against both GEMMs.", ""]
+
+    for name, m in res["models"].items():
+        info = m.get("info") or {}
+        lines += [f"## {name}", ""]
+        if info:
+            red = info.get("param_reduction")
+            lines += [f"Parameters {_num(_m(info.get('params_dense')), '{:.2f}')} M dense -> "
+                      f"{_num(_m(info.get('params_rb')), '{:.2f}')} M RB-LRA ({_num(None if red is None else 100 * red, '{:.1f}')} %); "
+                      f"GFLOPs per image {_num(info.get('gflops_dense'), '{:.3f}')} dense -> "
+                      f"{_num(info.get('gflops_rb'), '{:.3f}')} RB-LRA.", ""]
+        lines += ["| step | wall (s) | of which verification (s) | peak RSS (MiB) | RSS before (MiB) | "
+                  "process wall (s) | notes |", "|---|---:|---:|---:|---:|---:|---|"]
+        for step, r in m["steps"].items():
+            label = STEPS[step][0] if step in STEPS else step
+            if not r.get("ok"):
+                why = r.get("error") or r.get("skipped") or "failed"
+                lines.append(f"| {label} | — | — | {_num(_mib(r.get('peak_rss_kib')), '{:.0f}')} | — | "
+                             f"{_num(r.get('process_seconds'), '{:.1f}')} | **{'skipped' if r.get('skipped') else 'failed'}**: "
+                             f"{_cell(why)} |")
+                continue
+            lines.append(f"| {label} | {_num(r['seconds'], '{:.1f}')} | {_verify_cell(r)} | "
+                         f"{_num(_mib(r.get('peak_rss_kib')), '{:.0f}')} | {_num(_mib(r.get('start_rss_kib')), '{:.0f}')} | "
+                         f"{_num(r.get('process_seconds'), '{:.1f}')} | {_cell(_notes(step, r))} |")
+        b = m.get("bench") or {}
+        if b.get("threads"):
+            n_bench = sum(len(tb["rounds"]) * len(b.get("programs", [])) for tb in b["threads"].values())
+            lines.append(f"| host bench ({n_bench} runs of {s['warmup']} + {s['iterations']} iterations) | "
+                         f"{_num(b.get('seconds'), '{:.1f}')} | — | {_num(_mib(b.get('peak_rss_kib')), '{:.0f}')} | — | "
+                         f"{_num(b.get('process_seconds'), '{:.1f}')} | GEMM rates measured first; each run loads "
+                         "its .pte again |")
+        lines.append("")
+
+    threads = sorted({t for m in res["models"].values() for t in (m.get("bench") or {}).get("threads", {})}, key=int)
+    for t in threads:
+        lines += [f"## Host latency, {t} thread{'s' if int(t) > 1 else ''}", "",
+                  "| model | program | median (ms) | min–max (ms) | × dense FP32 (median) | min–max | "
+                  "floor @FP32 GEMM (ms) | floor / measured | floor @INT8 GEMM (ms) | floor / measured |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, m in res["models"].items():
+            b = (m.get("bench") or {})
+            tb = b.get("threads", {}).get(t)
+            if not tb:
+                why = b.get("error") or "not measured"
+                lines.append(f"| {name} | — | {_cell(why)} | | | | | | | |")
+                continue
+            for p, row in tb["summary"].items():
+                fp = row.get("floor_fp32_ms")
+                f8 = row.get("floor_int8_ms")
+                lines.append(
+                    f"| {name} | {PROGRAM_LABELS.get(p, p)} | {row['median_ms']:.2f} | "
+                    f"{row['min_ms']:.2f}–{row['max_ms']:.2f} | {_num(row['ratio_median'], '{:.3f}')} | "
+                    f"{_num(row['ratio_min'], '{:.3f}')}–{_num(row['ratio_max'], '{:.3f}')} | {_num(fp)} | "
+                    f"{_num(floor_fraction(fp, row['median_ms']), '{:.2f}')} | "
+                    f"{_num(f8) if PROGRAM_INT8.get(p) else ''} | "
+                    f"{_num(floor_fraction(f8, row['median_ms']), '{:.2f}') if PROGRAM_INT8.get(p) else ''} |")
+        lines.append("")
+        gemm_rows = []
+        for name, m in res["models"].items():
+            g = ((m.get("bench") or {}).get("gemm") or {})
+            fp32, int8 = (g.get("fp32") or {}).get(t), (g.get("int8") or {}).get(t)
+            if fp32:
+                i8 = (f"{int8['gops']:.1f} GOP/s" if int8 and int8.get("gops") else
+                      f"not available ({(int8 or {}).get('reason') or g.get('int8_reason', '')})")
+                gemm_rows.append(f"| {name} | {fp32['gops']:.1f} GFLOP/s | {i8} |")
+        if gemm_rows:
+            lines += [f"GEMM rate at {t} thread{'s' if int(t) > 1 else ''}, measured in each model's bench process "
+                      "just before its rounds:", "", "| bench process | FP32 `torch.matmul` | INT8 `torch._int_mm` |",
+                      "|---|---:|---:|", *gemm_rows, ""]
+    for note in res.get("notes") or []:
+        lines.append(f"- {note}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _m(params: Optional[float]) -> Optional[float]:
+    return None if params is None else params / 1e6
+
+
+def _cell(text: Any) -> str:
+    text = " ".join(str(text).split())
+    return (text[:300] + " ...") if len(text) > 300 else text.replace("|", "\\|")
+
+
+def _verify_cell(r: Dict[str, Any]) -> str:
+    t = r.get("timers") or {}
+    v = sum(t.get(k, {}).get("seconds", 0.0) for k in ("verify", "arm_verify"))
+    if not any(k in t for k in ("verify", "arm_verify")):
+        return "—"
+    return f"{v:.1f}"
+
+
+def _notes(step: str, r: Dict[str, Any]) -> str:
+    info, t = r.get("info") or {}, r.get("timers") or {}
+    bits = []
+    if step == "compress":
+        bits.append(f"SVD {info.get('svd')}, {info.get('n_layers')} layers")
+    if step == "calibrate":
+        bits.append(f"calib {_num(info.get('calib_seconds'), '{:.1f}')} s + WADS search "
+                    f"{_num(info.get('search_seconds'), '{:.1f}')} s; {info.get('scaled_layers')} of "
+                    f"{info.get('n_layers')} layers scaled")
+    for key, label in (("lower", "lowering"), ("onnx_export", "ONNX export"), ("engine_model", "INT8 engine model")):
+        if key in t:
+            bits.append(f"{label} {t[key]['seconds']:.1f} s")
+    if "arm_verify" in t:
+        bits.append(f"Arm check {t['arm_verify']['seconds']:.1f} s ({info.get('arm') or 'ran'})")
+    if info.get("agreement") is not None:
+        bits.append(f"agreement {info['agreement']:.3f}")
+    if info.get("sqnr_db") is not None:
+        bits.append(f"SQNR {info['sqnr_db']:.1f} dB")
+    if info.get("size_mb") is not None:
+        bits.append(f"{info['size_mb']:.1f} MB")
+    if info.get("engines"):
+        bits.append(f"engines: {info['engines']}")
+    return "; ".join(b for b in bits if b)
+
+
+# =============================================================================================
+# measurement helpers (run inside step processes)
+# =============================================================================================
+def proc_status_kib(key: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Timers:
+    """Accumulated wall time of wrapped library functions; nested wrapped calls count only once (outermost)."""
+
+    def __init__(self):
+        self.data: Dict[str, Dict[str, float]] = {}
+        self._active = False
+
+    def wrap(self, module, attr: str, label: str) -> None:
+        original = getattr(module, attr)
+
+        def timed(*args, **kwargs):
+            if self._active:
+                return original(*args, **kwargs)
+            self._active = True
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                d = self.data.setdefault(label, {"seconds": 0.0, "calls": 0})
+                d["seconds"] += time.perf_counter() - t0
+                d["calls"] += 1
+                self._active = False
+
+        setattr(module, attr, timed)
+
+
+def _seeded_model(cfg: Dict[str, Any], name: str):
+    import torch
+
+    from lraqvit_deploy import create_model
+
+    torch.manual_seed(cfg["seed"])  # random weights: the same dense model in every step process
+    return create_model(name, weights="random", num_classes=cfg["num_classes"], img_size=cfg["img_size"],
+                        progress=False)
+
+
+def _calibration_images(cfg: Dict[str, Any], model):
+    import torch
+
+    n = cfg["calib_images"]
+    if cfg["calib_data"] == "synthetic":
+        from lraqvit_deploy.data import input_size
+
+        g = torch.Generator().manual_seed(cfg["seed"])
+        return torch.randn(n, *input_size(model), generator=g)
+    from lraqvit_deploy.data_sources import calibration_images
+
+    return calibration_images(model, n, cfg["calib_data"], seed=cfg["seed"], why="calibration")
+
+
+def _verify_data(cfg: Dict[str, Any]):
+    return None if cfg["verify_data"] == "synthetic" else cfg["verify_data"]
+
+
+def run_step(step: str, cfg: Dict[str, Any], model_name: str, work: Path) -> Dict[str, Any]:
+    """One step, in this (fresh) process; returns its record (seconds = the timed library call)."""
+    import torch
+
+    if cfg.get("work_threads"):
+        torch.set_num_threads(cfg["work_threads"])
+    from lraqvit_deploy import load_artifact
+    from lraqvit_deploy.targets import build
+
+    out = work / STEPS[step][2]
+    timers = Timers()
+    info: Dict[str, Any] = {}
+    call: Callable[[], Any]
+
+    if step == "compress":
+        from lraqvit_deploy import LowRankConfig, Recipe
+        from lraqvit_deploy.evaluate import count_gflops, count_params
+        from lraqvit_deploy.pipeline import compress
+
+        model = _seeded_model(cfg, model_name)
+        images = _calibration_images(cfg, model) if cfg["svd"] == "activation" else None
+        info.update(params_dense=count_params(model), gflops_dense=count_gflops(model))
+        recipe = Recipe(low_rank=LowRankConfig("rb-lra", param_reduction=cfg["param_reduction"], svd=cfg["svd"]))
+        call = lambda: compress(model, recipe, alloc_data=images, evaluate=False, out=out, progress=False)  # noqa: E731
+    elif step == "calibrate":
+        from lraqvit_deploy import Recipe, quant_config
+        from lraqvit_deploy.pipeline import compress
+
+        model = load_artifact(work / STEPS["compress"][2])
+        images = _calibration_images(cfg, model)
+        fields = {} if cfg["wads_iters"] is None else {"wads_iters": cfg["wads_iters"]}
+        recipe = Recipe(quant=quant_config("wads", progress=False, **fields), quant_calib_images=cfg["calib_images"])
+        call = lambda: compress(model, recipe, calib_data=images, evaluate=False, out=out, progress=False)  # noqa: E731
+    elif step.startswith("android-"):
+        from lraqvit_deploy import AndroidBuildOptions
+        from lraqvit_deploy.backends.executorch import backend as et_backend
+        from lraqvit_deploy.backends.executorch import export as et_export
+        from lraqvit_deploy.backends.executorch import verify as et_verify
+
+        source = {"android-fp32": None, "android-pt2e-int8": None, "android-rb-fp32": "compress",
+                  "android-rb-wads": "calibrate"}[step]
+        model = _seeded_model(cfg, model_name) if source is None else load_artifact(work / STEPS[source][2])
+        precision = {"android-fp32": "fp32", "android-pt2e-int8": "q8", "android-rb-fp32": "fp32",
+                     "android-rb-wads": "q8"}[step]
+        options = AndroidBuildOptions(precision=precision, verify_images=cfg["verify_images"],
+                                      arm_verify=cfg["arm_verify"], progress=False)
+        timers.wrap(et_export, "lower_to_xnnpack", "lower")
+        timers.wrap(et_verify, "verify_program", "verify")
+        timers.wrap(et_backend, "_arm_verify", "arm_verify")
+        call = lambda: build(model, out, options, data=_verify_data(cfg), data_limit=cfg["verify_images"])  # noqa: E731
+    elif step == "jetson-rb-wads":
+        from lraqvit_deploy import JetsonBuildOptions
+        from lraqvit_deploy.backends.tensorrt import onnx_export, qdq
+        from lraqvit_deploy.backends.tensorrt import verify as trt_verify
+
+        model = load_artifact(work / STEPS["calibrate"][2])
+        images = _calibration_images(cfg, model)
+        options = JetsonBuildOptions(latency_iters=0, verify_images=cfg["verify_images"],
+                                     calib_images=cfg["calib_images"], progress=False)
+        for fn in ("check_structure", "compare_predictions", "ort_session", "ort_logits", "compare_logits",
+                   "require_gates"):
+            if hasattr(trt_verify, fn):
+                timers.wrap(trt_verify, fn, "verify")
+        timers.wrap(onnx_export, "export_onnx", "onnx_export")
+        timers.wrap(qdq, "engine_model", "engine_model")
+        call = lambda: build(model, out, options, data=_verify_data(cfg), calib_data=images,  # noqa: E731
+                             data_limit=cfg["verify_images"])
+    else:
+        raise SystemExit(f"unknown step {step!r}")
+
+    import gc
+
+    gc.collect()
+    start_rss, start_hwm = proc_status_kib("VmRSS"), proc_status_kib("VmHWM")
+    t0 = time.perf_counter()
+    result = call()
+    seconds = time.perf_counter() - t0
+    info.update(_step_info(step, result))
+    return {"ok": True, "seconds": seconds, "start_rss_kib": start_rss, "start_hwm_kib": start_hwm,
+            "timers": timers.data, "info": info}
+
+
+def _step_info(step: str, result) -> Dict[str, Any]:
+    if step == "compress":
+        comp = result.compression or {}
+        return {"params_rb": result.metrics.get("params"), "gflops_rb": result.metrics.get("gflops"),
+                "svd": (comp.get("config") or {}).get("svd"), "n_layers": len(comp.get("ranks") or {})}
+    if step == "calibrate":
+        q = result.quantization or {}
+        return {"calib_seconds": q.get("calib_seconds"), "search_seconds": q.get("search_seconds"),
+                "n_layers": q.get("n_layers"), "scaled_layers": len(q.get("scaled_layers") or []),
+                "gflops_wads": result.metrics.get("gflops"), "size_mb_wads": result.metrics.get("size_mb")}
+    man = result.manifest
+    if step.startswith("android-"):
+        v = man.get("verification") or {}
+        arm = man.get("arm_verification") or {}
+        return {"agreement": man.get("agreement"), "sqnr_db": v.get("sqnr_db"), "size_mb": man.get("size_mb"),
+                "quantization": man.get("quantization"), "delegated_fraction": man.get("delegated_fraction"),
+                "arm": ("skipped: " + str(arm["skipped"])[:80]) if arm.get("skipped") else None}
+    files = man.get("files") or {}
+    engines = man.get("engines")
+    return {"agreement": (man.get("verification") or {}).get("int8", {}).get("agreement")
+            if isinstance(man.get("verification"), dict) else None,
+            "onnx_files": sorted(files) if isinstance(files, dict) else None,
+            "engines": (engines.get("skipped") if isinstance(engines, dict) and engines.get("skipped") else
+                        ("built" if engines else None))}
+
+
+def measure_gemm(threads: int, shape: Sequence[int], reps: int) -> Dict[str, Any]:
+    """Best-of-`reps` FP32 matmul and INT8 `torch._int_mm` rates at `threads` torch threads."""
+    import torch
+
+    m, k, n = shape
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    out: Dict[str, Any] = {}
+
+    def best(fn) -> Dict[str, float]:
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return {"best_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3,
+                "gops": gemm_rate(m, k, n, min(times))}
+
+    a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+    out["fp32"] = best(lambda: torch.matmul(a, b))
+    try:
+        a8 = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=g)
+        b8 = torch.randint(-128, 128, (k, n), dtype=torch.int8, generator=g)
+        torch._int_mm(a8, b8)
+        out["int8"] = best(lambda: torch._int_mm(a8, b8))
+    except Exception as e:  # not every build has a CPU int8 GEMM
+        out["int8"] = {"gops": None, "reason": f"torch._int_mm: {type(e).__name__}: {str(e)[:120]}"}
+    return out
+
+
+def run_bench(cfg: Dict[str, Any], work: Path) -> Dict[str, Any]:
+    """GEMM rates, then interleaved rounds of the built programs at each thread count (this process)."""
+    from lraqvit_deploy import HostBenchOptions
+    from lraqvit_deploy.targets import bench
+
+    import torch
+
+    start_threads = torch.get_num_threads()
+    programs = [p for p in PROGRAMS if (work / STEPS[BUILD_OF_PROGRAM[p]][2] / "manifest.json").is_file()]
+    result: Dict[str, Any] = {"programs": programs, "gemm": {"shape": cfg["gemm_shape"], "fp32": {}, "int8": {}},
+                              "threads": {}}
+    for t in cfg["threads"]:
+        g = measure_gemm(t, cfg["gemm_shape"], cfg["gemm_reps"])
+        result["gemm"]["fp32"][str(t)] = g["fp32"]
+        result["gemm"]["int8"][str(t)] = g["int8"]
+    torch.set_num_threads(start_threads)
+    t_start = time.perf_counter()
+    for t in cfg["threads"]:
+        rounds: List[Dict[str, float]] = []
+        orders = []
+        for r in range(cfg["rounds"]):
+            order = rotated(programs, r)
+            orders.append(order)
+            rnd = {}
+            for p in order:
+                res = bench(work / STEPS[BUILD_OF_PROGRAM[p]][2],
+                            HostBenchOptions(iterations=cfg["iterations"], warmup=cfg["warmup"], threads=t,
+                                             progress=False))
+                rnd[p] = res.median_ms
+            rounds.append(rnd)
+        result["threads"][str(t)] = {"rounds": rounds, "orders": orders,
+                                     "summary": summarize_rounds(rounds, PROGRAMS[0])}
+    result["seconds"] = time.perf_counter() - t_start
+    return result
+
+
+def attach_floors(bench: Dict[str, Any], gflops: Dict[str, Optional[float]]) -> None:
+    """Add floor_fp32_ms / floor_int8_ms (and their fractions) to each summary row, in place."""
+    for t, tb in bench.get("threads", {}).items():
+        rate32 = (bench["gemm"]["fp32"].get(t) or {}).get("gops")
+        rate8 = (bench["gemm"]["int8"].get(t) or {}).get("gops")
+        for p, row in tb["summary"].items():
+            gf = gflops.get(PROGRAM_FLOPS.get(p, "dense"))
+            row["gflops"] = gf
+            row["floor_fp32_ms"] = floor_ms(gf, rate32)
+            row["floor_int8_ms"] = floor_ms(gf, rate8) if PROGRAM_INT8.get(p) else None
+            row["floor_fraction_fp32"] = floor_fraction(row["floor_fp32_ms"], row["median_ms"])
+            row["floor_fraction_int8"] = floor_fraction(row["floor_int8_ms"], row["median_ms"])
+
+
+# =============================================================================================
+# orchestration (the parent process)
+# =============================================================================================
+def _write_json(path: Path, data: Dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def spawn(kind: str, cfg: Dict[str, Any], model: str, work: Path, log: Path) -> Dict[str, Any]:
+    """Run `--step kind` in a fresh interpreter; its record plus this child's own ru_maxrss and wall time."""
+    result = work / f"{kind}.result.json"
+    result.unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--step", kind, "--model", model, "--work", str(work),
+           "--config-json", json.dumps(cfg), "--result", str(result)]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"\n===== {kind} {model} {time.strftime('%H:%M:%S')} =====\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the max over all children
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    rec: Dict[str, Any] = json.loads(result.read_text()) if result.is_file() else {}
+    if not rec:
+        rec = {"ok": False, "error": f"the step process exited with status {proc.returncode} and wrote no result; "
+                                     f"see {log}"}
+    rec["process_seconds"] = wall
+    rec["ru_maxrss_kib"] = usage.ru_maxrss  # KiB on Linux
+    rec.setdefault("peak_rss_kib", usage.ru_maxrss)
+    rec["exit_status"] = proc.returncode
+    return rec
+
+
+def child_main(args) -> int:
+    cfg = json.loads(args.config_json)
+    work, result = Path(args.work), Path(args.result)
+    try:
+        if args.step == "bench":
+            rec = {"ok": True, "bench": run_bench(cfg, work)}
+        else:
+            rec = run_step(args.step, cfg, args.model, work)
+    except BaseException as e:  # record why, so that the table says it
+        import traceback
+
+        traceback.print_exc()
+        rec = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    rec["peak_rss_kib"] = proc_status_kib("VmHWM")
+    _write_json(result, rec)
+    return 0 if rec["ok"] else 1
+
+
+def _lscpu() -> Dict[str, Any]:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        text = ""
+    if not text:  # fall back to /proc/cpuinfo's first entry
+        try:
+            text = "\n".join(l.replace("model name", "Model name").replace("flags", "Flags")
+                             for l in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines())
+        except OSError:
+            text = ""
+    return parse_lscpu(text)
+
+
+def _versions() -> Dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("torch", "executorch", "timm", "onnxruntime", "lraqvit-deploy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="timm names (default DeiT-T/S/B)")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=10, help="10: Fashion-MNIST's classes (real images)")
+    p.add_argument("--calib-data", default="fashion-mnist:train",
+                   help="calibration images: a spec create_model's data layer reads (fashion-mnist:train, an "
+                        "ImageFolder) or 'synthetic' (seeded N(0,1))")
+    p.add_argument("--calib-images", type=int, default=32)
+    p.add_argument("--svd", choices=("activation", "plain"), default="activation",
+                   help="RB-LRA's SVD: activation-aware on the calibration images, or plain (data-free)")
+    p.add_argument("--param-reduction", type=float, default=0.45)
+    p.add_argument("--wads-iters", type=int, default=None, help="WADS search steps per layer (default: library's)")
+    p.add_argument("--verify-data", default="fashion-mnist:test", help="verification images, or 'synthetic'")
+    p.add_argument("--verify-images", type=int, default=None, help=f"default {FULL['verify_images']} "
+                                                                   f"(--quick {QUICK['verify_images']})")
+    p.add_argument("--no-arm-verify", dest="arm_verify", action="store_false",
+                   help="skip the Arm (qemu) check of the android builds (library default: on where qemu exists)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="latency thread counts")
+    p.add_argument("--rounds", type=int, default=None, help=f"interleaved rounds (default {FULL['rounds']})")
+    p.add_argument("--iterations", type=int, default=None, help=f"timed iterations per bench (default "
+                                                                f"{FULL['iterations']})")
+    p.add_argument("--warmup", type=int, default=None, help=f"warm-up iterations per bench (default {FULL['warmup']})")
+    p.add_argument("--gemm-shape", type=int, nargs=3, default=[197, 768, 3072], metavar=("M", "K", "N"))
+    p.add_argument("--gemm-reps", type=int, default=None)
+    p.add_argument("--work-threads", type=int, default=None, help="torch threads of the compress/build steps "
+                                                                  "(default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="smoke settings: " + json.dumps(QUICK))
+    p.add_argument("--work", default="runs/pipeline_scale", help="artifacts and logs")
+    p.add_argument("--out", default="benchmarks/results/pipeline_scale", help="writes OUT.md and OUT.json")
+    # internal: one step in this process
+    p.add_argument("--step", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--config-json", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def resolve_config(args) -> Dict[str, Any]:
+    preset = QUICK if args.quick else FULL
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else preset[name]  # noqa: E731
+    wads = args.wads_iters if args.wads_iters is not None else preset["wads_iters"]
+    return {"models": list(args.models), "img_size": args.img_size, "num_classes": args.num_classes,
+            "calib_data": args.calib_data, "calib_images": args.calib_images, "svd": args.svd,
+            "param_reduction": args.param_reduction, "wads_iters": wads, "verify_data": args.verify_data,
+            "verify_images": pick("verify_images"), "arm_verify": args.arm_verify, "threads": list(args.threads),
+            "rounds": pick("rounds"), "iterations": pick("iterations"), "warmup": pick("warmup"),
+            "gemm_shape": list(args.gemm_shape), "gemm_reps": pick("gemm_reps"), "work_threads": args.work_threads,
+            "seed": args.seed}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.step:
+        return child_main(args)
+    cfg = resolve_config(args)
+    work_root, out = Path(args.work), Path(args.out)
+    argv_shown = sys.argv[1:] if argv is None else list(argv)
+    res: Dict[str, Any] = {
+        "schema": SCHEMA, "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "quick": bool(args.quick),
+        "command": shlex.join(["python", "benchmarks/pipeline_scale.py", *argv_shown]),
+        "settings": cfg,
+        "host": {"cpu": _lscpu(), "nproc": os.cpu_count(), "versions": _versions(), "platform": platform.platform(),
+                 "loadavg_start": os.getloadavg()[0]},
+        "models": {}, "notes": [],
+    }
+
+    def save() -> None:
+        res["host"]["loadavg_end"] = os.getloadavg()[0]
+        _write_json(out.with_suffix(".json"), res)
+        out.with_suffix(".md").write_text(render_markdown(res))
+
+    print(f"CPU: {cpu_line(res['host']['cpu'])}", flush=True)
+    for model in cfg["models"]:
+        work = work_root / model
+        log = work / "log.txt"
+        entry: Dict[str, Any] = {"steps": {}, "info": {}}
+        res["models"][model] = entry
+        for step, (label, needs, _) in STEPS.items():
+            missing = [n for n in needs if not entry["steps"].get(n, {}).get("ok")]
+            if missing:
+                entry["steps"][step] = {"ok": False, "skipped": f"needs {', '.join(missing)}, which failed"}
+                continue
+            print(f"[{model}] {label} ...", end=" ", flush=True)
+            rec = spawn(step, cfg, model, work, log)
+            entry["steps"][step] = rec
+            if rec.get("ok"):
+                print(f"{rec['seconds']:.1f} s, peak RSS {rec['peak_rss_kib'] / 1024:.0f} MiB", flush=True)
+            else:
+                print(f"FAILED: {rec.get('error')}", flush=True)
+            if step == "compress" and rec.get("ok"):
+                i = rec["info"]
+                entry["info"] = {"params_dense": i.get("params_dense"), "params_rb": i.get("params_rb"),
+                                 "gflops_dense": i.get("gflops_dense"), "gflops_rb": i.get("gflops_rb"),
+                                 "param_reduction": (1 - i["params_rb"] / i["params_dense"])
+                                 if i.get("params_rb") and i.get("params_dense") else None}
+            save()
+        print(f"[{model}] host latency, {cfg['rounds']} interleaved rounds at {cfg['threads']} threads ...",
+              end=" ", flush=True)
+        rec = spawn("bench", cfg, model, work, log)
+        if rec.get("ok"):
+            bench = rec["bench"]
+            attach_floors(bench, {"dense": entry["info"].get("gflops_dense"), "rb": entry["info"].get("gflops_rb")})
+            bench["peak_rss_kib"], bench["process_seconds"] = rec.get("peak_rss_kib"), rec.get("process_seconds")
+            entry["bench"] = bench
+            print(f"{bench['seconds']:.1f} s", flush=True)
+        else:
+            entry["bench"] = {"error": rec.get("error")}
+            print(f"FAILED: {rec.get('error')}", flush=True)
+        save()
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
