@@ -67,8 +67,10 @@ STEPS: Dict[str, tuple] = {
 BUILD_OF_PROGRAM = {"fp32": "android-fp32", "pt2e-int8": "android-pt2e-int8", "rb-fp32": "android-rb-fp32",
                     "rb-wads-int8": "android-rb-wads"}
 
-FULL = {"rounds": 5, "iterations": 20, "warmup": 3, "verify_images": 64, "wads_iters": None, "gemm_reps": 20}
-QUICK = {"rounds": 2, "iterations": 5, "warmup": 1, "verify_images": 8, "wads_iters": 20, "gemm_reps": 5}
+FULL = {"rounds": 5, "iterations": 20, "warmup": 3, "verify_images": 64, "wads_iters": None, "gemm_reps": 20,
+        "arm_verify": True}
+QUICK = {"rounds": 2, "iterations": 5, "warmup": 1, "verify_images": 8, "wads_iters": 20, "gemm_reps": 5,
+         "arm_verify": False}
 
 
 # =============================================================================================
@@ -299,7 +301,7 @@ def _verify_cell(r: Dict[str, Any]) -> str:
 
 def _notes(step: str, r: Dict[str, Any]) -> str:
     info, t = r.get("info") or {}, r.get("timers") or {}
-    bits = []
+    bits = ["reused from an earlier run (--reuse)"] if r.get("reused") else []
     if step == "compress":
         bits.append(f"SVD {info.get('svd')}, {info.get('n_layers')} layers")
     if step == "calibrate":
@@ -589,6 +591,33 @@ def _write_json(path: Path, data: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+BENCH_ONLY = ("models", "threads", "rounds", "iterations", "warmup", "gemm_shape", "gemm_reps")
+COMPRESS_KEYS = ("img_size", "num_classes", "seed", "param_reduction", "svd", "calib_data", "calib_images",
+                 "work_threads")
+
+
+def step_digest(cfg: Dict[str, Any], kind: str = "") -> str:
+    """What a step's output (and its recorded time) depends on: never the latency settings."""
+    import hashlib
+
+    keys = {"compress": COMPRESS_KEYS, "calibrate": COMPRESS_KEYS + ("wads_iters",)}.get(kind)
+    d = {k: v for k, v in cfg.items() if (k in keys if keys else k not in BENCH_ONLY)}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reusable(kind: str, cfg: Dict[str, Any], work: Path) -> Optional[Dict[str, Any]]:
+    """A previous run's record of this step when it succeeded with the same settings and its output is there."""
+    result = work / f"{kind}.result.json"
+    try:
+        rec = json.loads(result.read_text())
+    except (OSError, ValueError):
+        return None
+    out = work / STEPS[kind][2] if kind in STEPS else None
+    if rec.get("ok") and rec.get("digest") == step_digest(cfg, kind) and (out is None or (out / "manifest.json").is_file()):
+        return {**rec, "reused": True}
+    return None
+
+
 def spawn(kind: str, cfg: Dict[str, Any], model: str, work: Path, log: Path) -> Dict[str, Any]:
     """Run `--step kind` in a fresh interpreter; its record plus this child's own ru_maxrss and wall time."""
     result = work / f"{kind}.result.json"
@@ -612,6 +641,8 @@ def spawn(kind: str, cfg: Dict[str, Any], model: str, work: Path, log: Path) -> 
     rec["ru_maxrss_kib"] = usage.ru_maxrss  # KiB on Linux
     rec.setdefault("peak_rss_kib", usage.ru_maxrss)
     rec["exit_status"] = proc.returncode
+    rec["digest"] = step_digest(cfg, kind)
+    _write_json(result, rec)
     return rec
 
 
@@ -676,8 +707,9 @@ def parse_args(argv=None):
     p.add_argument("--verify-data", default="fashion-mnist:test", help="verification images, or 'synthetic'")
     p.add_argument("--verify-images", type=int, default=None, help=f"default {FULL['verify_images']} "
                                                                    f"(--quick {QUICK['verify_images']})")
-    p.add_argument("--no-arm-verify", dest="arm_verify", action="store_false",
-                   help="skip the Arm (qemu) check of the android builds (library default: on where qemu exists)")
+    p.add_argument("--arm-verify", choices=("on", "off"), default=None,
+                   help="the android builds' Arm check under qemu-aarch64 (timed apart; default on = the library's "
+                        "default, a recorded skip where qemu is missing; --quick: off)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="latency thread counts")
     p.add_argument("--rounds", type=int, default=None, help=f"interleaved rounds (default {FULL['rounds']})")
     p.add_argument("--iterations", type=int, default=None, help=f"timed iterations per bench (default "
@@ -691,6 +723,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke settings: " + json.dumps(QUICK))
     p.add_argument("--work", default="runs/pipeline_scale", help="artifacts and logs")
     p.add_argument("--out", default="benchmarks/results/pipeline_scale", help="writes OUT.md and OUT.json")
+    p.add_argument("--reuse", action="store_true", help="keep steps that succeeded in WORK with the same settings "
+                                                        "(their recorded times and RSS); latency is always re-run")
     # internal: one step in this process
     p.add_argument("--step", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -706,7 +740,8 @@ def resolve_config(args) -> Dict[str, Any]:
     return {"models": list(args.models), "img_size": args.img_size, "num_classes": args.num_classes,
             "calib_data": args.calib_data, "calib_images": args.calib_images, "svd": args.svd,
             "param_reduction": args.param_reduction, "wads_iters": wads, "verify_data": args.verify_data,
-            "verify_images": pick("verify_images"), "arm_verify": args.arm_verify, "threads": list(args.threads),
+            "verify_images": pick("verify_images"),
+            "arm_verify": preset["arm_verify"] if args.arm_verify is None else args.arm_verify == "on", "threads": list(args.threads),
             "rounds": pick("rounds"), "iterations": pick("iterations"), "warmup": pick("warmup"),
             "gemm_shape": list(args.gemm_shape), "gemm_reps": pick("gemm_reps"), "work_threads": args.work_threads,
             "seed": args.seed}
@@ -745,7 +780,9 @@ def main(argv=None) -> int:
                 entry["steps"][step] = {"ok": False, "skipped": f"needs {', '.join(missing)}, which failed"}
                 continue
             print(f"[{model}] {label} ...", end=" ", flush=True)
-            rec = spawn(step, cfg, model, work, log)
+            rec = (reusable(step, cfg, work) if args.reuse else None) or spawn(step, cfg, model, work, log)
+            if rec.get("reused"):
+                print("(reused from an earlier run)", end=" ")
             entry["steps"][step] = rec
             if rec.get("ok"):
                 print(f"{rec['seconds']:.1f} s, peak RSS {rec['peak_rss_kib'] / 1024:.0f} MiB", flush=True)

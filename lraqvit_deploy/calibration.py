@@ -38,6 +38,15 @@ def module_hooks(modules: Mapping[str, nn.Module], pre: Optional[PreFn] = None,
             h.remove()
 
 
+def model_device(model: nn.Module) -> Optional[torch.device]:
+    """The device of the model's first parameter (or buffer); None for a model without tensors."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return None
+
+
 @torch.no_grad()
 def calibrate(model: nn.Module, images: torch.Tensor, modules: Mapping[str, nn.Module],
               pre: Optional[PreFn] = None, post: Optional[PostFn] = None, batch_size: int = 32,
@@ -45,17 +54,21 @@ def calibrate(model: nn.Module, images: torch.Tensor, modules: Mapping[str, nn.M
     """Run `images` (N, 3, H, W) through `model` in eval mode, `batch_size` at a time, with `module_hooks`.
 
     A callback may raise `StopForward` to skip the rest of a batch's forward. The model's
-    train/eval mode is restored afterwards.
+    train/eval mode is restored afterwards. Each batch goes to the model's device (the images may
+    stay on the CPU while the model runs on CUDA).
     """
     from tqdm import tqdm
 
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
         with module_hooks(modules, pre, post):
-            for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
+            for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False,
+                          unit="batch"):
                 try:
-                    model(images[i:i + batch_size])
+                    batch = images[i:i + batch_size]
+                    model(batch if device is None else batch.to(device))
                 except StopForward:
                     pass
     finally:
@@ -75,4 +88,4 @@ def capture_io(model: nn.Module, name: str, images: torch.Tensor, batch_size: in
     return torch.cat(xs), torch.cat(ys)
 
 
-__all__ = ["StopForward", "module_hooks", "calibrate", "capture_io"]
+__all__ = ["StopForward", "module_hooks", "model_device", "calibrate", "capture_io"]

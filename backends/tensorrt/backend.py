@@ -40,6 +40,11 @@ class JetsonBuildOptions(BuildOptions):
                                 max=100_000, flag="--trt-latency-iters")
     ptq_method: str = option("naive", "INT8 method for a model that is not quantized yet (an INT8 artifact keeps "
                                       "its own weights and scales)", choices=PTQ_METHODS, flag="--trt-ptq")
+    int8_mode: str = option("auto", "how the INT8 engine's model is made: auto (keep a per-tensor INT8 model; re-run "
+                                    "a per-token method such as WADS per tensor on the calibration images, so the "
+                                    "engine runs the model whose accuracy is reported; without images, the scales "
+                                    "recorded at quantization), requantize, keep, recalibrate, recorded",
+                            choices=("auto", "requantize", "keep", "recalibrate", "recorded"), flag="--trt-int8")
     calib_images: int = option(32, "calibration images for a model that is not quantized yet", min=1,
                                max=1_000_000, flag="--trt-calib-images", metavar="N")
     verify_images: Optional[int] = option(None, "images for onnxruntime verification (default: the whole eval set; "
@@ -90,6 +95,7 @@ class JetsonBackend(Backend):
         method = getattr(model, "lraqvit_quant", {}).get("config", {}).get("method") if quantized else None
         manifest = build_bundle(model, Path(out), TensorDataset(v.images, labels), calib,
                                 method=method or options.ptq_method, opset=options.opset, fp16=options.fp16,
+                                int8_mode=options.int8_mode,
                                 min_agreement=options.min_agreement, latency_iters=options.latency_iters,
                                 engine=None if options.engine else False, workspace_mb=options.workspace_mb,
                                 progress=options.progress, log=log)

@@ -1,10 +1,12 @@
 """`quantize_(model, config, calib_images)`: INT8 post-training quantization, in place (torchao style).
 
 `quantize_` dispatches on `type(config)` to the handler of that method (`quant/methods/`). Every
-handler runs the same three steps, `quantize_layers_`: (1) for scaling methods, compute a channel
-scale alpha per chosen layer input and fold it into the preceding op (fold.py); (2) calibrate the
-activation scales on the transformed FP32 model; (3) swap every encoder-block Linear for a
-`QuantLinear` carrying those scales.
+handler runs the same three steps, `quantize_layers_`: (1) one calibration pass over the images
+records every encoder-block Linear's input statistics (and, for the alpha searches, the chosen
+layers' inputs); (2) for scaling methods, compute a channel scale alpha per chosen layer input,
+fold it into the preceding op (fold.py) and divide that layer's statistics by it (exact: the fold
+turns its input into x / alpha and leaves the others); (3) swap every encoder-block Linear for a
+`QuantLinear` carrying those scales. Everything runs on the model's device.
 """
 from __future__ import annotations
 
@@ -48,20 +50,28 @@ def quantize_layers_(model: nn.Module, config: BaseQuantConfig, calib_images: to
     """The steps every method shares; `select` and `scale` give a scaling method's channel scales.
 
     `keep_inputs` keeps the chosen layers' calibration inputs in their `InputStats` (alpha searches).
+    One forward pass over `calib_images` records every target's statistics (and the chosen
+    layers' inputs); the statistics after folding follow from it (`InputStats.divided`).
     """
     targets = find_targets(model)
     if not targets:
         raise DeployError("no encoder-block Linear found to quantize (expected timm ViT/DeiT/Swin blocks with "
                           "attn.qkv, attn.proj, mlp.fc1, mlp.fc2).")
     summary = CalibrationSummary(config.method, config.act_scheme, len(calib_images), len(targets))
+    t0 = time.perf_counter()
+    chosen = (select(targets) if select is not None else targets) if scale is not None else []
+    names = [t.name for t in chosen]
+    stats = collect_stats(model, targets, calib_images, config.batch_size, keep_inputs=names if keep_inputs else (),
+                          token_channel=names, progress=config.progress)
+    calib = time.perf_counter() - t0
     explicit: Dict[str, torch.Tensor] = {}
-    if scale is not None:
+    if chosen:
         t0 = time.perf_counter()
-        chosen = select(targets) if select is not None else targets
-        alphas = _channel_scales(model, chosen, config, calib_images, scale, keep_inputs)
-        for t in targets:
+        alphas = _channel_scales(chosen, config, stats, scale, summary)
+        for t in targets:  # fold after every search: each search saw the unfolded model, as its inputs did
             if t.name not in alphas:
                 continue
+            stats[t.name] = stats[t.name].divided(alphas[t.name])
             if t.foldable:
                 fold_scale(t, alphas[t.name])
                 summary.scaled_layers.append(t.name)
@@ -70,28 +80,27 @@ def quantize_layers_(model: nn.Module, config: BaseQuantConfig, calib_images: to
                 summary.explicit_scale_layers.append(t.name)
         summary.search_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    stats = collect_stats(model, targets, calib_images, config.batch_size, input_scales=explicit,
-                          progress=config.progress)
     for t in targets:
         _swap(model, t, stats[t.name], config, explicit.get(t.name))
-    summary.calib_seconds = time.perf_counter() - t0
+    summary.calib_seconds = calib + time.perf_counter() - t0
     return summary
 
 
-def _channel_scales(model: nn.Module, chosen: List[Target], config: BaseQuantConfig, images: torch.Tensor,
-                    scale: Scale, keep_inputs: bool) -> Dict[str, torch.Tensor]:
-    """alpha (in,) for each chosen layer that `scale` gives one."""
+def _channel_scales(chosen: List[Target], config: BaseQuantConfig, stats: Dict[str, InputStats], scale: Scale,
+                    summary: CalibrationSummary) -> Dict[str, torch.Tensor]:
+    """alpha (in,) for each chosen layer that `scale` gives one; per-layer seconds into `summary`."""
     from tqdm import tqdm
 
-    stats = collect_stats(model, chosen, images, config.batch_size,
-                          keep_inputs=[t.name for t in chosen] if keep_inputs else (), progress=config.progress,
-                          desc="collect") if chosen else {}
     alphas: Dict[str, torch.Tensor] = {}
-    for t in tqdm(chosen, desc=f"{config.method} scales", disable=not config.progress, leave=False):
+    bar = tqdm(chosen, desc=f"{config.method} scales", unit="layer", disable=not config.progress, leave=False)
+    for t in bar:
+        bar.set_postfix_str(t.name, refresh=False)
+        t0 = time.perf_counter()
         alpha = scale(t, stats[t.name])
         stats[t.name].inputs = None  # free memory as we go
         if alpha is not None:
             alphas[t.name] = alpha
+        summary.layer_search_seconds[t.name] = time.perf_counter() - t0
     return alphas
 
 
@@ -114,6 +123,7 @@ def _swap(model: nn.Module, t: Target, stats: InputStats, config: BaseQuantConfi
         q.tensor_act_scale.copy_(stats.tensor_absmax.clamp_min(1e-8) / qmax)
         if input_scale is not None:
             q.input_scale = input_scale.detach().float().clone()
+    q.to(t.linear.weight.device)  # the buffers QuantLinear makes on the CPU follow the model's weights
     replace_module(model, t.name, q)
 
 

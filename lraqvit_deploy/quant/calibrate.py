@@ -1,8 +1,14 @@
 """Calibration: run the FP32 model on the calibration images and record each target's input.
 
 Per target we keep the statistics every scheme needs (max |x| per tensor, per token position and
-per channel) and, when asked, the inputs themselves (for the WADS/QADS alpha search).
-Inputs are viewed as (batch, tokens, channels); for Swin's (B, H, W, C) the tokens are H*W.
+per channel) and, when asked, the max |x| per (token position, channel) and the inputs themselves
+(for the WADS/QADS alpha search). Inputs are viewed as (batch, tokens, channels); for Swin's
+(B, H, W, C) the tokens are H*W. Everything stays on the device the model runs on.
+
+One pass serves a whole `quantize_`: a channel scale alpha folded into a layer's producer turns
+that layer's input into exactly x / alpha and leaves every other layer's input as it was (each
+fold site feeds only its own Linear, and the model's function is unchanged), so the statistics
+after the folds follow from the pass before them (`InputStats.divided`): no second pass.
 """
 from __future__ import annotations
 
@@ -25,38 +31,58 @@ class InputStats:
     token_absmax: torch.Tensor  # (T,)
     channel_absmax: torch.Tensor  # (C,)
     inputs: Optional[torch.Tensor] = None  # (N, T, C) when kept
+    token_channel_absmax: Optional[torch.Tensor] = None  # (T, C) when kept
 
-    def update(self, x: torch.Tensor, keep: bool) -> None:
-        a = x.abs()
-        self.tensor_absmax = torch.maximum(self.tensor_absmax, a.amax())
-        tok = a.amax(dim=(0, 2))
-        if tok.shape != self.token_absmax.shape:
+    def update(self, x: torch.Tensor, keep: bool, keep_token_channel: bool = False) -> None:
+        tc = x.abs().amax(dim=0)  # (T, C); every other max follows from it (max is exact: same values)
+        if tc.shape[0] != self.token_absmax.shape[0]:
             raise DeployError("calibration inputs changed their token count between batches; calibrate with "
                               "images of one size.")
-        self.token_absmax = torch.maximum(self.token_absmax, tok)
-        self.channel_absmax = torch.maximum(self.channel_absmax, a.amax(dim=(0, 1)))
+        self.tensor_absmax = torch.maximum(self.tensor_absmax, tc.amax())
+        self.token_absmax = torch.maximum(self.token_absmax, tc.amax(dim=1))
+        self.channel_absmax = torch.maximum(self.channel_absmax, tc.amax(dim=0))
+        if keep_token_channel:
+            self.token_channel_absmax = tc if self.token_channel_absmax is None else \
+                torch.maximum(self.token_channel_absmax, tc)
         if keep:
             self.inputs = x if self.inputs is None else torch.cat([self.inputs, x])
+
+    def divided(self, alpha: torch.Tensor) -> "InputStats":
+        """The statistics of x / alpha (alpha (C,) > 0), from the max |x| per (token, channel).
+
+        The same numbers a pass over x / alpha would record: |x| / alpha is monotone in |x|, so
+        max(|x|) / alpha is the max of |x| / alpha to the last bit. Inputs are not carried over.
+        """
+        if self.token_channel_absmax is None:
+            raise DeployError("InputStats.divided needs the per (token, channel) max; collect it with "
+                              "collect_stats(..., token_channel=[name]).")
+        tc = self.token_channel_absmax / alpha.to(self.token_channel_absmax)
+        return InputStats(tc.amax(), tc.amax(dim=1), tc.amax(dim=0), token_channel_absmax=tc)
 
 
 def collect_stats(model: nn.Module, targets: List[Target], images: torch.Tensor, batch_size: int = 32,
                   keep_inputs: Iterable[str] = (), input_scales: Optional[Dict[str, torch.Tensor]] = None,
-                  progress: bool = False, desc: str = "calibrate") -> Dict[str, InputStats]:
-    """Statistics of every target's input (divided by `input_scales[name]` where given)."""
+                  progress: bool = False, desc: str = "calibrate",
+                  token_channel: Iterable[str] = ()) -> Dict[str, InputStats]:
+    """Statistics of every target's input (divided by `input_scales[name]` where given).
+
+    `keep_inputs` names the targets whose inputs are kept (N, T, C); `token_channel` those whose
+    max |x| per (token, channel) is kept (for `InputStats.divided`).
+    """
     if images.ndim != 4 or len(images) == 0:
         raise DeployError(f"calibration images must be a non-empty (N, 3, H, W) tensor, got {tuple(images.shape)}.")
-    keep, input_scales = set(keep_inputs), input_scales or {}
+    keep, keep_tc, input_scales = set(keep_inputs), set(token_channel), input_scales or {}
     stats: Dict[str, InputStats] = {}
 
     def record(name: str, _mod: nn.Module, x: torch.Tensor) -> None:
         x = x.detach().float()
         x = x.reshape(x.shape[0], -1, x.shape[-1])
         if name in input_scales:
-            x = x / input_scales[name]
+            x = x / input_scales[name].to(x)
         if name not in stats:
             z = x.new_zeros
             stats[name] = InputStats(z(()), z(x.shape[1]), z(x.shape[2]))
-        stats[name].update(x, name in keep)
+        stats[name].update(x, name in keep, name in keep_tc)
 
     calibrate(model, images, {t.name: t.linear for t in targets}, pre=record, batch_size=batch_size,
               progress=progress, desc=desc)
@@ -68,7 +94,12 @@ def collect_stats(model: nn.Module, targets: List[Target], images: torch.Tensor,
 
 @dataclass
 class CalibrationSummary:
-    """What `quantize_` did and how long it took (for reports)."""
+    """What `quantize_` did and how long it took (for reports).
+
+    `calib_seconds`: the calibration pass over the images and the swap to QuantLinear;
+    `search_seconds`: the channel scales (alpha searches) after that pass, with
+    `layer_search_seconds` per scaled-candidate layer.
+    """
 
     method: str
     act_scheme: str
@@ -78,3 +109,4 @@ class CalibrationSummary:
     explicit_scale_layers: List[str] = field(default_factory=list)
     calib_seconds: float = 0.0
     search_seconds: float = 0.0
+    layer_search_seconds: Dict[str, float] = field(default_factory=dict)

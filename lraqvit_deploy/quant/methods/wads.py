@@ -12,8 +12,9 @@ all quantized layers get an alpha (`select_layers`): they have weight precision 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -62,52 +63,172 @@ class AlphaSearch:
     loss_final: float
 
 
+@functools.lru_cache(maxsize=None)
+def _boundary_passes_gradient() -> bool:
+    """Whether autograd's clamp(x, lo, hi) passes the gradient at x == lo or hi (PyTorch 2.x: it does not)."""
+    with torch.enable_grad():
+        t = torch.tensor([0.0, 1.0], requires_grad=True)
+        torch.clamp(t, 0, 1).sum().backward()
+    return bool(t.grad[0] > 0)
+
+
+def _clamp_(q: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Clamp q in place; returns the straight-through mask autograd's clamp backward would apply.
+
+    That mask is 1 strictly inside (lo, hi) (and at the bounds only if this PyTorch's clamp passes
+    the gradient there), so the values that land on a bound (a row's max under a per-row scale)
+    get no gradient, exactly as in the autograd objective.
+    """
+    if _boundary_passes_gradient():
+        mask = (q >= lo).logical_and_(q <= hi)
+    else:
+        mask = (q > lo).logical_and_(q < hi)
+    q.clamp_(lo, hi)
+    return mask
+
+
 class _Objective:
-    """Eq. 14 (or Eq. 12 without the weight term) on calibration inputs X (N, T, C)."""
+    """Eq. 14 (or Eq. 12 without the weight term) on calibration inputs X (N, T, C).
+
+    A search step samples rows (tokens) and quantizes only those. That is exact for every scheme:
+    per_token_dynamic quantizes each row with its own scale, and the static schemes' scales of
+    X / alpha come from maxima of the WHOLE tensor that are computed once here (max |x| per channel
+    for per_tensor_static, per (token position, channel) for per_token_static): the max of
+    |x| / alpha is that max divided by alpha to the last bit. So a step on sampled rows computes the
+    same numbers as quantizing every row and subsampling after, at a fraction of the cost.
+    """
 
     def __init__(self, x: torch.Tensor, weight: torch.Tensor, scheme: str, w_bits: int, a_bits: int,
                  symmetric: bool, weight_term: bool):
-        self.x = x.float()
+        if scheme not in ("per_tensor_static", "per_token_static", "per_token_dynamic"):
+            raise ValueError(f"unknown activation scheme {scheme!r}")
+        x = x.detach().float()
+        self.tokens = x.shape[1]
+        self.x = x.reshape(-1, x.shape[-1])  # (rows, C)
         self.w = weight.detach().float().to(self.x.device)
         self.scheme, self.w_bits, self.a_bits, self.symmetric = scheme, w_bits, a_bits, symmetric
         self.weight_term = weight_term
-        self.rows = self.x.shape[0] * self.x.shape[1]
-        self.ref = self.x.reshape(-1, self.x.shape[-1]) @ self.w.T  # (rows, out), constant
+        self.rows = self.x.shape[0]
+        self.ref = self.x @ self.w.T  # (rows, out), constant
+        self.absmax = None  # the static schemes' whole-tensor maxima of |x|
+        if scheme == "per_tensor_static":
+            self.absmax = self.x.abs().amax(dim=0)  # (C,)
+        elif scheme == "per_token_static":
+            self.absmax = x.abs().amax(dim=0)  # (T, C)
+
+    def _static_scale(self, alpha: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
+        """The static scale of X / alpha for each selected row, from the whole tensor (no gradient)."""
+        qmax = 2 ** (self.a_bits - 1) - 1
+        m = self.absmax / alpha.detach()
+        if self.scheme == "per_tensor_static":
+            return m.amax().clamp_min(1e-8) / qmax
+        per_token = m.amax(dim=1).clamp_min(1e-8) / qmax  # (T,)
+        idx = torch.arange(self.rows, device=m.device) if rows is None else rows
+        return per_token[idx % self.tokens][:, None]
+
+    def _rows(self, rows: Optional[torch.Tensor]):
+        if rows is None:
+            return self.x, self.ref
+        return self.x.index_select(0, rows), self.ref.index_select(0, rows)
 
     def __call__(self, log_alpha: torch.Tensor, rows: torch.Tensor | None = None, ste: bool = True) -> torch.Tensor:
+        """The objective at alpha = exp(log_alpha) on `rows` (all when None), scaled to all rows; autograd-able."""
         alpha = log_alpha.exp()
-        xq = quantize_activation(self.x / alpha, self.scheme, self.a_bits, self.symmetric, ste)
-        xq = xq.reshape(-1, xq.shape[-1])
+        x, ref = self._rows(rows)
+        xa = x / alpha
+        if self.scheme == "per_token_dynamic":
+            xq = fake_quant_per_token_dynamic(xa, self.a_bits, self.symmetric, ste)
+        else:
+            xq = fake_quant_symmetric(xa, self._static_scale(alpha, rows), self.a_bits, ste)
         aw = self.w * alpha[None, :]
         wq = fake_quant_symmetric(aw, per_channel_weight_scale(aw, self.w_bits)[:, None], self.w_bits, ste)
-        ref = self.ref
-        if rows is not None:
-            xq, ref = xq[rows], ref[rows]
         loss = (xq @ wq.T - ref).pow(2).sum() * (self.rows / xq.shape[0])
         if self.weight_term:
             loss = loss + (wq - self.w).pow(2).sum()
         return loss
 
+    @torch.no_grad()
+    def loss_and_grad(self, log_alpha: torch.Tensor, rows: Optional[torch.Tensor] = None,
+                      need_loss: bool = True) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+        """(objective, its gradient in log_alpha) with straight-through rounding on `rows` (all when None).
+
+        What autograd gives on `__call__(log_alpha, rows)` (to float rounding: the loss is the same
+        bits, the gradient sums in another order), in a few in-place passes over the rows.
+        """
+        alpha = log_alpha.detach().exp()
+        x, ref = self._rows(rows)
+        k = self.rows / x.shape[0]
+        q = x / alpha  # becomes the quantized rows in place
+        if self.scheme == "per_token_dynamic" and not self.symmetric:
+            qmin, qmax = -(2 ** (self.a_bits - 1)), 2 ** (self.a_bits - 1) - 1
+            lo, hi = torch.aminmax(q, dim=-1, keepdim=True)
+            lo, hi = lo.clamp_max(0), hi.clamp_min(0)
+            s = ((hi - lo) / (qmax - qmin)).clamp_min(1e-8)
+            zero = torch.clamp(torch.round(qmin - lo / s), qmin, qmax)
+            q.div_(s).round_().add_(zero)
+            mask_x = _clamp_(q, qmin, qmax)
+            xq = q.sub_(zero).mul_(s)
+        else:
+            qmax = 2 ** (self.a_bits - 1) - 1
+            if self.scheme == "per_token_dynamic":
+                s = q.abs().amax(dim=-1, keepdim=True).clamp_min(1e-8) / qmax
+            else:
+                s = self._static_scale(alpha, rows)
+            q.div_(s).round_()
+            mask_x = _clamp_(q, -qmax - 1, qmax)
+            xq = q.mul_(s)
+        aw = self.w * alpha[None, :]
+        sw = per_channel_weight_scale(aw, self.w_bits)[:, None]
+        qw = (aw / sw).round_()
+        wmax = 2 ** (self.w_bits - 1) - 1
+        mask_w = _clamp_(qw, -wmax - 1, wmax)
+        wq = qw.mul_(sw)
+        d = xq @ wq.T
+        d.sub_(ref)  # Xq Wq^T - X W^T on the rows
+        ew = wq - self.w if self.weight_term else None
+        loss = None
+        if need_loss:
+            loss = d.pow(2).sum() * k
+            if ew is not None:
+                loss = loss + ew.pow(2).sum()
+        g_x = (d @ wq).mul_(2 * k)  # d loss / d Xq
+        g_w = (d.T @ xq).mul_(2 * k)  # d loss / d Wq
+        if ew is not None:
+            g_w.add_(ew, alpha=2.0)
+        g_x.mul_(mask_x)
+        g_w.mul_(mask_w)
+        # X / alpha and alpha W: d/d alpha = -sum_rows(g_x * x) / alpha^2 + sum_out(g_w * w); d/d log alpha = alpha * that
+        g_alpha = (g_w.mul_(self.w)).sum(dim=0) - g_x.mul_(x).sum(dim=0) / (alpha * alpha)
+        return loss, g_alpha.mul_(alpha)
+
 
 def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token_dynamic", iters: int = 300,
                  lr: float = 1e-2, w_bits: int = 8, a_bits: int = 8, symmetric: bool = True,
                  weight_term: bool = True, max_rows: int = 4096, seed: int = 0) -> AlphaSearch:
-    """Minimise Eq. 14 (Eq. 12 with `weight_term=False`) over alpha; never returns a worse alpha than 1."""
+    """Minimise Eq. 14 (Eq. 12 with `weight_term=False`) over alpha; never returns a worse alpha than 1.
+
+    Adam on log alpha, `iters` steps, each on `max_rows` rows drawn afresh (all rows when there
+    are no more), on x's device; the row draws come from a CPU generator seeded with `seed`, so
+    they are the same on every device.
+    """
     obj = _Objective(x, weight, scheme, w_bits, a_bits, symmetric, weight_term)
-    log_alpha = torch.zeros(weight.shape[1], device=obj.x.device, requires_grad=True)
+    dev = obj.x.device
+    log_alpha = torch.zeros(weight.shape[1], device=dev, requires_grad=True)
     opt = torch.optim.Adam([log_alpha], lr=lr)
     g = torch.Generator().manual_seed(seed)
     full = obj.rows <= max_rows
     with torch.no_grad():
-        loss_init = float(obj(log_alpha, ste=False))
-    best, best_loss = log_alpha.detach().clone(), loss_init
+        loss_init_t = obj(log_alpha, ste=False)
+    loss_init = float(loss_init_t)
+    best, best_loss = log_alpha.detach().clone(), loss_init_t
     for _ in range(iters):
-        rows = None if full else torch.randperm(obj.rows, generator=g)[:max_rows].to(obj.x.device)
-        loss = obj(log_alpha, rows)
-        if full and float(loss.detach()) < best_loss:  # loss is of the current alpha, before this step
-            best, best_loss = log_alpha.detach().clone(), float(loss.detach())
-        opt.zero_grad()
-        loss.backward()
+        rows = None if full else torch.randperm(obj.rows, generator=g)[:max_rows].to(dev)
+        loss, grad = obj.loss_and_grad(log_alpha, rows, need_loss=full)
+        if full:  # loss is of the current alpha, before this step; compared on the device (no sync)
+            better = loss < best_loss
+            best = torch.where(better, log_alpha.detach(), best)
+            best_loss = torch.where(better, loss, best_loss)
+        log_alpha.grad = grad
         opt.step()
     with torch.no_grad():
         candidates = [best, log_alpha.detach()]

@@ -138,7 +138,8 @@ def test_build_writes_program_manifest_and_benches(tmp_path):
     assert disk["agreement"] >= 0.995 and disk["top1"] is None  # random images: no labels
     ver = disk["verification"]
     assert ver["reference"].startswith("quantization simulator")
-    assert 0 < ver["reference_self_agreement"] <= 1 and 0 < ver["min_agreement"] <= 0.995
+    assert 0 < ver["reference_self_agreement"] <= 1 and ver["synthetic"] and ver["min_agreement"] is None  # SQNR gates
+    assert ver["sqnr_db"] is None or ver["sqnr_db"] >= ver["min_sqnr_db"] == 20.0
     assert 0 < disk["size_mb"] < 1 and disk["delegated_fraction"] > 0.9
     assert disk["preprocessing"]["mean"] is not None
 

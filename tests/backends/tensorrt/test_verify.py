@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from lraqvit_deploy.backends.tensorrt import onnx_export, qdq, verify
 from lraqvit_deploy.backends.tensorrt.onnx_export import export_onnx

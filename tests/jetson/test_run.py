@@ -31,3 +31,12 @@ def test_onnx_for_follows_the_precision_plan():
     assert run.onnx_for(b, "fp16", 11) == "m_fp16.onnx"
     with pytest.raises(SystemExit, match="FP16 ONNX"):
         run.onnx_for({"onnx": {"int8": "q", "fp32": "f"}}, "fp16", "11.1")
+
+
+def test_describe_verification():
+    m = run.compare_logits(np.eye(3), np.eye(3), np.arange(3))
+    ok = {"runner": "x", "reference": "the simulator", **m, "passed": True, "failed": []}
+    assert "PASSED" in run.describe_verification(ok) and "top-1 100.00%" in run.describe_verification(ok)
+    bad = {**ok, "top1": None, "passed": False, "failed": ["logit SQNR 3.0 dB < 12.0 dB"]}
+    assert run.describe_verification(bad).endswith("FAILED: logit SQNR 3.0 dB < 12.0 dB")
+    assert run.describe_verification(None) == "no verification data in the bundle"

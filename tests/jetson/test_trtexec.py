@@ -5,7 +5,7 @@ import pytest
 
 from lraqvit_deploy.jetson import trtexec
 
-DATA = Path(__file__).parent / "data" / "trtexec"
+DATA = Path(__file__).parents[1] / "data" / "trtexec"
 
 
 def read(name):

@@ -1,7 +1,5 @@
 """Q/DQ ONNX for TensorRT: structure (opset, ops, Q/DQ placement) and onnxruntime numerics."""
-import copy
 import json
-import os
 import subprocess
 import sys
 

@@ -1,0 +1,196 @@
+"""benchmarks/pipeline_scale.py: the pure parts (interleaving, per-round ratios, floors, lscpu, Markdown).
+
+The script itself (minutes to hours) is never run here; the Markdown is rendered from a recorded
+results document (tests/data/pipeline_scale/smoke.json, a `--quick` run on deit_tiny) and from a
+synthetic one built below.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "tests" / "data" / "pipeline_scale" / "smoke.json"
+
+
+@pytest.fixture(scope="module")
+def ps():
+    spec = importlib.util.spec_from_file_location("pipeline_scale", ROOT / "benchmarks" / "pipeline_scale.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["pipeline_scale"] = mod
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("pipeline_scale", None)
+
+
+def test_importing_the_script_stays_light(ps):
+    # the pure parts must not pull in torch or the SDK (the parent process and these tests stay cheap)
+    src = (ROOT / "benchmarks" / "pipeline_scale.py").read_text()
+    header = src.split("# pure parts")[0]
+    assert "import torch" not in header and "lraqvit_deploy" not in header.split('"""', 2)[2]
+
+
+def test_rotation_puts_every_program_first_once_per_cycle(ps):
+    progs = list(ps.PROGRAMS)
+    orders = [ps.rotated(progs, r) for r in range(len(progs))]
+    assert orders[0] == progs
+    assert orders[1] == progs[1:] + progs[:1]
+    assert [o[0] for o in orders] == progs  # each leads once
+    for pos in range(len(progs)):  # and each sits in every position once
+        assert sorted(o[pos] for o in orders) == sorted(progs)
+    assert ps.rotated(progs, len(progs) + 1) == orders[1]
+    assert ps.rotated([], 3) == []
+
+
+def test_ratios_are_taken_within_each_round(ps):
+    # the machine drifts: round 2 is twice as slow for everything; per-round ratios cancel that
+    rounds = [{"fp32": 10.0, "rb": 5.0, "q8": 4.0}, {"fp32": 20.0, "rb": 10.0, "q8": 8.0},
+              {"fp32": 11.0, "rb": 6.6, "q8": 4.4}]
+    s = ps.summarize_rounds(rounds, "fp32")
+    assert s["rb"]["median_ms"] == 6.6 and (s["rb"]["min_ms"], s["rb"]["max_ms"]) == (5.0, 10.0)
+    assert s["rb"]["ratio_median"] == pytest.approx(0.5)
+    assert (s["rb"]["ratio_min"], s["rb"]["ratio_max"]) == (pytest.approx(0.5), pytest.approx(0.6))
+    # the ratio of the medians would be 6.6 / 11 = 0.6, not the per-round 0.5
+    assert s["rb"]["median_ms"] / s["fp32"]["median_ms"] == pytest.approx(0.6)
+    assert s["q8"]["ratio_median"] == pytest.approx(0.4)
+    assert s["fp32"]["ratio_median"] == 1.0 and s["fp32"]["rounds"] == 3
+
+
+def test_a_program_missing_from_a_round_is_left_out_of_that_round(ps):
+    rounds = [{"fp32": 10.0, "rb": 5.0}, {"fp32": 12.0}, {"rb": 7.0}]
+    s = ps.summarize_rounds(rounds, "fp32")
+    assert s["rb"]["rounds"] == 2 and s["rb"]["median_ms"] == 6.0
+    assert s["rb"]["ratio_median"] == 0.5  # only round 0 has both
+    s = ps.summarize_rounds([{"rb": 7.0}], "fp32")
+    assert s["rb"]["ratio_median"] is None
+
+
+def test_floor_arithmetic(ps):
+    rate = ps.gemm_rate(197, 768, 3072, 0.010)  # 0.93 GFLOP in 10 ms
+    assert rate == pytest.approx(2 * 197 * 768 * 3072 / 0.010 / 1e9)
+    assert ps.floor_ms(4.6, 92.0) == pytest.approx(50.0)
+    assert ps.floor_fraction(50.0, 200.0) == 0.25
+    assert ps.floor_ms(None, 10.0) is None and ps.floor_ms(1.0, None) is None
+    assert ps.floor_fraction(None, 3.0) is None and ps.floor_fraction(1.0, 0) is None
+
+    bench = {"gemm": {"fp32": {"1": {"gops": 50.0}}, "int8": {"1": {"gops": None, "reason": "x"}}},
+             "threads": {"1": {"summary": ps.summarize_rounds([{"fp32": 100.0, "rb-wads-int8": 40.0}])}}}
+    ps.attach_floors(bench, {"dense": 2.5, "rb": 1.5})
+    rows = bench["threads"]["1"]["summary"]
+    assert rows["fp32"]["floor_fp32_ms"] == pytest.approx(50.0) and rows["fp32"]["floor_int8_ms"] is None
+    assert rows["fp32"]["floor_fraction_fp32"] == pytest.approx(0.5)
+    assert rows["rb-wads-int8"]["floor_fp32_ms"] == pytest.approx(30.0)
+    assert rows["rb-wads-int8"]["floor_fraction_fp32"] == pytest.approx(0.75)
+    assert rows["rb-wads-int8"]["floor_int8_ms"] is None  # no INT8 GEMM rate: no INT8 floor
+
+
+LSCPU = """Architecture:            x86_64
+Model name:              Intel(R) Xeon(R) Platinum 8480+
+CPU family:              6
+Model:                   143
+Stepping:                8
+CPU(s):                  16
+Hypervisor vendor:       KVM
+Flags:                   fpu avx2 avx512f avx512_vnni amx_int8 sse4_2
+"""
+
+
+def test_lscpu_parsing(ps):
+    cpu = ps.parse_lscpu(LSCPU)
+    assert cpu["model_name"] == "Intel(R) Xeon(R) Platinum 8480+" and cpu["cpus"] == "16"
+    assert cpu["flags"] == {"avx2": True, "avx512f": True, "avx512_vnni": True, "avx_vnni": False,
+                            "amx_int8": True, "amx_bf16": False}
+    line = ps.cpu_line(cpu)
+    assert line.startswith("Intel(R) Xeon(R) Platinum 8480+ (family 6 model 143 stepping 8, 16 CPUs, KVM guest)")
+    assert "avx_vnni no" in line and "amx_int8 yes" in line
+
+
+def _synthetic_results(ps):
+    step = {"ok": True, "seconds": 1.5, "start_rss_kib": 800 * 1024, "peak_rss_kib": 1200 * 1024,
+            "process_seconds": 9.0, "timers": {}, "info": {}}
+    android = {**step, "timers": {"lower": {"seconds": 0.5, "calls": 1}, "verify": {"seconds": 0.25, "calls": 1}},
+               "info": {"agreement": 1.0, "sqnr_db": 101.0, "size_mb": 22.0}}
+    rounds = [{"fp32": 10.0, "pt2e-int8": 6.0, "rb-fp32": 7.0, "rb-wads-int8": 4.0},
+              {"pt2e-int8": 6.6, "rb-fp32": 7.7, "rb-wads-int8": 4.4, "fp32": 11.0}]
+    bench = {"programs": list(ps.PROGRAMS), "seconds": 3.0, "peak_rss_kib": 900 * 1024, "process_seconds": 8.0,
+             "gemm": {"shape": [197, 768, 3072], "fp32": {"1": {"gops": 93.0}}, "int8": {"1": {"gops": 40.0}}},
+             "threads": {"1": {"rounds": rounds, "orders": [ps.rotated(ps.PROGRAMS, r) for r in range(2)],
+                               "summary": ps.summarize_rounds(rounds)}}}
+    ps.attach_floors(bench, {"dense": 2.5, "rb": 1.5})
+    settings = ps.resolve_config(ps.parse_args(["--models", "deit_tiny_patch16_224", "--quick", "--threads", "1"]))
+    return {"schema": ps.SCHEMA, "date": "2025-01-01 00:00:00 +0000", "quick": True,
+            "command": "python benchmarks/pipeline_scale.py --models deit_tiny_patch16_224 --quick",
+            "settings": settings,
+            "host": {"cpu": ps.parse_lscpu(LSCPU), "nproc": 16, "versions": {"torch": "2.14.1"},
+                     "loadavg_start": 0.1, "loadavg_end": 0.2},
+            "models": {"deit_tiny_patch16_224": {
+                "info": {"params_dense": 5.5e6, "params_rb": 3.0e6, "gflops_dense": 2.5, "gflops_rb": 1.5,
+                         "param_reduction": 0.45},
+                "steps": {"compress": {**step, "info": {"svd": "activation", "n_layers": 48}},
+                          "calibrate": {**step, "info": {"calib_seconds": 1.0, "search_seconds": 0.4,
+                                                         "n_layers": 96, "scaled_layers": 19}},
+                          "android-fp32": android,
+                          "android-pt2e-int8": {"ok": False, "error": "DeployError: boom | pipe",
+                                                "peak_rss_kib": 1000 * 1024, "process_seconds": 4.0},
+                          "android-rb-fp32": android, "android-rb-wads": android,
+                          "jetson-rb-wads": {"ok": False, "skipped": "needs calibrate, which failed"}},
+                "bench": bench}},
+            "notes": ["a note"]}
+
+
+def test_markdown_from_a_synthetic_document(ps):
+    md = ps.render_markdown(_synthetic_results(ps))
+    assert md.startswith("# Pipeline scale") and "Quick smoke run" in md
+    assert "Intel(R) Xeon(R) Platinum 8480+" in md and "amx_int8 yes" in md
+    assert "`python benchmarks/pipeline_scale.py --models deit_tiny_patch16_224 --quick`" in md
+    assert "2025-01-01" in md
+    # the step table: times, verification split, RSS in MiB, failures and skips with their reasons
+    assert "| RB-LRA -45 % params (no KD) | 1.5 | — | 1200 | 800 | 9.0 |" in md
+    assert "| android build: dense FP32 | 1.5 | 0.2 | 1200 | 800 | 9.0 | lowering 0.5 s; agreement 1.000" in md
+    assert "**failed**: DeployError: boom \\| pipe" in md
+    assert "**skipped**: needs calibrate, which failed" in md
+    assert "calib 1.0 s + WADS search 0.4 s; 19 of 96 layers scaled" in md
+    # the latency table: per-round ratio (0.4), floors at both GEMMs for INT8 programs only
+    assert "## Host latency, 1 thread" in md
+    row = next(l for l in md.splitlines() if l.startswith("| deit_tiny_patch16_224 | RB-LRA + WADS INT8 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:6] == ["4.20", "4.00–4.40", "0.400", "0.400–0.400"]
+    assert cells[6] == f"{1.5 / 93.0 * 1e3:.2f}" and cells[8] == f"{1.5 / 40.0 * 1e3:.2f}"
+    assert cells[7] == f"{1.5 / 93.0 * 1e3 / 4.2:.2f}"
+    fp32 = next(l for l in md.splitlines() if l.startswith("| deit_tiny_patch16_224 | dense FP32 |"))
+    assert fp32.rstrip().endswith("|  |  |")  # no INT8 floor for an FP32 program
+    assert "| deit_tiny_patch16_224 | 93.0 GFLOP/s | 40.0 GOP/s |" in md
+    assert md.rstrip().endswith("- a note")
+
+
+def test_markdown_from_the_recorded_smoke_run(ps):
+    res = json.loads(SMOKE.read_text())
+    assert res["schema"] == ps.SCHEMA
+    md = ps.render_markdown(res)
+    assert "## deit_tiny_patch16_224" in md and res["host"]["cpu"]["model_name"] in md
+    for t in res["settings"]["threads"]:
+        assert f"## Host latency, {t} thread" in md
+    # the recorded summary is what the arithmetic gives from the recorded rounds
+    for tb in res["models"]["deit_tiny_patch16_224"]["bench"]["threads"].values():
+        again = ps.summarize_rounds(tb["rounds"])
+        for p, row in tb["summary"].items():
+            assert row["median_ms"] == pytest.approx(again[p]["median_ms"])
+            assert row["ratio_median"] == pytest.approx(again[p]["ratio_median"])
+            per_round = [r[p] / r["fp32"] for r in tb["rounds"]]
+            assert row["ratio_median"] == pytest.approx(statistics.median(per_round))
+        for r, order in enumerate(tb["orders"]):
+            assert order == ps.rotated(res["models"]["deit_tiny_patch16_224"]["bench"]["programs"], r)
+
+
+def test_quick_and_full_presets(ps):
+    full = ps.resolve_config(ps.parse_args([]))
+    assert full["models"] == list(ps.DEFAULT_MODELS) and full["img_size"] == 224 and full["calib_images"] == 32
+    assert full["wads_iters"] is None and full["svd"] == "activation" and full["threads"] == [1, 2]
+    quick = ps.resolve_config(ps.parse_args(["--quick", "--rounds", "7"]))
+    assert quick["rounds"] == 7 and quick["iterations"] == ps.QUICK["iterations"]
+    assert quick["wads_iters"] == ps.QUICK["wads_iters"]
