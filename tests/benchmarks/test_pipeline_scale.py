@@ -168,6 +168,7 @@ def test_markdown_from_a_synthetic_document(ps):
     assert md.rstrip().endswith("- a note")
 
 
+@pytest.mark.skipif(not SMOKE.is_file(), reason="no recorded smoke run yet (python benchmarks/pipeline_scale.py --quick)")
 def test_markdown_from_the_recorded_smoke_run(ps):
     res = json.loads(SMOKE.read_text())
     assert res["schema"] == ps.SCHEMA
@@ -194,3 +195,21 @@ def test_quick_and_full_presets(ps):
     quick = ps.resolve_config(ps.parse_args(["--quick", "--rounds", "7"]))
     assert quick["rounds"] == 7 and quick["iterations"] == ps.QUICK["iterations"]
     assert quick["wads_iters"] == ps.QUICK["wads_iters"]
+
+
+def test_reuse_needs_success_same_settings_and_the_output(ps, tmp_path):
+    cfg = ps.resolve_config(ps.parse_args(["--quick"]))
+    rec = {"ok": True, "seconds": 1.0, "digest": ps.step_digest(cfg, "compress")}
+    (tmp_path / "compress.result.json").write_text(json.dumps(rec))
+    assert ps.reusable("compress", cfg, tmp_path) is None  # no artifact yet
+    (tmp_path / "rb-lra").mkdir()
+    (tmp_path / "rb-lra" / "manifest.json").write_text("{}")
+    assert ps.reusable("compress", cfg, tmp_path)["reused"] is True
+    # latency settings and build-only settings do not touch the compress step; its own settings do
+    assert ps.step_digest({**cfg, "rounds": 9, "verify_images": 3}, "compress") == rec["digest"]
+    assert ps.reusable("compress", {**cfg, "svd": "plain"}, tmp_path) is None
+    assert ps.step_digest({**cfg, "wads_iters": 1}, "calibrate") != ps.step_digest(cfg, "calibrate")
+    assert ps.step_digest({**cfg, "verify_images": 3}, "android-fp32") != ps.step_digest(cfg, "android-fp32")
+    assert ps.step_digest({**cfg, "rounds": 9}, "android-fp32") == ps.step_digest(cfg, "android-fp32")
+    (tmp_path / "compress.result.json").write_text(json.dumps({**rec, "ok": False}))
+    assert ps.reusable("compress", cfg, tmp_path) is None

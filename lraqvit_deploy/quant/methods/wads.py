@@ -12,9 +12,8 @@ all quantized layers get an alpha (`select_layers`): they have weight precision 
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -61,30 +60,6 @@ class AlphaSearch:
     alpha: torch.Tensor
     loss_init: float
     loss_final: float
-
-
-@functools.lru_cache(maxsize=None)
-def _boundary_passes_gradient() -> bool:
-    """Whether autograd's clamp(x, lo, hi) passes the gradient at x == lo or hi (PyTorch 2.x: it does not)."""
-    with torch.enable_grad():
-        t = torch.tensor([0.0, 1.0], requires_grad=True)
-        torch.clamp(t, 0, 1).sum().backward()
-    return bool(t.grad[0] > 0)
-
-
-def _clamp_(q: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Clamp q in place; returns the straight-through mask autograd's clamp backward would apply.
-
-    That mask is 1 strictly inside (lo, hi) (and at the bounds only if this PyTorch's clamp passes
-    the gradient there), so the values that land on a bound (a row's max under a per-row scale)
-    get no gradient, exactly as in the autograd objective.
-    """
-    if _boundary_passes_gradient():
-        mask = (q >= lo).logical_and_(q <= hi)
-    else:
-        mask = (q > lo).logical_and_(q < hi)
-    q.clamp_(lo, hi)
-    return mask
 
 
 class _Objective:
@@ -135,7 +110,10 @@ class _Objective:
         """The objective at alpha = exp(log_alpha) on `rows` (all when None), scaled to all rows; autograd-able."""
         alpha = log_alpha.exp()
         x, ref = self._rows(rows)
-        xa = x / alpha
+        if rows is None:
+            xa = x / alpha
+        else:  # alpha as one row per calibration row, then the sampled ones: its gradient sums over every
+            xa = x / alpha.expand(self.rows, -1)[rows]  # row, zeros where not sampled (the same bits as before)
         if self.scheme == "per_token_dynamic":
             xq = fake_quant_per_token_dynamic(xa, self.a_bits, self.symmetric, ste)
         else:
@@ -146,60 +124,6 @@ class _Objective:
         if self.weight_term:
             loss = loss + (wq - self.w).pow(2).sum()
         return loss
-
-    @torch.no_grad()
-    def loss_and_grad(self, log_alpha: torch.Tensor, rows: Optional[torch.Tensor] = None,
-                      need_loss: bool = True) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
-        """(objective, its gradient in log_alpha) with straight-through rounding on `rows` (all when None).
-
-        What autograd gives on `__call__(log_alpha, rows)` (to float rounding: the loss is the same
-        bits, the gradient sums in another order), in a few in-place passes over the rows.
-        """
-        alpha = log_alpha.detach().exp()
-        x, ref = self._rows(rows)
-        k = self.rows / x.shape[0]
-        q = x / alpha  # becomes the quantized rows in place
-        if self.scheme == "per_token_dynamic" and not self.symmetric:
-            qmin, qmax = -(2 ** (self.a_bits - 1)), 2 ** (self.a_bits - 1) - 1
-            lo, hi = torch.aminmax(q, dim=-1, keepdim=True)
-            lo, hi = lo.clamp_max(0), hi.clamp_min(0)
-            s = ((hi - lo) / (qmax - qmin)).clamp_min(1e-8)
-            zero = torch.clamp(torch.round(qmin - lo / s), qmin, qmax)
-            q.div_(s).round_().add_(zero)
-            mask_x = _clamp_(q, qmin, qmax)
-            xq = q.sub_(zero).mul_(s)
-        else:
-            qmax = 2 ** (self.a_bits - 1) - 1
-            if self.scheme == "per_token_dynamic":
-                s = q.abs().amax(dim=-1, keepdim=True).clamp_min(1e-8) / qmax
-            else:
-                s = self._static_scale(alpha, rows)
-            q.div_(s).round_()
-            mask_x = _clamp_(q, -qmax - 1, qmax)
-            xq = q.mul_(s)
-        aw = self.w * alpha[None, :]
-        sw = per_channel_weight_scale(aw, self.w_bits)[:, None]
-        qw = (aw / sw).round_()
-        wmax = 2 ** (self.w_bits - 1) - 1
-        mask_w = _clamp_(qw, -wmax - 1, wmax)
-        wq = qw.mul_(sw)
-        d = xq @ wq.T
-        d.sub_(ref)  # Xq Wq^T - X W^T on the rows
-        ew = wq - self.w if self.weight_term else None
-        loss = None
-        if need_loss:
-            loss = d.pow(2).sum() * k
-            if ew is not None:
-                loss = loss + ew.pow(2).sum()
-        g_x = (d @ wq).mul_(2 * k)  # d loss / d Xq
-        g_w = (d.T @ xq).mul_(2 * k)  # d loss / d Wq
-        if ew is not None:
-            g_w.add_(ew, alpha=2.0)
-        g_x.mul_(mask_x)
-        g_w.mul_(mask_w)
-        # X / alpha and alpha W: d/d alpha = -sum_rows(g_x * x) / alpha^2 + sum_out(g_w * w); d/d log alpha = alpha * that
-        g_alpha = (g_w.mul_(self.w)).sum(dim=0) - g_x.mul_(x).sum(dim=0) / (alpha * alpha)
-        return loss, g_alpha.mul_(alpha)
 
 
 def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token_dynamic", iters: int = 300,
@@ -223,16 +147,19 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
     best, best_loss = log_alpha.detach().clone(), loss_init_t
     for _ in range(iters):
         rows = None if full else torch.randperm(obj.rows, generator=g)[:max_rows].to(dev)
-        loss, grad = obj.loss_and_grad(log_alpha, rows, need_loss=full)
+        loss = obj(log_alpha, rows)
+        opt.zero_grad()
+        loss.backward()
+        loss = loss.detach()
         if full:  # loss is of the current alpha, before this step; compared on the device (no sync)
             better = loss < best_loss
             best = torch.where(better, log_alpha.detach(), best)
             best_loss = torch.where(better, loss, best_loss)
-        log_alpha.grad = grad
         opt.step()
     with torch.no_grad():
         candidates = [best, log_alpha.detach()]
-        losses = [float(obj(c, ste=False)) for c in candidates]
+        # best only moves when every step sees every row; otherwise it is alpha = 1, whose loss is loss_init
+        losses = [float(obj(best, ste=False)) if full else loss_init, float(obj(candidates[1], ste=False))]
     i = min(range(2), key=losses.__getitem__)
     if losses[i] >= loss_init:
         return AlphaSearch(torch.ones_like(log_alpha.detach()), loss_init, loss_init)
