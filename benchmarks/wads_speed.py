@@ -39,6 +39,7 @@ def cpu_model() -> str:
 
 
 def time_wads(name: str, n_images: int, iters: int | None, progress: bool) -> dict:
+    torch.manual_seed(0)  # the random weights, so that every run searches the same layers
     model = create_model(name, weights="random", progress=False)
     g = torch.Generator().manual_seed(0)
     images = torch.randn(n_images, *model.pretrained_cfg["input_size"], generator=g)
