@@ -198,7 +198,8 @@ def render_markdown(res: Dict[str, Any]) -> str:
                  "logits make top-1 agreement noise, so it is recorded, not gated; the SQNR gate stays); "
                  if s.get("int8_min_agreement") is not None else "library default gates; ")
               + f"`JetsonBuildOptions(latency_iters=0, verify_images={s['verify_images']})` of the WADS artifact, "
-              "its per-tensor scales recalibrated on the same calibration images. Verification time is measured "
+              "given the same calibration images, so it re-runs WADS with per-tensor static activations (the "
+              "bundle's `requantize` mode: TensorRT has no per-token INT8). Verification time is measured "
               "by wrapping the backends' verify functions inside the step process; it is part of the build time.",
               "- Wall time: inside the step's own process, around the library call only. Peak RSS: that process's "
               "`VmHWM` (/proc/self/status) at its end, over its whole life (Python, torch, set-up, step); "
@@ -242,8 +243,8 @@ def render_markdown(res: Dict[str, Any]) -> str:
             n_bench = sum(len(tb["rounds"]) * len(b.get("programs", [])) for tb in b["threads"].values())
             lines.append(f"| host bench ({n_bench} runs of {s['warmup']} + {s['iterations']} iterations) | "
                          f"{_num(b.get('seconds'), '{:.1f}')} | — | {_num(_mib(b.get('peak_rss_kib')), '{:.0f}')} | — | "
-                         f"{_num(b.get('process_seconds'), '{:.1f}')} | GEMM rates measured first; each run loads "
-                         "its .pte again |")
+                         f"{_num(b.get('process_seconds'), '{:.1f}')} | GEMM rates measured before and after; "
+                         "each run loads its .pte again |")
         lines.append("")
 
     threads = sorted({t for m in res["models"].values() for t in (m.get("bench") or {}).get("threads", {})}, key=int)
@@ -313,7 +314,8 @@ def _notes(step: str, r: Dict[str, Any]) -> str:
         bits.append(f"calib {_num(info.get('calib_seconds'), '{:.1f}')} s + WADS search "
                     f"{_num(info.get('search_seconds'), '{:.1f}')} s; {info.get('scaled_layers')} of "
                     f"{info.get('n_layers')} layers scaled")
-    for key, label in (("lower", "lowering"), ("onnx_export", "ONNX export"), ("engine_model", "INT8 engine model")):
+    for key, label in (("lower", "lowering"), ("onnx_export", "ONNX export (3 files)"),
+                       ("engine_model", "per-tensor INT8 model")):
         if key in t:
             bits.append(f"{label} {t[key]['seconds']:.1f} s")
     if "arm_verify" in t and not str(info.get("arm") or "").startswith("skipped: disabled"):
@@ -324,6 +326,8 @@ def _notes(step: str, r: Dict[str, Any]) -> str:
         bits.append(f"SQNR {info['sqnr_db']:.1f} dB")
     if info.get("size_mb") is not None:
         bits.append(f"{info['size_mb']:.1f} MB")
+    if info.get("engine_int8"):
+        bits.append(f"Q/DQ model: {info['engine_int8']}")
     if info.get("engines"):
         bits.append(f"engines: {info['engines']}")
     return "; ".join(b for b in bits if b)
@@ -498,13 +502,12 @@ def _step_info(step: str, result) -> Dict[str, Any]:
         return {"agreement": man.get("agreement"), "sqnr_db": v.get("sqnr_db"), "size_mb": man.get("size_mb"),
                 "quantization": man.get("quantization"), "delegated_fraction": man.get("delegated_fraction"),
                 "arm": ("skipped: " + str(arm["skipped"])[:80]) if arm.get("skipped") else None}
-    files = man.get("files") or {}
+    eq = man.get("engine_quantizer") or {}
     engines = man.get("engines")
-    return {"agreement": (man.get("verification") or {}).get("int8", {}).get("agreement")
-            if isinstance(man.get("verification"), dict) else None,
-            "onnx_files": sorted(files) if isinstance(files, dict) else None,
-            "engines": (engines.get("skipped") if isinstance(engines, dict) and engines.get("skipped") else
-                        ("built" if engines else None))}
+    return {"agreement": man.get("agreement"), "size_mb": man.get("size_mb"),
+            "engine_int8": eq.get("how"), "engine_int8_mode": eq.get("mode"),
+            "onnx_files": sorted((man.get("onnx") or {}).values()),
+            "engines": "built" if engines else "none (tensorrt does not import here)"}
 
 
 def measure_gemm(threads: int, shape: Sequence[int], reps: int) -> Dict[str, Any]:
