@@ -38,20 +38,20 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def time_wads(name: str, n_images: int, iters: int | None, progress: bool) -> dict:
+def time_wads(name: str, n_images: int, fields: dict, progress: bool) -> dict:
     torch.manual_seed(0)  # the random weights, so that every run searches the same layers
     model = create_model(name, weights="random", progress=False)
     g = torch.Generator().manual_seed(0)
     images = torch.randn(n_images, *model.pretrained_cfg["input_size"], generator=g)
     shapes = {t.name: tuple(t.linear.weight.shape) for t in find_targets(model)}
-    fields = {"progress": progress} if iters is None else {"progress": progress, "wads_iters": iters}
-    config = quant_config("wads", **fields)
+    config = quant_config("wads", progress=progress, **fields)
     t0 = time.perf_counter()
     s = quantize_(model, config, images)
     total = time.perf_counter() - t0
     layers = [{"layer": n, "out_in": shapes[n], "seconds": sec, "scaled": n in s.scaled_layers}
               for n, sec in s.layer_search_seconds.items()]
     return {"model": name, "images": n_images, "iters": config.wads_iters, "max_rows": config.wads_max_rows,
+            "lr": config.wads_lr,
             "targets": s.n_layers, "searched": len(layers), "scaled": len(s.scaled_layers),
             "calib_seconds": s.calib_seconds, "search_seconds": s.search_seconds, "total_seconds": total,
             "layers": layers}
@@ -76,7 +76,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-small", action="store_true", help="skip deit_small_patch16_224")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     p.add_argument("--images", type=int, default=32, help="calibration images (default 32)")
-    p.add_argument("--iters", type=int, default=None, help="search steps per layer (default: WADSConfig's, 300)")
+    p.add_argument("--iters", type=int, default=None, help="search steps per layer (default: WADSConfig's)")
+    p.add_argument("--max-rows", type=int, default=None, help="calibration rows per step (default: WADSConfig's)")
+    p.add_argument("--lr", type=float, default=None, help="the search's step size (default: WADSConfig's)")
     p.add_argument("--progress", action="store_true", help="show the progress bars")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -88,7 +90,9 @@ def main(argv=None) -> int:
     names = ([] if args.no_small else ["small"]) + (["base"] if args.base else [])
     results = []
     for key in names:
-        r = time_wads(MODELS[key], args.images, args.iters, args.progress)
+        fields = {k: v for k, v in (("wads_iters", args.iters), ("wads_max_rows", args.max_rows),
+                                    ("wads_lr", args.lr)) if v is not None}
+        r = time_wads(MODELS[key], args.images, fields, args.progress)
         results.append(r)
         print(report(r), flush=True)
         if args.json:

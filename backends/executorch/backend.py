@@ -74,6 +74,10 @@ class HostBenchOptions(BenchOptions):
 
     target: ClassVar[str] = "host"
     op_profile: bool = option(False, "also profile per-operator time with ETDump (non-delegated ops show here)")
+    runtime: str = option("python", "what runs the .pte: python = the ExecuTorch runtime in this process; native = "
+                         "android_runner/native's pte_runner (C++, the same Module API an app uses), built on "
+                         "first use with `bash android_runner/native/build.sh host`", choices=("python", "native"),
+                         flag="--runtime")
 
 
 def _labels(model) -> Optional[list]:

@@ -21,12 +21,18 @@ def cpu_description() -> str:
 
 
 def bench(path, options) -> BenchResult:
-    """Warm-up then `options.iterations` timed `forward` calls on one fixed input, same process, same threads."""
+    """Warm-up then `options.iterations` timed `forward` calls on one fixed input, same process, same threads.
+
+    `options.runtime == "native"` times the same calls in the C++ pte_runner instead (its own process,
+    `--threads` XNNPACK threads); the op profile, when asked for, always comes from the Python runtime.
+    """
     import torch
 
     from .runtime import load_forward, resolve_program, set_threads
 
     pte = resolve_program(path)
+    if getattr(options, "runtime", "python") == "native":
+        return _bench_native(pte, options)
     threads = set_threads(options.threads)
     method, load_ms = load_forward(pte)
     x = torch.randn(*method.metadata.input_tensor_meta(0).sizes())
@@ -45,3 +51,40 @@ def bench(path, options) -> BenchResult:
     return BenchResult(target="host", artifact=str(pte), device=cpu_description(), iterations=options.iterations,
                        warmup=options.warmup, threads=threads, load_ms=load_ms,
                        size_mb=pte.stat().st_size / 1e6, **summarize(times), extra=extra)
+
+
+def _bench_native(pte: Path, options) -> BenchResult:
+    import torch
+
+    from lraqvit_deploy.errors import DeployError
+
+    from .arm import BUILD_SCRIPT, build_runner, run_native
+    from .runtime import load_forward
+
+    runner, why = build_runner("host")
+    if runner is None:
+        raise DeployError(f"--runtime native: {why}; build it with `bash {BUILD_SCRIPT} host` "
+                          "(needs g++ and cmake) or use --runtime python")
+    method, _ = load_forward(pte)  # the input shape (and a clear error for a program that does not load)
+    x = torch.randn(1, *method.metadata.input_tensor_meta(0).sizes()[1:])
+    threads = options.threads or 1
+    _, info = run_native(pte, x, cpu=None, threads=threads, iterations=options.iterations, warmup=options.warmup,
+                         toolchain=_host_toolchain(runner))
+    times = [float(t) for t in info.get("times_ms") or []]
+    if len(times) != options.iterations:
+        raise DeployError(f"pte_runner reported {len(times)} timings for {options.iterations} iterations")
+    extra = {"runtime": f"pte_runner (C++ Module API, XNNPACK): {runner}", "times_ms": times}
+    if options.op_profile:
+        from .op_profile import op_profile
+
+        extra["op_profile"] = op_profile(pte)
+    return BenchResult(target="host", artifact=str(pte), device=cpu_description(), iterations=options.iterations,
+                       warmup=options.warmup, threads=int(info.get("threads") or threads),
+                       load_ms=float(info.get("load_ms") or 0.0), size_mb=pte.stat().st_size / 1e6,
+                       **summarize(times), extra=extra)
+
+
+def _host_toolchain(runner: Path):
+    from .arm import ArmToolchain
+
+    return ArmToolchain(host_runner=runner)

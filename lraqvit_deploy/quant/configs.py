@@ -33,7 +33,8 @@ class BaseQuantConfig:
         act_symmetric: None means asymmetric (scale + zero point per row, XNNPACK's qd8) for
             per_token_dynamic and symmetric for the static schemes (what TensorRT can run).
         w_bits / a_bits: weight / activation bits, 2..8.
-        batch_size: calibration batch; progress: show progress bars; seed: the alpha searches' row sampling.
+        batch_size: calibration batch; progress: show progress bars (the alpha searches count layers,
+            with a rate); seed: the alpha searches' row sampling.
     """
 
     method: ClassVar[str] = ""  # the CLI name
@@ -129,7 +130,10 @@ class AlphaSearchConfig(BaseQuantConfig):
 
     Args:
         wads_iters / wads_lr: search steps per layer and learning rate.
-        wads_max_rows: calibration rows per search step (all rows when there are fewer).
+        wads_max_rows: calibration rows (tokens) per search step, drawn afresh each step (all rows
+            when there are fewer); only the drawn rows are quantized, which gives the same numbers
+            as quantizing all of them (per-token scales are per row, static ones come from the
+            whole tensor's max, computed once).
         fc2: as `SmoothQuantConfig.fc2`.
     """
 

@@ -34,6 +34,8 @@
     warmup = 3
     threads = 1                      # latency runs; work_threads for compress/build/eval
     # eval_data = "fashion-mnist:test"; eval_limit = 200   (default: the model's own test split)
+    # train_data = "fashion-mnist:train"; train_limit = 5000 (distillation and INT8 calibration images;
+    #                                                          default: the model's own training split)
 """
 from __future__ import annotations
 
@@ -136,6 +138,8 @@ class Settings:
     work_threads: Optional[int] = None  # compress / build / eval (None: torch's choice)
     eval_data: Optional[str] = None  # labelled images (default: the model's own test split)
     eval_limit: Optional[int] = None  # a seeded subset of that many images
+    train_data: Optional[str] = None  # distillation + calibration images (default: the model's own training split)
+    train_limit: Optional[int] = None  # a seeded subset of that many training images
 
 
 @dataclass(frozen=True)
@@ -302,15 +306,19 @@ def parse_config(data: Dict[str, Any], source: Optional[Path] = None) -> TableCo
 
     s = data.get("settings") or {}
     _moved(s, "eval_args", "[settings]", "use eval_data = \"...\" and eval_limit = N")
-    _take(s, ("iterations", "warmup", "threads", "work_threads", "eval_data", "eval_limit"), "[settings]")
-    for key, lo in (("iterations", 1), ("warmup", 0), ("threads", 1), ("work_threads", 1), ("eval_limit", 1)):
+    _take(s, ("iterations", "warmup", "threads", "work_threads", "eval_data", "eval_limit", "train_data",
+              "train_limit"), "[settings]")
+    for key, lo in (("iterations", 1), ("warmup", 0), ("threads", 1), ("work_threads", 1), ("eval_limit", 1),
+                    ("train_limit", 1)):
         v = s.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
             raise _err("[settings]", f"{key} = {v!r}; expected a whole number >= {lo}")
-    if s.get("eval_data") is not None and not isinstance(s["eval_data"], str):
-        raise _err("[settings]", f"eval_data = {s['eval_data']!r}; expected an ImageFolder path or fashion-mnist:test")
+    for key, example in (("eval_data", "fashion-mnist:test"), ("train_data", "fashion-mnist:train")):
+        if s.get(key) is not None and not isinstance(s[key], str):
+            raise _err("[settings]", f"{key} = {s[key]!r}; expected an ImageFolder path or {example}")
     settings = Settings(int(s.get("iterations", 20)), int(s.get("warmup", 3)), s.get("threads", 1),
-                        s.get("work_threads"), s.get("eval_data"), s.get("eval_limit"))
+                        s.get("work_threads"), s.get("eval_data"), s.get("eval_limit"), s.get("train_data"),
+                        s.get("train_limit"))
     return TableConfig(data.get("name", source.stem if source else "table"), tuple(models), methods, table4,
                        baseline, targets, settings, tuple(accuracy), source)
 

@@ -123,17 +123,19 @@ def make_plan(config: TableConfig, out: Path) -> Plan:
         for mid in config.all_methods():
             m = config.method(mid)
             evaluation = {"eval_data": s.eval_data, "eval_limit": s.eval_limit}
+            # training images only where set, so that configs without them keep their cached steps
+            training = {k: v for k, v in (("train_data", s.train_data), ("train_limit", s.train_limit)) if v is not None}
             if m.dense:
                 metrics = add(Step("eval", model.name, mid, {"model": model.create_kwargs(), **evaluation}))
             elif m.compress and m.quant != "none":
                 # distil once: quantize the shared FP32 compressed artifact (compress(artifact, quant-only recipe))
                 fp32 = add(Step("compress", model.name, mid, {"model": model.create_kwargs(), **evaluation,
-                                                              "recipe": m.recipe_dict(quant="none")}))
+                                                              **training, "recipe": m.recipe_dict(quant="none")}))
                 quant_only = {k: v for k, v in m.recipe_dict().items() if k not in ("low_rank", "distill", "allocation")}
-                metrics = add(Step("compress", model.name, mid, {"recipe": quant_only, **evaluation}, (fp32,)))
+                metrics = add(Step("compress", model.name, mid, {"recipe": quant_only, **evaluation, **training}, (fp32,)))
             else:
                 metrics = add(Step("compress", model.name, mid, {"model": model.create_kwargs(), **evaluation,
-                                                                 "recipe": m.recipe_dict()}))
+                                                                 **training, "recipe": m.recipe_dict()}))
             plan.metrics[(model.name, mid)] = metrics
 
         for mid in config.table4:

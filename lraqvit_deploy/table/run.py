@@ -84,7 +84,9 @@ def run_step(step: Step, plan: Plan, progress: bool = False) -> None:
             # resume=True: an interrupted distillation continues from its checkpoint (OUT.kd-checkpoint.pt),
             # which is only accepted when it was written with the same recipe
             report = compress(model, Recipe.from_dict(s["recipe"], f"{step.method} recipe"),
-                              eval_data=s.get("eval_data"), eval_limit=s.get("eval_limit"), out=step.out,
+                              eval_data=s.get("eval_data"), eval_limit=s.get("eval_limit"),
+                              train_data=s.get("train_data"), calib_data=s.get("train_data"),
+                              train_limit=s.get("train_limit"), out=step.out,
                               resume=True, progress=progress)
             return write_json(step.json, report.to_dict())
         if step.kind == "build":

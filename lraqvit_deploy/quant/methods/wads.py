@@ -62,6 +62,28 @@ class AlphaSearch:
     loss_final: float
 
 
+class _RowsOf(torch.autograd.Function):
+    """alpha (C,) as the (len(rows), C) rows `rows` of alpha broadcast over all `n` calibration rows.
+
+    Forward: a broadcast view, no copy. Backward: the gradient placed at its rows of an (n, C)
+    zero tensor and summed over them, the very reduction autograd runs when alpha divides all n
+    rows and only `rows` reach the loss: the search's gradients keep the bits of quantizing
+    everything and subsampling after (tests/lraqvit_deploy/quant/test_fast_calibration.py).
+    """
+
+    @staticmethod
+    def forward(ctx, alpha: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.n = n
+        return alpha.expand(len(rows), -1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        full = grad.new_zeros(ctx.n, grad.shape[1]).index_copy_(0, rows, grad)
+        return full.sum(dim=0), None, None
+
+
 class _Objective:
     """Eq. 14 (or Eq. 12 without the weight term) on calibration inputs X (N, T, C).
 
@@ -110,10 +132,7 @@ class _Objective:
         """The objective at alpha = exp(log_alpha) on `rows` (all when None), scaled to all rows; autograd-able."""
         alpha = log_alpha.exp()
         x, ref = self._rows(rows)
-        if rows is None:
-            xa = x / alpha
-        else:  # alpha as one row per calibration row, then the sampled ones: its gradient sums over every
-            xa = x / alpha.expand(self.rows, -1)[rows]  # row, zeros where not sampled (the same bits as before)
+        xa = x / (alpha if rows is None else _RowsOf.apply(alpha, rows, self.rows))
         if self.scheme == "per_token_dynamic":
             xq = fake_quant_per_token_dynamic(xa, self.a_bits, self.symmetric, ste)
         else:
@@ -133,7 +152,10 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
 
     Adam on log alpha, `iters` steps, each on `max_rows` rows drawn afresh (all rows when there
     are no more), on x's device; the row draws come from a CPU generator seeded with `seed`, so
-    they are the same on every device.
+    they are the same on every device. The candidates, each scored on ALL rows without
+    straight-through rounding at the end: alpha = 1, the last iterate, the average of log alpha
+    over the second half of the steps (it averages out the noise of sampled rows), and, when every
+    step sees every row, the best iterate seen.
     """
     obj = _Objective(x, weight, scheme, w_bits, a_bits, symmetric, weight_term)
     dev = obj.x.device
@@ -145,7 +167,8 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
         loss_init_t = obj(log_alpha, ste=False)
     loss_init = float(loss_init_t)
     best, best_loss = log_alpha.detach().clone(), loss_init_t
-    for _ in range(iters):
+    tail_sum, tail_n, tail_from = torch.zeros_like(best), 0, iters // 2
+    for it in range(iters):
         rows = None if full else torch.randperm(obj.rows, generator=g)[:max_rows].to(dev)
         loss = obj(log_alpha, rows)
         opt.zero_grad()
@@ -156,11 +179,16 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
             best = torch.where(better, log_alpha.detach(), best)
             best_loss = torch.where(better, loss, best_loss)
         opt.step()
+        if it >= tail_from:
+            tail_sum += log_alpha.detach()
+            tail_n += 1
     with torch.no_grad():
-        candidates = [best, log_alpha.detach()]
-        # best only moves when every step sees every row; otherwise it is alpha = 1, whose loss is loss_init
-        losses = [float(obj(best, ste=False)) if full else loss_init, float(obj(candidates[1], ste=False))]
-    i = min(range(2), key=losses.__getitem__)
+        candidates = [log_alpha.detach()] + ([tail_sum / tail_n] if tail_n > 1 else [])
+        losses = [float(obj(c, ste=False)) for c in candidates]
+        if full:  # best only moves when every step sees every row; otherwise it is alpha = 1 (loss_init)
+            candidates.append(best)
+            losses.append(float(obj(best, ste=False)))
+    i = min(range(len(candidates)), key=losses.__getitem__)
     if losses[i] >= loss_init:
         return AlphaSearch(torch.ones_like(log_alpha.detach()), loss_init, loss_init)
     return AlphaSearch(candidates[i].exp(), loss_init, losses[i])

@@ -131,3 +131,25 @@ def test_run_native_under_qemu_matches_host(toolchain, tiny_q8):
     assert (emu - host).abs().max().item() < 1e-4
     assert info["cpu"] == "cortex-a76" and info["cpu_features"]["cpu_part"] == "0xd0b"
     assert len(info["times_ms"]) == 1 and "kernels" not in info
+
+
+def test_host_bench_with_the_native_runner(tiny_q8, tmp_path):
+    """`deploy bench --target host --runtime native`: the C++ pte_runner times the program (x86-64 build)."""
+    from lraqvit_deploy import HostBenchOptions, bench
+    from lraqvit_deploy.cli.main import main
+
+    runner, why = arm.build_runner("host")
+    if runner is None:
+        pytest.skip(f"host pte_runner unavailable: {why}")
+    path, x, ref = tiny_q8
+    r = bench(path, HostBenchOptions(iterations=4, warmup=1, threads=1, runtime="native"))
+    assert r.iterations == 4 and len(r.extra["times_ms"]) == 4 and 0 < r.min_ms <= r.median_ms <= r.max_ms
+    assert r.extra["runtime"].startswith("pte_runner") and r.threads == 1 and r.load_ms > 0
+    out, _ = arm.run_native(path, x, cpu=None)  # and what it times computes what the Python runtime does
+    assert torch.allclose(out, ref, atol=1e-5)
+    js = tmp_path / "bench.json"
+    assert main(["bench", "--target", "host", str(path), "--runtime", "native", "-n", "3", "--json", str(js)]) == 0
+    assert "pte_runner" in __import__("json").loads(js.read_text())["extra"]["runtime"]
+    with pytest.raises(SystemExit) as e:  # a bad choice: one line, exit 1
+        main(["bench", "--target", "host", str(path), "--runtime", "cpp"])
+    assert e.value.code == 1

@@ -100,6 +100,8 @@ def test_steps_describe_valid_library_calls(tmp_path):
     ({"targets": {"jetson": {"results": "x/{name}.json"}}}, "is not a pattern with {model} and {method}"),
     ({"settings": {"iterations": 0}}, "iterations = 0; expected a whole number >= 1"),
     ({"settings": {"eval_args": ["--limit", "8"]}}, "use eval_data"),
+    ({"settings": {"train_data": 3}}, "train_data = 3; expected an ImageFolder path or fashion-mnist:train"),
+    ({"settings": {"train_limit": 0}}, "train_limit = 0; expected a whole number >= 1"),
     ({"models": {"testbed": {"args": ["--weights", "random"]}}}, "is no longer read"),
     ({"models": {"deit_tiny_patch16_224": {"img_size": -3}}}, "img_size = -3"),
     ({"methods": {"x": {"compress": "lra", "param_reduction": 0.3, "kd_steps": -1}}}, "kd_steps = -1"),
@@ -159,3 +161,14 @@ def test_quant_methods_quantize_the_shared_fp32_artifact(tmp_path):
     assert Recipe.from_dict(wads.spec["recipe"]).quant.method == "wads"
     assert not Recipe.from_dict(wads.spec["recipe"]).compresses and Recipe.from_dict(fp32.spec["recipe"]).quant is None
     assert plan.steps.index(fp32) < plan.steps.index(wads)
+
+
+def test_training_images_reach_every_compress_step_only_when_set(tmp_path):
+    """[settings] train_data/train_limit go into the compress steps' specs (so into their cache keys)."""
+    plain = make_plan(parse_config(base()), tmp_path)
+    assert all("train_data" not in s.spec for s in plain.steps)  # configs without them keep their keys
+    cfg = parse_config(base(settings={"train_data": "fashion-mnist:train", "train_limit": 500}))
+    steps = [s for s in make_plan(cfg, tmp_path).steps if s.kind == "compress"]
+    assert steps and all(s.spec["train_data"] == "fashion-mnist:train" and s.spec["train_limit"] == 500
+                         for s in steps)
+    assert {s.key for s in steps}.isdisjoint({s.key for s in plain.steps})
