@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict
 
-from ..lowrank.configs import FEATURE_LOSSES, INITS, METHODS, TRAINABLE, DistillConfig, LowRankConfig
+from ..lowrank.configs import AMP_MODES, FEATURE_LOSSES, INITS, METHODS, TRAINABLE, DistillConfig, LowRankConfig
 from ..errors import DeployError
 from ..recipe import ALLOC_METHODS, MLORQ_TARGETS, AllocationConfig
 from .args import add_data_arg, add_json_arg, add_model_args, load_model
@@ -128,7 +128,12 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                         f"everything (default {_d(DistillConfig, 'trainable')})")
     k.add_argument("--kd-block-inputs", choices=("teacher", "student"), default=None,
                    help="feed each student block the teacher's block input (paper, default) or its own")
-    k.add_argument("--kd-workers", type=int, default=None, metavar="N", help="data-loading worker processes")
+    k.add_argument("--kd-workers", type=int, default=None, metavar="N",
+                   help="data-loading worker processes per training process (default auto: 0 on the CPU, "
+                        "min(8, CPUs - 1) on a GPU)")
+    k.add_argument("--kd-amp", choices=AMP_MODES, default=None,
+                   help="mixed precision of the KD forwards (loss stays FP32): auto (default) = bf16 on GPUs that "
+                        "have it, fp16 with loss scaling on older GPUs, off on the CPU; bf16 also runs on the CPU")
     add_data_arg(k, "--train-data", "distillation images (test bed default: fashion-mnist:train)")
     k.add_argument("--train-limit", type=int, default=None, metavar="N", help="use a seeded subset of N images")
     k.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
@@ -208,7 +213,8 @@ def recipe_from_args(args: argparse.Namespace):
     kd_flags = _given(steps=args.kd_steps, epochs=args.kd_epochs, batch_size=args.kd_batch_size, lr=args.kd_lr,
                       warmup_steps=args.kd_warmup_steps, weight_decay=args.kd_weight_decay, alpha=args.kd_alpha,
                       beta=args.kd_beta, feature_loss=args.kd_feature_loss, trainable=args.kd_trainable,
-                      block_inputs=args.kd_block_inputs, num_workers=args.kd_workers)
+                      block_inputs=args.kd_block_inputs, num_workers=args.kd_workers,
+                      amp=args.kd_amp)
     wants_kd = low_rank is not None and args.kd_steps != 0 and alloc.method != "mlorq"
     if wants_kd:
         distill = DistillConfig(**kd_flags, seed=args.seed)

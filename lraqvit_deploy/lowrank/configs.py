@@ -72,6 +72,7 @@ DEFAULT_KD_FEATURE_LOSS = "nmse"
 DEFAULT_KD_TRAINABLE = "low_rank"
 TRAINABLE = ("low_rank", "low_rank+norm", "all")
 FEATURE_LOSSES = ("mse", "nmse")
+AMP_MODES = ("auto", "bf16", "fp16", "off")  # auto: bf16 on CUDA GPUs that have it, else fp16 on CUDA, off on CPU
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ class DistillConfig:
     "all" trains every parameter. `feature_loss="nmse"` divides each block's MSE by the mean
     square of that block's teacher output (a constant per block and batch, so each term keeps the
     paper's form): without it the deep blocks of DINOv2, whose features are ~10x larger, dominate.
+    `amp` runs the teacher and student forwards under `torch.autocast` ("auto": bf16 on CUDA GPUs
+    that support it, fp16 with a gradient scaler on older ones, off on the CPU); the loss stays FP32.
+    `num_workers=None` picks the data-loading processes: 0 on the CPU, min(8, CPUs - 1) per GPU.
     """
 
     steps: Optional[int] = None  # optimizer steps; default DEFAULT_KD_STEPS unless epochs is set
@@ -100,7 +104,8 @@ class DistillConfig:
     block_inputs: str = "teacher"
     trainable: str = DEFAULT_KD_TRAINABLE
     checkpoint_every: int = 20  # steps between resumable checkpoints
-    num_workers: int = 0
+    num_workers: Optional[int] = None  # None = auto: 0 on the CPU, min(8, CPUs - 1) on CUDA
+    amp: str = "auto"  # mixed precision: "auto" | "bf16" | "fp16" | "off" (see the class docstring)
     seed: int = 0
     device: str = "auto"  # "auto" = the local CUDA device when present, else CPU
     version: int = 1
@@ -119,8 +124,15 @@ class DistillConfig:
                 raise DeployError(f"{flags[name]} {v!r}: expected a finite number in [{lo:g}, {hi:g}].")
         for name, flag in (("num_workers", "--kd-workers"), ("seed", "--seed"), ("batch_size", "--kd-batch-size")):
             v = getattr(self, name)
+            if v is None and name == "num_workers":
+                continue  # auto
             if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "batch_size" else 0) or v > 1 << 31:
-                raise DeployError(f"{flag} {v!r}: expected a whole number >= {1 if name == 'batch_size' else 0}.")
+                raise DeployError(f"{flag} {v!r}: expected a whole number >= {1 if name == 'batch_size' else 0}"
+                                  + (" (or none for auto)." if name == "num_workers" else "."))
+        if self.amp not in AMP_MODES:
+            raise DeployError(f"--kd-amp {self.amp!r}: expected one of {', '.join(AMP_MODES)}.")
+        if self.amp == "fp16" and self.device == "cpu":
+            raise DeployError("--kd-amp fp16 needs a CUDA device; on the CPU use --kd-amp bf16 or off.")
         if self.steps is not None and self.epochs is not None:
             raise DeployError("give --kd-steps or --kd-epochs, not both.")
         if self.steps is not None and self.steps < 0:

@@ -1,13 +1,14 @@
 """The distillation loop: AdamW with warm-up + cosine schedule, resumable checkpoints, DDP under torchrun."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -55,6 +56,8 @@ class DistillResult:
     seconds: float
     start_step: int = 0  # > 0 when resumed from a checkpoint
     losses: List[float] = field(default_factory=list)  # per step, this process's batch
+    amp: str = "off"  # the mixed precision that ran: "bf16", "fp16" or "off"
+    num_workers: int = 0  # data-loading processes (per process)
 
     @property
     def first_loss(self) -> Optional[float]:
@@ -68,7 +71,8 @@ class DistillResult:
         tail = self.losses[-10:]
         return {"steps": self.steps, "world_size": self.world_size, "seconds": round(self.seconds, 1),
                 "start_step": self.start_step, "first_loss": self.first_loss,
-                "final_loss": sum(tail) / len(tail) if tail else None}
+                "final_loss": sum(tail) / len(tail) if tail else None, "amp": self.amp,
+                "num_workers": self.num_workers}
 
 
 def _batches(sampler: DistributedSampler, epoch: int, batch_size: int) -> List[List[int]]:
@@ -77,8 +81,63 @@ def _batches(sampler: DistributedSampler, epoch: int, batch_size: int) -> List[L
     return [idx[i : i + batch_size] for i in range(0, len(idx) - batch_size + 1, batch_size)]
 
 
-def _fingerprint(student: nn.Module, config: DistillConfig, extra: Optional[Dict[str, Any]]) -> str:
-    cfg = {k: v for k, v in config.to_dict().items() if k not in ("checkpoint_every", "num_workers", "device")}
+class _RunBatches:
+    """The batch sampler of a whole run: the batches of steps [start, total), epoch after epoch.
+
+    Epoch e's batches are `_batches(sampler, e, batch_size)`, so one DataLoader over this yields
+    exactly the batches of one loader per epoch, and a resume at step s starts at batch
+    s % steps_per_epoch of epoch s // steps_per_epoch.
+    """
+
+    def __init__(self, sampler: DistributedSampler, batch_size: int, steps_per_epoch: int, start: int, total: int):
+        self.sampler, self.batch_size, self.steps_per_epoch = sampler, batch_size, steps_per_epoch
+        self.start, self.total = start, total
+
+    def __len__(self) -> int:
+        return max(self.total - self.start, 0)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        step = self.start
+        while step < self.total:
+            epoch, offset = divmod(step, self.steps_per_epoch)
+            for batch in _batches(self.sampler, epoch, self.batch_size)[offset:]:
+                if step >= self.total:
+                    return
+                yield batch
+                step += 1
+
+
+def resolve_amp(amp: str, device: torch.device) -> Tuple[str, Optional[torch.dtype]]:
+    """("bf16" | "fp16" | "off", autocast dtype or None) of `DistillConfig.amp` on `device`."""
+    cuda = device.type == "cuda"
+    if amp == "auto":
+        if not cuda:
+            return "off", None
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if amp == "fp16" and not cuda:
+        raise DeployError(f"--kd-amp fp16 needs a CUDA device, not {device}; use --kd-amp bf16 or off.")
+    if amp == "off":
+        return "off", None
+    if amp not in ("bf16", "fp16"):
+        raise DeployError(f"--kd-amp {amp!r}: expected one of auto, bf16, fp16, off.")
+    return amp, torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def resolve_workers(num_workers: Optional[int], device: torch.device) -> int:
+    """`DistillConfig.num_workers`, or for None: 0 on the CPU, min(8, this process's share of the CPUs - 1) on CUDA."""
+    if num_workers is not None:
+        return num_workers
+    if device.type != "cuda":
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cpus // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)  # torchrun: GPUs on this node
+    return max(0, min(8, per_process - 1))
+
+
+def _fingerprint(student: nn.Module, config: DistillConfig, extra: Optional[Dict[str, Any]], amp: str = "off") -> str:
+    cfg = {k: v for k, v in config.to_dict().items() if k not in ("checkpoint_every", "num_workers", "device", "amp")}
+    if amp != "off":  # the resolved mode changes the numerics; "off" adds nothing, so older checkpoints still load
+        cfg["amp"] = amp
     shapes = [(k, list(v.shape)) for k, v in student.state_dict().items()]
     return json.dumps({"config": cfg, "shapes": shapes, "extra": extra or {}}, sort_keys=True, default=str)
 
@@ -125,9 +184,11 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
     names = encoder_blocks(teacher)
     if encoder_blocks(student) != names:
         raise DeployError("student and teacher have different encoder blocks; the student must be a compressed copy.")
+    amp, amp_dtype = resolve_amp(config.amp, device)
+    workers = resolve_workers(config.num_workers, device)
     flags = {id(p): p.requires_grad for p in student.parameters()}
     params = kd_parameters(student, config.trainable)
-    fingerprint = _fingerprint(student, config, fingerprint_extra)
+    fingerprint = _fingerprint(student, config, fingerprint_extra, amp)
 
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True)
     steps_per_epoch = len(sampler) // config.batch_size
@@ -138,6 +199,7 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
 
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, config.warmup(total)))
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None  # bf16 has FP32's range: no scaling
     start, losses = 0, []
     path = Path(checkpoint) if checkpoint else None
     if resume and path is not None and path.is_file():
@@ -145,6 +207,8 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
         student.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):  # absent in checkpoints of older versions
+            scaler.load_state_dict(state["scaler"])
         start, losses = int(state["step"]), list(state["losses"])
         if is_main_process() and progress:
             print(f"resuming distillation at step {start}/{total} from {path}")
@@ -154,37 +218,54 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
     student.to(device).train()
     net = data_parallel(BlockKDStudent(student, names, config.block_inputs), device, world)
 
+    # ONE loader, iterated once, for the whole run: its workers start once and live across the epochs
+    # (persistent_workers would only keep them alive after the loop, until the loader is collected)
+    loader = DataLoader(train_ds, batch_sampler=_RunBatches(sampler, config.batch_size, steps_per_epoch, start, total),
+                        num_workers=workers, pin_memory=device.type == "cuda")
+    def autocast():
+        return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, dtype=amp_dtype)
+
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=start, desc=f"block KD (x{world})" if world > 1 else "block KD",
                disable=not (progress and rank == 0), dynamic_ncols=True)
-    step = start
+    step, images = start, 0
     try:
-        while step < total:
-            epoch, offset = divmod(step, steps_per_epoch)
-            loader = DataLoader(train_ds, batch_sampler=_batches(sampler, epoch, config.batch_size)[offset:],
-                                num_workers=config.num_workers)
-            for x, y in loader:
-                x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
+            with autocast():
                 t_in, t_out = teacher_pass(teacher, names, x)
                 logits, s_out = net(x, t_in)
-                loss, ce, mse = block_kd_loss(logits, s_out, t_out, y, config)
-                opt.zero_grad(set_to_none=True)
+            # the loss in FP32 whatever the forwards ran in
+            loss, ce, mse = block_kd_loss(logits.float(), [s.float() for s in s_out], [t.float() for t in t_out],
+                                          y, config)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # clip the true gradients
+            else:
                 loss.backward()
-                if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            if scaler is not None:
+                scaler.step(opt)  # skipped when the scaled gradients overflowed
+                scaler.update()
+            else:
                 opt.step()
-                sched.step()
-                step += 1
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", ce=f"{ce.item():.3f}", mse=f"{float(mse.detach()):.4f}",
-                                lr=f"{sched.get_last_lr()[0]:.2e}")
-                if path is not None and rank == 0 and (step % config.checkpoint_every == 0 or step == total):
-                    _save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "step": step,
-                                            "student": student.state_dict(), "optimizer": opt.state_dict(),
-                                            "scheduler": sched.state_dict(), "losses": losses})
-                if step >= total:
-                    break
+            sched.step()
+            step += 1
+            images += x.shape[0]
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", ce=f"{ce.item():.3f}", mse=f"{float(mse.detach()):.4f}",
+                            lr=f"{sched.get_last_lr()[0]:.2e}",
+                            **{"img/s": f"{images / max(time.perf_counter() - t0, 1e-9):.0f}"})
+            if path is not None and rank == 0 and (step % config.checkpoint_every == 0 or step == total):
+                _save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "step": step,
+                                        "student": student.state_dict(), "optimizer": opt.state_dict(),
+                                        "scheduler": sched.state_dict(), "losses": losses,
+                                        "scaler": None if scaler is None else scaler.state_dict()})
+            if step >= total:
+                break
     finally:
         bar.close()
         for p in student.parameters():
@@ -192,4 +273,4 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
         student.to(home).eval()
         teacher.to(home)
     return DistillResult(steps=total, world_size=world, seconds=time.perf_counter() - t0, start_step=start,
-                         losses=losses)
+                         losses=losses, amp=amp, num_workers=workers)
