@@ -42,7 +42,7 @@ from lraqvit_deploy.models import create_model
 from lraqvit_deploy.quant import quant_config, quantize_
 from lraqvit_deploy.quant.methods import wads as wads_mod
 
-OLD_DEFAULT = {"wads_iters": 300, "wads_max_rows": 4096, "wads_lr": 1e-2}
+OLD_DEFAULT = {"wads_iters": 300, "wads_max_rows": 4096, "wads_lr": 1e-2, "wads_sampling": "fresh"}
 HELD_OUT = range(50000, 51000)
 
 
@@ -83,7 +83,7 @@ def run(fields: dict, model, images, datasets) -> dict:
     finally:
         wads_mod.search_alpha = real
     out = {"fields": fields, "iters": config.wads_iters, "max_rows": config.wads_max_rows, "lr": config.wads_lr,
-           "scaled_layers": len(s.scaled_layers), "search_seconds": s.search_seconds, "seconds": seconds,
+           "sampling": config.wads_sampling, "scaled_layers": len(s.scaled_layers), "search_seconds": s.search_seconds, "seconds": seconds,
            "objective_rel": sum(f for _, f in searches) / max(sum(i for i, _ in searches), 1e-30)}
     with torch.no_grad():
         for key, ds in datasets.items():
@@ -116,22 +116,34 @@ def main(argv=None) -> int:
     print(f"FP32: held-out {fp32['held_out']:.2f}, test {fp32['test']:.2f}", flush=True)
     rows = [run(f, model, images, datasets) for f in settings]
     ref = rows[0]
-    print("\n| setting (iters x rows, lr) | held-out top-1 | vs first (95% CI) | test top-1 | vs first (95% CI) "
-          "| objective / alpha=1 | layers scaled | search (s) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    md = [f"# WADS search budgets on the test bed (issue 12)", "",
+          f"- Date: {time.strftime('%Y-%m-%d %H:%M:%S %z')}; CPU: {cpu_model()}; {args.threads} thread(s) "
+          "(search times: compare within this table only)",
+          f"- Command: `python benchmarks/wads_fast_vs_slow.py {' '.join(repr(a) if a.startswith('{') else a for a in (argv if argv is not None else __import__('sys').argv[1:]))}`",
+          f"- Test bed FP32 (DINOv2 ViT-S/14, 56 px, 17 tokens): held-out {fp32['held_out']:.2f}, test {fp32['test']:.2f}; "
+          f"{args.calib_images} calibration images = {args.calib_images * 17} rows per layer.",
+          "- Held-out = Fashion-MNIST train[50000:51000] (selection); test = the test bed's test subset "
+          "(reported only). Intervals: paired normal 95 % over the same images, vs the first row.",
+          "- objective / alpha=1: Eq. 14 over ALL calibration rows at the chosen alphas, summed over the searched "
+          "layers, over the same sum at alpha = 1 (lower = better search).", "",
+          "| setting (iters x rows, lr, sampling) | held-out top-1 | vs first (95% CI) | test top-1 | vs first (95% CI) "
+          "| objective / alpha=1 | layers scaled | search (s) |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         cells = []
         for key in ("held_out", "test"):
             pr = paired(ref[key]["correct"], r[key]["correct"])
             r[key]["vs_first"] = pr
             cells += [f"{r[key]['top1']:.2f}", f"{pr['diff_pt']:+.2f} ({pr['ci95_pt'][0]:+.2f} .. {pr['ci95_pt'][1]:+.2f})"]
-        print(f"| {r['iters']} x {r['max_rows']}, {r['lr']:g} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} "
-              f"| {r['objective_rel']:.4f} | {r['scaled_layers']} | {r['search_seconds']:.1f} |", flush=True)
+        md.append(f"| {r['iters']} x {r['max_rows']}, {r['lr']:g}, {r['sampling']} | {cells[0]} | {cells[1]} | {cells[2]} "
+                  f"| {cells[3]} | {r['objective_rel']:.4f} | {r['scaled_layers']} | {r['search_seconds']:.1f} |")
+    print("\n".join(md), flush=True)
     if args.json:
         for r in rows:
             for key in datasets:
                 r[key].pop("correct")
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.with_suffix(".md").write_text("\n".join(md) + "\n")
         args.json.write_text(json.dumps({"cpu": cpu_model(), "threads": args.threads, "fp32_top1": fp32,
                                          "settings": rows}, indent=2))
     return 0

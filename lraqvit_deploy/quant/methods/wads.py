@@ -5,7 +5,8 @@ Y = Q(X / alpha) Q(alpha W). WADS searches alpha per input channel by minimising
 
     ||Q(X / alpha) Q(alpha W)^T - X W^T||^2  +  ||Q(alpha W) - W||^2          (Eq. 14)
 
-with straight-through rounding (300 Adam steps on log alpha over the calibration set). The
+with straight-through rounding (Adam steps on log alpha over calibration rows; see
+`AlphaSearchConfig` for the budget). The
 second term keeps alpha from moving activation outliers into the weights; QADS is the first
 term alone (Eq. 12). Only layers whose own weight error ||Q(W) - W||^2 is below the mean over
 all quantized layers get an alpha (`select_layers`): they have weight precision to spare.
@@ -147,34 +148,41 @@ class _Objective:
 
 def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token_dynamic", iters: int = 300,
                  lr: float = 1e-2, w_bits: int = 8, a_bits: int = 8, symmetric: bool = True,
-                 weight_term: bool = True, max_rows: int = 4096, seed: int = 0) -> AlphaSearch:
+                 weight_term: bool = True, max_rows: int = 4096, seed: int = 0,
+                 sampling: str = "fresh") -> AlphaSearch:
     """Minimise Eq. 14 (Eq. 12 with `weight_term=False`) over alpha; never returns a worse alpha than 1.
 
-    Adam on log alpha, `iters` steps, each on `max_rows` rows drawn afresh (all rows when there
-    are no more), on x's device; the row draws come from a CPU generator seeded with `seed`, so
-    they are the same on every device. The candidates, each scored on ALL rows without
-    straight-through rounding at the end: alpha = 1, the last iterate, the average of log alpha
-    over the second half of the steps (it averages out the noise of sampled rows), and, when every
-    step sees every row, the best iterate seen.
+    Adam on log alpha, `iters` steps, each on `max_rows` rows (all rows when there are no more),
+    on x's device: with `sampling="fresh"` drawn afresh every step, with "fixed" drawn once. The
+    draws come from a CPU generator seeded with `seed`, so they are the same on every device. The
+    candidates, each scored on ALL rows without straight-through rounding at the end: alpha = 1,
+    the last iterate, the average of log alpha over the second half of the steps (it averages out
+    the noise of fresh rows), and, when every step sees the same rows, the best iterate seen.
     """
+    if sampling not in ("fresh", "fixed"):
+        raise ValueError(f"sampling must be 'fresh' or 'fixed', got {sampling!r}")
     obj = _Objective(x, weight, scheme, w_bits, a_bits, symmetric, weight_term)
     dev = obj.x.device
     log_alpha = torch.zeros(weight.shape[1], device=dev, requires_grad=True)
     opt = torch.optim.Adam([log_alpha], lr=lr)
     g = torch.Generator().manual_seed(seed)
     full = obj.rows <= max_rows
+    fixed = None if full or sampling == "fresh" else torch.randperm(obj.rows, generator=g)[:max_rows].sort()[0].to(dev)
+    same_rows = full or fixed is not None  # every step sees the same rows: a deterministic objective
     with torch.no_grad():
         loss_init_t = obj(log_alpha, ste=False)
+        start_t = loss_init_t if fixed is None else obj(log_alpha, fixed, ste=False)
     loss_init = float(loss_init_t)
-    best, best_loss = log_alpha.detach().clone(), loss_init_t
+    best, best_loss = log_alpha.detach().clone(), start_t
     tail_sum, tail_n, tail_from = torch.zeros_like(best), 0, iters // 2
     for it in range(iters):
-        rows = None if full else torch.randperm(obj.rows, generator=g)[:max_rows].to(dev)
+        rows = (None if full else fixed if fixed is not None
+                else torch.randperm(obj.rows, generator=g)[:max_rows].to(dev))
         loss = obj(log_alpha, rows)
         opt.zero_grad()
         loss.backward()
         loss = loss.detach()
-        if full:  # loss is of the current alpha, before this step; compared on the device (no sync)
+        if same_rows:  # loss is of the current alpha, before this step; compared on the device (no sync)
             better = loss < best_loss
             best = torch.where(better, log_alpha.detach(), best)
             best_loss = torch.where(better, loss, best_loss)
@@ -185,7 +193,7 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
     with torch.no_grad():
         candidates = [log_alpha.detach()] + ([tail_sum / tail_n] if tail_n > 1 else [])
         losses = [float(obj(c, ste=False)) for c in candidates]
-        if full:  # best only moves when every step sees every row; otherwise it is alpha = 1 (loss_init)
+        if same_rows:  # best only moves when every step sees the same rows; otherwise it is alpha = 1
             candidates.append(best)
             losses.append(float(obj(best, ste=False)))
     i = min(range(len(candidates)), key=losses.__getitem__)
@@ -200,7 +208,7 @@ def alpha_search(config: AlphaSearchConfig, weight_term: bool) -> Callable[[Targ
     def scale(t: Target, stats: InputStats) -> Optional[torch.Tensor]:
         res = search_alpha(stats.inputs, t.linear.weight, config.act_scheme, config.wads_iters, config.wads_lr,
                            config.w_bits, config.a_bits, config.act_symmetric, weight_term=weight_term,
-                           max_rows=config.wads_max_rows, seed=config.seed)
+                           max_rows=config.wads_max_rows, seed=config.seed, sampling=config.wads_sampling)
         return res.alpha if res.loss_final < res.loss_init else None
 
     return scale

@@ -206,8 +206,8 @@ def _count_forwards(model):
 
 @pytest.mark.parametrize("family,lra", [("vit", True), ("swin", False), ("dinov2", False)])
 @pytest.mark.parametrize("method,own", [
-    ("wads", {"wads_iters": 15, "fc2": "explicit", "act_scheme": "per_token_static"}),
-    ("qads", {"wads_iters": 15, "act_scheme": "per_tensor_static"}),
+    ("wads", {"wads_iters": 15, "wads_lr": 1e-2, "fc2": "explicit", "act_scheme": "per_token_static"}),
+    ("qads", {"wads_iters": 15, "wads_lr": 1e-2, "act_scheme": "per_tensor_static"}),
     ("smoothquant", {"fc2": "explicit"}),
     ("repq", {}),
 ])
@@ -275,3 +275,23 @@ def test_quantize_runs_on_the_model_device(method):
             torch.testing.assert_close(out, cpu(x), rtol=1e-2, atol=1e-2)
     if method == "wads":
         assert set(s.layer_search_seconds)
+
+
+def test_fixed_rows_search_is_deterministic_and_never_worse_than_alpha_one(one_thread):
+    """sampling="fixed": one seeded subset for every step; the alpha is chosen on all rows."""
+    from lraqvit_deploy.errors import DeployError
+
+    for x, w in _tiny_inputs():
+        a = search_alpha(x, w, iters=40, max_rows=64, sampling="fixed", seed=3)
+        b = search_alpha(x, w, iters=40, max_rows=64, sampling="fixed", seed=3)
+        torch.testing.assert_close(a.alpha, b.alpha, rtol=0, atol=0)
+        assert a.loss_final <= a.loss_init
+        full = _Objective(x, w, "per_token_dynamic", 8, 8, True, True)
+        with torch.no_grad():  # loss_final is the objective over ALL rows at the returned alpha
+            assert float(full(a.alpha.log(), ste=False)) == pytest.approx(a.loss_final, rel=1e-5)
+        c = search_alpha(x, w, iters=40, max_rows=64, sampling="fixed", seed=4)  # another subset, another path
+        assert c.loss_final <= c.loss_init
+    with pytest.raises(DeployError, match="wads_sampling must be 'fixed' or 'fresh'"):
+        quant_config("wads", wads_sampling="sometimes")
+    with pytest.raises(ValueError, match="sampling must be"):
+        search_alpha(x, w, iters=1, sampling="other")

@@ -96,7 +96,7 @@ def test_scaling_methods_keep_fp32_function(method):
     x = images(model)
     ref = model(x)
     q = copy.deepcopy(model)
-    own = {"smoothquant": {"fc2": "explicit"}, "repq": {}}.get(method, {"wads_iters": 3, "fc2": "explicit"})
+    own = {"smoothquant": {"fc2": "explicit"}, "repq": {}}.get(method, {"wads_iters": 3, "wads_lr": 1e-2, "fc2": "explicit"})
     s = quantize_(q, quant_config(method, progress=False, **own), x)
     assert s.scaled_layers  # something was scaled
     for m in q.modules():
