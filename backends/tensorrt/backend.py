@@ -98,9 +98,7 @@ class JetsonBackend(Backend):
                                 int8_mode=options.int8_mode,
                                 min_agreement=options.min_agreement, latency_iters=options.latency_iters,
                                 engine=None if options.engine else False, workspace_mb=options.workspace_mb,
-                                progress=options.progress, log=log)
-        if calib_note:  # recorded beside the files build_bundle wrote (its manifest is already in place)
-            manifest["calibration_note"] = calib_note
+                                progress=options.progress, log=log, calibration_note=calib_note)
         return BuildResult(self.name, Path(out), manifest)
 
     def bench(self, program: Path, options):

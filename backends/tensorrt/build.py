@@ -59,7 +59,8 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
                  int8_mode: str = "auto", quant_overrides: Optional[Dict[str, Any]] = None,
                  min_sqnr_db: Optional[float] = None, min_cosine: Optional[float] = None,
                  gates: Optional[Dict[str, Dict[str, Optional[float]]]] = None, device_images: int = 32,
-                 layernorm_fp32: bool = True, strongly_typed: Optional[bool] = None) -> Dict[str, Any]:
+                 layernorm_fp32: bool = True, strongly_typed: Optional[bool] = None,
+                 calibration_note: Optional[str] = None) -> Dict[str, Any]:
     """Everything `deploy build --target jetson` writes, into `out_dir` (atomically); returns the manifest.
 
     Args:
@@ -79,6 +80,8 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
         device_images: how many eval images (with the host's reference logits) the bundle carries for
             the on-device output check (`python3 jetson/run.py`); 0 for none.
         layernorm_fp32 / strongly_typed: passed to the engine builds (`engine.precision_plan`).
+        calibration_note: a warning about the calibration images (e.g. synthetic ones), written into
+            the manifest on disk as `calibration_note`.
     """
     import numpy as np
     import onnx
@@ -208,6 +211,8 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
             "run_on_jetson": f"cd {Path(out_dir).name} && {bundle.RUN_COMMAND}",
             "versions": versions(),
         }
+        if calibration_note:
+            manifest["calibration_note"] = calibration_note
         write_json(tmp / "manifest.json", manifest)
     if engines is None:
         why = "--trt-no-engine" if engine is False else "the tensorrt module does not import here"
