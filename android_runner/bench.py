@@ -52,10 +52,10 @@ def bench(path, options: AndroidBenchOptions) -> BenchResult:
     from .runner_binary import find_runner
 
     pte = resolve_program(path)
-    adb = Adb(options.adb)
-    adb.select(options.serial)
+    adb = Adb(options.adb)  # the files named here (program, adb, runner) are checked before any device is contacted
     runner = find_runner(options.runner)
     cpus = options.cpu_list()
+    adb.select(options.serial)
     plan = RunPlan(pte=Path(pte), runner=runner, threads=options.threads, warmup=options.warmup,
                    iterations=options.iterations, cooldown_s=options.cooldown,
                    cpus=None if cpus is None else list(cpus), pin=options.pin,

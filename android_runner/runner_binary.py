@@ -20,17 +20,19 @@ def default_runner_path() -> Path:
 def find_runner(path: Optional[str] = None) -> Path:
     p = Path(path or os.environ.get("LRAQVIT_EXECUTOR_RUNNER") or default_runner_path()).expanduser()
     if not p.is_file():
+        why = "is a folder" if p.is_dir() else "no such file"
         raise DeployError(
-            f"no executor_runner at {p}. Build it once with the Android NDK from an ExecuTorch v1.5.1 checkout:\n"
-            f"  bash {BUILD_SCRIPT} /path/to/executorch /path/to/android-ndk\n"
-            "then pass --runner PATH (or set LRAQVIT_EXECUTOR_RUNNER).")
+            f"no executor_runner at {p} ({why}); build it once with the Android NDK from an ExecuTorch v1.5.1 "
+            f"checkout (bash {BUILD_SCRIPT} /path/to/executorch /path/to/android-ndk), then pass --runner PATH "
+            "(or set LRAQVIT_EXECUTOR_RUNNER).")
     check_elf_aarch64(p)
     return p
 
 
 def check_elf_aarch64(p: Path) -> None:
-    head = p.read_bytes()[:20]
-    if head[:4] != b"\x7fELF":
+    with open(p, "rb") as f:
+        head = f.read(20)
+    if head[:4] != b"\x7fELF" or len(head) < 20:
         raise DeployError(f"{p} is not an ELF executable; pass the executor_runner built for Android.")
     if head[4] != 2 or int.from_bytes(head[18:20], "little") != EM_AARCH64:
         raise DeployError(f"{p} is not a 64-bit Arm (AArch64) binary; rebuild it for arm64-v8a with "

@@ -71,16 +71,22 @@ class BuildData:
     calib_data: Any = None
     eval_limit: Optional[int] = None
     seed: int = 0
+    skip_bad_images: bool = False  # leave out unreadable ImageFolder images (listed in `skipped`)
     _cache: Dict[str, Any] = field(default_factory=dict, repr=False)
+    skipped: set = field(default_factory=set, repr=False)
 
     def verification(self, n: Optional[int] = None, synthetic_n: int = 64) -> VerificationData:
         """Up to `n` labelled images (all when None), or `synthetic_n` seeded N(0, 1) images without data."""
         from lraqvit_deploy.data import synthetic_images
         from lraqvit_deploy.data_sources import eval_dataset
 
+        from lraqvit_deploy.data import skipped_images
+
         key = f"verify:{n}:{synthetic_n}"
         if key not in self._cache:
-            ds, desc = eval_dataset(self.model, self.eval_data, self.eval_limit, required=False)
+            ds, desc = eval_dataset(self.model, self.eval_data, self.eval_limit, required=False,
+                                    skip_bad_images=self.skip_bad_images)
+            self.skipped.update(skipped_images(ds))
             if ds is None:
                 images = synthetic_images(self.model, n or synthetic_n, self.seed)
                 self._cache[key] = VerificationData(images, None, f"{len(images)} seeded N(0,1) synthetic images "
@@ -99,7 +105,8 @@ class BuildData:
 
         key = f"calib:{n}"
         if key not in self._cache:
-            self._cache[key] = calibration_images(self.model, n, self.calib_data, seed=self.seed, why=why)
+            self._cache[key] = calibration_images(self.model, n, self.calib_data, seed=self.seed, why=why,
+                                                  skip_bad_images=self.skip_bad_images, skipped=self.skipped)
         return self._cache[key]
 
 
@@ -110,6 +117,7 @@ class BuildResult:
     target: str
     out: Path
     manifest: Dict[str, Any]
+    skipped_images: int = 0  # unreadable ImageFolder images left out (skip_bad_images=True)
 
     def summary(self) -> Dict[str, Any]:
         """The manifest's scalar entries (what `deploy build` prints)."""

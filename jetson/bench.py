@@ -27,22 +27,25 @@ class JetsonBenchOptions(BenchOptions):
 
 
 def _collect(path: Path, precision: str) -> BenchResult:
+    from ..files import check_file, read_json_object
+
+    what = "a jetson bench result written by `python3 jetson/run.py` on the Jetson"
     candidates = [path] if path.suffix == ".json" else [path / "results" / f"{precision}.json"]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
+        if path.suffix == ".json":
+            check_file(path, what)  # missing, or a folder: says which
         raise DeployError(
-            f"no TensorRT here (the `tensorrt` module does not import) and no result file at {candidates[0]}.\n"
-            f"On the Jetson, in the folder `deploy build --target jetson` wrote, run:\n"
-            f"    python3 jetson/run.py --precisions {precision}\n"
-            f"then copy its results/ folder back next to this manifest (or pass the .json directly).")
-    from ..artifacts import read_json
-
-    data = read_json(found)
+            f"no TensorRT here (the `tensorrt` module does not import) and no result file at {candidates[0]}; "
+            f"on the Jetson, in the folder `deploy build --target jetson` wrote, run `python3 jetson/run.py "
+            f"--precisions {precision}`, then copy its results/ folder back next to this manifest (or pass the "
+            ".json directly).")
+    data = read_json_object(found, what)
     if data.get("schema") != SCHEMA or data.get("target") != "jetson":
         raise DeployError(f"{found}: not a jetson bench result (schema {data.get('schema')!r}, want {SCHEMA}).")
     try:
         return BenchResult.from_dict(data)
-    except TypeError as e:
+    except (TypeError, ValueError, KeyError) as e:
         raise DeployError(f"{found}: not a complete bench result ({e}).") from None
 
 

@@ -70,28 +70,60 @@ def is_model_artifact(path: PathLike) -> bool:
     return path.is_dir() and (path / MANIFEST).is_file() and (path / MODEL_FILE).is_file()
 
 
+def check_model_artifact(path: PathLike, what: str = "an artifact folder written by `deploy compress`") -> Path:
+    """`path` if it is an artifact folder (manifest.json + model.safetensors); else one line saying what it is."""
+    from .files import check_dir
+
+    p = check_dir(path, what)
+    missing = [f for f in (MANIFEST, MODEL_FILE) if not (p / f).is_file()]
+    if missing:
+        raise DeployError(f"{p}: not a model artifact (no {' and no '.join(missing)} inside: not an artifact folder "
+                          f"of `deploy compress`); expected {what}.")
+    return p
+
+
 def load_model_artifact(path: PathLike):
-    """Rebuild the model saved by `save_model_artifact` (no compression is re-run)."""
-    from safetensors.torch import load_file
+    """Rebuild the model saved by `save_model_artifact` (no compression is re-run).
+
+    Every file is checked before the architecture is built: a missing, corrupt or foreign
+    manifest or model file is one DeployError line naming it.
+    """
+    from .files import bad_file, read_json_object, read_safetensors
 
     from . import layers  # noqa: F401  registers the SDK's module types
     from .layers import get_builder, replace_module
     from .models import ModelSpec, build_architecture
 
-    path = Path(path)
-    if not is_model_artifact(path):
-        raise DeployError(f"{path} is not a model artifact (expected {MANIFEST} and {MODEL_FILE} inside).")
-    manifest = read_json(path / MANIFEST)
+    path = check_model_artifact(path)
+    what = "an artifact manifest written by `deploy compress`"
+    manifest = read_json_object(path / MANIFEST, what)
     if manifest.get("format") != MODEL_FORMAT:
         raise DeployError(f"{path}: unsupported artifact format {manifest.get('format')!r} (want {MODEL_FORMAT}).")
-    want = manifest.get("files", {}).get(MODEL_FILE, {}).get("sha256")
+    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    want = (files.get(MODEL_FILE) or {}).get("sha256") if isinstance(files.get(MODEL_FILE), dict) else None
     if want and sha256_file(path / MODEL_FILE) != want:
         raise DeployError(f"{path / MODEL_FILE} does not match the sha256 in its manifest; the artifact is corrupt.")
-    spec = ModelSpec.from_dict(manifest["model"])
+    modules = manifest.get("modules", {})
+    try:
+        spec = ModelSpec.from_dict(manifest["model"])
+        if not isinstance(modules, dict) or not all(isinstance(e, dict) and isinstance(e.get("type"), str)
+                                                    for e in modules.values()):
+            raise TypeError("'modules' is not a table of {name: {type: ...}}")
+        builders = {name: get_builder(entry["type"]) for name, entry in modules.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise bad_file(path / MANIFEST, what, f"it does not describe a model: {type(e).__name__}: {e}") from None
+    state = read_safetensors(path / MODEL_FILE, "the artifact's weights (safetensors)")
     model = build_architecture(spec)
-    for name, entry in manifest.get("modules", {}).items():
-        replace_module(model, name, get_builder(entry["type"])(model.get_submodule(name), entry))
-    model.load_state_dict(load_file(str(path / MODEL_FILE)), strict=True)
+    try:
+        for name, entry in modules.items():
+            replace_module(model, name, builders[name](model.get_submodule(name), entry))
+    except (KeyError, AttributeError, TypeError, ValueError) as e:  # a module entry that does not fit the model
+        raise bad_file(path / MANIFEST, what, f"module {name!r} does not fit {spec.arch}: {type(e).__name__}: {e}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise bad_file(path / MODEL_FILE, f"the weights of the model its manifest describes ({spec.arch})",
+                       " ".join(str(e).split())[:200]) from None
     model.lraqvit_spec = spec
     model.lraqvit_manifest = manifest
     return model.eval()

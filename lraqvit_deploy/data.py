@@ -9,7 +9,7 @@ import gzip
 import os
 import struct
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -77,26 +77,167 @@ class FashionMNIST(Dataset):
         return x, int(self.labels[i])
 
 
-def image_folder(root: str | Path, data_config: Dict[str, Any]) -> Dataset:
-    """An ImageNet-val style folder (one sub-folder per class) with timm's eval transform."""
+class ImageFolderDataset(Dataset):
+    """torchvision's ImageFolder (one sub-folder per class), with images read through `files.open_image`.
+
+    An unreadable image is a `BadImageError` naming it (one line, with the hint of --skip-bad-images)
+    instead of PIL's exception from inside a DataLoader. With `skip_bad_images=True`, `check()`
+    drops such images (PIL cannot identify them from their header) before they are used; `skipped`
+    lists the files dropped.
+    """
+
+    def __init__(self, root: str | Path, transform=None, skip_bad_images: bool = False):
+        from torchvision.datasets import ImageFolder
+
+        from .files import open_image
+
+        self.root, self.transform, self.skip_bad_images = Path(root), transform, skip_bad_images
+        self.skipped: List[str] = []
+        self._folder = ImageFolder(str(root), transform=transform, loader=open_image)
+        self.classes, self.class_to_idx = self._folder.classes, self._folder.class_to_idx
+        self.samples: List[Tuple[str, int]] = list(self._folder.samples)
+
+    @property
+    def targets(self) -> List[int]:
+        return [t for _, t in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        from .files import open_image
+
+        path, target = self.samples[i]
+        img = open_image(path, skip_hint=not self.skip_bad_images)
+        x = self.transform(img) if self.transform is not None else img
+        return x, target
+
+    def check(self, indices: Optional[Sequence[int]] = None) -> List[int]:
+        """Identify the images `indices` (all by default) from their headers; the readable indices.
+
+        Without `skip_bad_images` the first unreadable image is a BadImageError naming it; with it,
+        unreadable ones are left out (and listed in `skipped`).
+        """
+        from .files import _image_error, check_image
+
+        good = []
+        for i in (range(len(self.samples)) if indices is None else indices):
+            path = self.samples[i][0]
+            why = check_image(path)
+            if why is None:
+                good.append(i)
+            elif self.skip_bad_images:
+                self.skipped.append(path)
+            else:
+                raise _image_error(path, why, skip=False)
+        return good
+
+
+def image_folder(root: str | Path, data_config: Dict[str, Any], skip_bad_images: bool = False) -> Dataset:
+    """An ImageNet-val style folder (one sub-folder per class) with timm's eval transform.
+
+    The first unreadable image read is one DeployError naming it; with `skip_bad_images=True`,
+    `check_images` (called on the images a step will use, before it starts) leaves such images out
+    and `dataset.skipped` lists them.
+    """
     from timm.data import create_transform
-    from torchvision.datasets import ImageFolder
 
-    root = Path(root)
-    if not root.is_dir():
-        raise DeployError(f"--data {root}: not a directory (expected one sub-folder per class).")
+    from .files import check_dir
+
+    root = check_dir(root, "an image folder (one sub-folder of images per class)")
     try:
-        return ImageFolder(str(root), transform=create_transform(**data_config, is_training=False))
-    except (FileNotFoundError, RuntimeError) as e:
-        raise DeployError(f"--data {root}: {e}") from None
+        ds = ImageFolderDataset(root, create_transform(**data_config, is_training=False), skip_bad_images)
+    except (FileNotFoundError, RuntimeError) as e:  # no class folders / no images with a known extension
+        raise DeployError(f"{root}: expected an image folder with one sub-folder of images per class "
+                          f"({' '.join(str(e).split())[:200]})") from None
+    return ds
 
 
-def load_dataset(spec: str, data_config: Dict[str, Any]) -> Dataset:
+def load_dataset(spec: str, data_config: Dict[str, Any], skip_bad_images: bool = False) -> Dataset:
     """`fashion-mnist[:train|:test]` or the path of an ImageFolder."""
     if spec.startswith("fashion-mnist"):
         split = spec.partition(":")[2] or "test"
         return FashionMNIST(split, data_config)
-    return image_folder(spec, data_config)
+    return image_folder(spec, data_config, skip_bad_images)
+
+
+def check_data_spec(spec: Any, flag: str = "--data") -> None:
+    """Fail now (before any model is built) on a data argument that cannot name a dataset."""
+    from .files import check_dir
+
+    if spec is None or isinstance(spec, (Dataset, torch.Tensor)):
+        return
+    if not isinstance(spec, (str, os.PathLike)):
+        raise DeployError(f"{flag}: expected a Dataset, an ImageFolder path or 'fashion-mnist[:train|:test]', "
+                          f"got {type(spec).__name__}.")
+    text = os.fspath(spec)
+    if text.startswith("fashion-mnist"):
+        split = text.partition(":")[2]
+        if text not in ("fashion-mnist", "fashion-mnist:train", "fashion-mnist:test"):
+            raise DeployError(f"{flag} {text!r}: the Fashion-MNIST split must be train or test "
+                              f"(fashion-mnist:train, fashion-mnist:test), got {split!r}.")
+        return
+    what = "an image folder (one sub-folder of images per class) or fashion-mnist[:train|:test]"
+    root = check_dir(text, what, hint=f"check {flag}")
+    if not _has_an_image(root):
+        raise DeployError(f"{root}: expected {what} (no sub-folder holds a file with an image extension); "
+                          f"check {flag}")
+
+
+def _has_an_image(root: Path) -> bool:
+    """Whether some class sub-folder of `root` holds an image file (stops at the first: cheap on big folders)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    try:
+        for cls in os.scandir(root):
+            if cls.is_dir():
+                for dirpath, _, names in os.walk(cls.path, followlinks=True):
+                    if any(n.lower().endswith(IMG_EXTENSIONS) for n in names):
+                        return True
+    except OSError:
+        return False
+    return False
+
+
+def base_dataset(ds: Dataset) -> Tuple[Dataset, Optional[List[int]]]:
+    """(the dataset under any Subsets, the indices into it that `ds` covers; None: all of it)."""
+    indices = None
+    while isinstance(ds, Subset):
+        idx = list(ds.indices)
+        indices = idx if indices is None else [idx[i] for i in indices]
+        ds = ds.dataset
+    return ds, indices
+
+
+def check_images(ds: Dataset) -> Dataset:
+    """`ds` with its ImageFolder images identified now (before any heavy work): the first unreadable one
+    is a DeployError naming it, or, with `skip_bad_images`, it is left out (a smaller Subset)."""
+    base, indices = base_dataset(ds)
+    if not isinstance(base, ImageFolderDataset):
+        return ds
+    good = base.check(indices)
+    if indices is None:
+        if len(good) == len(base):
+            return ds
+        if not good:
+            raise DeployError(f"{base.root}: none of its {len(base)} images can be read.")
+        return Subset(base, good)
+    if len(good) == len(indices):
+        return ds
+    if not good:
+        raise DeployError(f"{base.root}: none of the {len(indices)} images drawn can be read.")
+    return Subset(base, good)
+
+
+def skipped_images(*datasets: Any) -> List[str]:
+    """The unreadable image files the ImageFolders under `datasets` left out (sorted, each once)."""
+    out = set()
+    for ds in datasets:
+        if ds is None or not isinstance(ds, Dataset):
+            continue
+        base, _ = base_dataset(ds)
+        out.update(getattr(base, "skipped", ()))
+    return sorted(out)
 
 
 def seeded_subset(ds: Dataset, n: Optional[int], seed: int = 0) -> Dataset:
@@ -110,9 +251,27 @@ def seeded_subset(ds: Dataset, n: Optional[int], seed: int = 0) -> Dataset:
 
 
 def calibration_batch(ds: Dataset, n: int = 32, seed: int = 0) -> torch.Tensor:
-    """The seeded calibration images as one tensor (N, 3, H, W)."""
+    """The seeded calibration images as one tensor (N, 3, H, W).
+
+    An unreadable ImageFolder image is a DeployError naming it, or, when the folder was opened with
+    `skip_bad_images`, left out (listed in its `skipped`; fewer than `n` images then).
+    """
+    from .files import BadImageError
+
     sub = seeded_subset(ds, n, seed)
-    return torch.stack([sub[i][0] for i in range(len(sub))])
+    base, _ = base_dataset(sub)
+    skip = getattr(base, "skip_bad_images", False)
+    images = []
+    for i in range(len(sub)):
+        try:
+            images.append(sub[i][0])
+        except BadImageError as e:
+            if not skip:
+                raise
+            base.skipped.append(e.path)
+    if not images:
+        raise DeployError(f"none of the {len(sub)} calibration images drawn can be read.")
+    return torch.stack(images)
 
 
 def make_loader(ds: Dataset, batch_size: int = 64, workers: int = 0) -> DataLoader:

@@ -11,6 +11,9 @@ from torch.utils.data import Dataset
 from .data import input_size, make_loader
 
 
+MAX_BATCH = 65_536  # images per evaluation batch
+
+
 @dataclass
 class EvalResult:
     top1: float  # percent
@@ -79,6 +82,14 @@ def evaluate(
     progress: bool = True,
 ) -> EvalResult:
     """Top-1 of `model` on `ds`, and agreement with `reference` when one is given."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+        from .errors import DeployError
+
+        raise DeployError(f"batch_size (--batch-size) = {batch_size!r}: expected a whole number in 1..{MAX_BATCH}.")
+    if len(ds) == 0:
+        from .errors import DeployError
+
+        raise DeployError("no images to evaluate on (the dataset is empty).")
     preds, labels = predict(model, ds, batch_size, progress)
     agreement = None
     if reference is not None:

@@ -72,15 +72,11 @@ def write_json(path: PathLike, data: Dict[str, Any]) -> None:
         f.write("\n")
 
 
-def read_json(path: PathLike) -> Dict[str, Any]:
-    path = Path(path)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DeployError(f"{path} not found.") from None
-    except json.JSONDecodeError as e:
-        raise DeployError(f"{path} is not valid JSON ({e}); was it written by lraqvit-deploy?") from None
+def read_json(path: PathLike, what: str = "a JSON file written by lraqvit-deploy") -> Dict[str, Any]:
+    """The JSON document at `path` (`files.read_json`: a missing, empty or malformed file is one DeployError line)."""
+    from .files import read_json as _read
+
+    return _read(path, what)
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:

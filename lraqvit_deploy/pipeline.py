@@ -42,11 +42,15 @@ class CompressionReport:
     eval_limit: Optional[int] = None
     out: Optional[Path] = None
     evaluated: bool = True
+    skipped_images: int = 0  # unreadable ImageFolder images left out (skip_bad_images=True / --skip-bad-images)
 
     def manifest_extra(self) -> Dict[str, Any]:
         """The artifact manifest's entries beyond the model itself."""
-        return {"compression": self.compression, "quantization": self.quantization, "metrics": self.metrics,
-                "eval_data": self.eval_data, "eval_limit": self.eval_limit}
+        extra = {"compression": self.compression, "quantization": self.quantization, "metrics": self.metrics,
+                 "eval_data": self.eval_data, "eval_limit": self.eval_limit}
+        if self.skipped_images:
+            extra["skipped_images"] = self.skipped_images
+        return extra
 
     def save(self, out) -> Path:
         from .artifacts import save_model_artifact
@@ -63,7 +67,8 @@ class CompressionReport:
                 "kd_steps": distill.get("steps", 0), "kd_final_loss": distill.get("final_loss"),
                 "kd_seconds": distill.get("seconds"), "kd_world_size": distill.get("world_size"),
                 "calib_seconds": quant.get("calib_seconds"), "wads_seconds": quant.get("search_seconds"),
-                "out": None if self.out is None else str(self.out), "ranks": info.get("ranks")}
+                "out": None if self.out is None else str(self.out), "skipped_images": self.skipped_images,
+                "ranks": info.get("ranks")}
 
 
 def _describe(data: Any, default: str) -> str:
@@ -116,11 +121,97 @@ def quantize(model: nn.Module, config, calib_data: Any = None, n_images: int = 3
     return model
 
 
+def default_checkpoint(out) -> Optional[Path]:
+    """Where `compress(..., out=OUT)` keeps its distillation checkpoint unless told: OUT.kd-checkpoint.pt."""
+    return None if out is None else Path(str(out).rstrip("/") + ".kd-checkpoint.pt")
+
+
+_KD_FLAGS = {"steps": "--kd-steps", "epochs": "--kd-epochs", "batch_size": "--kd-batch-size", "lr": "--kd-lr",
+             "weight_decay": "--kd-weight-decay", "alpha": "--kd-alpha", "beta": "--kd-beta",
+             "warmup_steps": "--kd-warmup-steps", "feature_loss": "--kd-feature-loss", "trainable": "--kd-trainable",
+             "block_inputs": "--kd-block-inputs", "seed": "--seed", "amp": "--kd-amp"}
+
+
+def check_checkpoint(checkpoint, resume: bool, recipe: Recipe, model: Optional[nn.Module] = None,
+                     svd: Optional[str] = None, flag: str = "--checkpoint") -> Optional[Dict[str, Any]]:
+    """Before any SVD or training: check the distillation checkpoint `compress` would write or resume.
+
+    A folder, or an existing file that is not a distillation checkpoint (it would be overwritten),
+    is refused. With `resume`, the checkpoint is read (tensors memory-mapped) and compared with the
+    settings it was made with: the distillation config, and, when `model` (and `svd`) are given, the
+    model and its low-rank config. A mismatch is one line naming what differs and what to do.
+    Returns the checkpoint's content when it will be resumed, else None.
+    """
+    from .files import bad_file, check_output_file, is_kd_checkpoint, read_kd_checkpoint
+
+    if checkpoint is None or recipe.distill is None:
+        return None
+    path = check_output_file(checkpoint, flag, "kd-checkpoint.pt")
+    if not path.exists():
+        return None
+    if not resume:
+        if not is_kd_checkpoint(path):
+            raise DeployError(f"{flag} {path}: exists and is not a distillation checkpoint, so distillation would "
+                              f"overwrite it; delete it or pass another {flag}.")
+        return None
+    state = read_kd_checkpoint(path, flag)
+    what = f"a distillation checkpoint ({flag}) written by `deploy compress`"
+    import json
+
+    try:
+        stored = json.loads(state["fingerprint"])
+        stored_cfg, stored_extra = dict(stored["config"]), dict(stored.get("extra") or {})
+    except (ValueError, KeyError, TypeError):
+        raise bad_file(path, what, "its settings record (fingerprint) is unreadable",
+                       f"delete it or pass another {flag}") from None
+    ours = json.loads(_fingerprint_of(recipe, model, svd))
+    diffs = [f"{_KD_FLAGS.get(k, 'distill.' + k)} {stored_cfg.get(k)!r} there, {ours['config'].get(k)!r} here"
+             for k in sorted(set(stored_cfg) | set(ours["config"])) if stored_cfg.get(k) != ours["config"].get(k)]
+    if model is not None:
+        if stored_extra.get("model") != ours["extra"]["model"]:
+            there = (stored_extra.get("model") or {})
+            diffs.append(f"model {there.get('name')!r} ({there.get('weights')}) there, "
+                         f"{model.lraqvit_spec.name!r} ({model.lraqvit_spec.weights}) here")
+        skip = {"ranks", "param_reduction"} if recipe.allocation.method != "uniform" else set()
+        if svd is None:
+            skip.add("svd")
+        lr_there, lr_here = stored_extra.get("low_rank") or {}, ours["extra"]["low_rank"]
+        diffs += [f"low_rank.{k} {lr_there.get(k)!r} there, {lr_here.get(k)!r} here"
+                  for k in sorted(set(lr_there) | set(lr_here)) if k not in skip and lr_there.get(k) != lr_here.get(k)]
+    if diffs:
+        more = f", and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        raise DeployError(f"{flag} {path}: made with other settings ({'; '.join(diffs[:3])}{more}); rerun with "
+                          "the options it was made with, or without --resume to start afresh (the checkpoint is "
+                          "then replaced), or delete it.")
+    return state
+
+
+def check_distill_device(recipe: Recipe) -> None:
+    """The distillation's precision mode runs on the device it will use (e.g. fp16 needs CUDA): checked now."""
+    if recipe.distill is None:
+        return
+    from .lowrank.distill.distributed import process_device
+    from .lowrank.distill.loop import resolve_amp
+
+    resolve_amp(recipe.distill.amp, process_device(recipe.distill.device))
+
+
+def _fingerprint_of(recipe: Recipe, model: Optional[nn.Module], svd: Optional[str]) -> str:
+    """The distillation loop's own fingerprint of these settings (its `shapes` part is left empty)."""
+    from .lowrank.distill.distributed import process_device
+    from .lowrank.distill.loop import _fingerprint, resolve_amp
+
+    amp, _ = resolve_amp(recipe.distill.amp, process_device(recipe.distill.device))
+    low_rank = recipe.low_rank if svd is None else dataclasses.replace(recipe.low_rank, svd=svd)
+    extra = {"model": None if model is None else model.lraqvit_spec.to_dict(), "low_rank": low_rank.to_dict()}
+    return _fingerprint(nn.Module(), recipe.distill, extra, amp)
+
+
 def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_data: Any = None,
              alloc_data: Any = None, eval_data: Any = None, eval_limit: Optional[int] = None,
              train_limit: Optional[int] = None, evaluate: bool = True, out=None,
              checkpoint: Optional[Path] = None, resume: bool = False, progress: bool = True,
-             ) -> CompressionReport:
+             skip_bad_images: bool = False) -> CompressionReport:
     """Run `recipe` on `model` (in place) and return a `CompressionReport`; save it to `out` if given.
 
     Args:
@@ -131,7 +222,10 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
             test subset). A timm model without eval data is compressed and measured (params, GFLOPs, size)
             but not scored; the report says so.
         evaluate: False skips scoring altogether (what `deploy build --method ...` does).
-        checkpoint / resume: the distillation checkpoint (default OUT.kd-checkpoint.pt) and whether to continue it.
+        checkpoint / resume: the distillation checkpoint (default OUT.kd-checkpoint.pt) and whether to continue it;
+            it is checked (format, and the settings it was made with) before any SVD or training.
+        skip_bad_images: leave out the ImageFolder images PIL cannot read (their count is the report's
+            `skipped_images`) instead of failing on the first one, which is named.
     Under `torchrun`, every process runs the distillation; only rank 0 evaluates and saves.
     """
     from .lowrank import init_distributed
@@ -142,15 +236,28 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
         raise DeployError(f"compress() takes a Recipe, got {type(recipe).__name__}.")
     _check_model(model, recipe)
     # ---- resolve every input before any heavy work --------------------------------------------
-    eval_ds, eval_desc = (eval_dataset(model, eval_data, eval_limit, required=False) if evaluate
-                          else (None, "not evaluated"))
+    from .data import skipped_images
+    from .files import check_output_dir
+
+    if out is not None:
+        check_output_dir(out)
+    if recipe.distill is not None and checkpoint is None:
+        checkpoint = default_checkpoint(out)
+    check_distill_device(recipe)
+    check_checkpoint(checkpoint, resume, recipe)  # the file and the distillation config, before any data is read
+    skip = bool(skip_bad_images)
+    skipped: set = set()
+    eval_ds, eval_desc = (eval_dataset(model, eval_data, eval_limit, required=False, skip_bad_images=skip)
+                          if evaluate else (None, "not evaluated"))
     train_ds = None
     if recipe.distill is not None:
-        train_ds = train_dataset(model, train_data, train_limit, recipe.distill.seed, why="distillation")
+        train_ds = train_dataset(model, train_data, train_limit, recipe.distill.seed, why="distillation",
+                                 skip_bad_images=skip)
+    skipped.update(skipped_images(eval_ds, train_ds))
     quant_images = None
     if recipe.quant is not None:
         quant_images = calibration_images(model, recipe.quant_calib_images, calib_data, 0,
-                                          why="INT8 calibration (--quant)")
+                                          why="INT8 calibration (--quant)", skip_bad_images=skip, skipped=skipped)
     alloc_images, svd = None, None
     if recipe.compresses:
         source = next((d for d in (alloc_data, train_data, calib_data) if d is not None), None)
@@ -158,9 +265,11 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
             svd = _svd_kind(model, recipe, source is not None or is_testbed(model), progress)
         if svd == "activation" or recipe.allocation.method != "uniform":
             alloc_images = calibration_images(model, recipe.allocation.calib_images, source, 0,
-                                              why="activation-aware SVD / rank allocation")
-    if recipe.distill is not None and checkpoint is None and out is not None:
-        checkpoint = Path(str(out).rstrip("/") + ".kd-checkpoint.pt")
+                                              why="activation-aware SVD / rank allocation", skip_bad_images=skip,
+                                              skipped=skipped)
+    if resume and checkpoint is not None and recipe.distill is not None:
+        if check_checkpoint(checkpoint, resume, recipe, model, svd) is None and progress:
+            print(f"note: no distillation checkpoint at {checkpoint} yet; distillation starts from step 0.")
 
     # ---- the steps ------------------------------------------------------------------------------
     rank, world = init_distributed()
@@ -175,7 +284,7 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
         dist.barrier()
         dist.destroy_process_group()
     if rank != 0:
-        return CompressionReport(model, {}, info, None, eval_desc, eval_limit, None, False)
+        return CompressionReport(model, {}, info, None, eval_desc, eval_limit, None, False, len(skipped))
 
     base = _baseline_metrics(source_manifest, baseline, eval_ds, progress)
     del baseline
@@ -193,7 +302,7 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
     metrics = _metrics(model, res, fp32, base, recipe)
     report = CompressionReport(model, metrics, info, quant_info if recipe.quant else quant_info,
                                _describe(eval_data, "test bed test subset") if eval_ds is not None else eval_desc,
-                               eval_limit, evaluated=eval_ds is not None)
+                               eval_limit, evaluated=eval_ds is not None, skipped_images=len(skipped))
     model.lraqvit_compression = info
     if out is not None:
         report.save(out)

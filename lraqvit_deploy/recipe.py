@@ -23,6 +23,11 @@ from .errors import DeployError
 from .options import Options, option
 
 ALLOC_METHODS = ("uniform", "energy", "mlorq")
+MAX_IMAGES = 1_000_000  # calibration images
+MAX_SEED = 2 ** 31 - 1
+MAX_RANK_MULTIPLE = 65_536
+MAX_STEPS = 10 ** 9  # distillation steps
+MAX_WORKERS = 256  # data-loading processes
 MLORQ_TARGETS = ("sim", "executorch", "xnnpack", "tensorrt", "onnx")
 
 
@@ -37,7 +42,7 @@ class AllocationConfig(Options):
     calib_images: int = option(128, "training images whose activations calibrate the allocation and the "
                                     "activation-aware SVD", min=1, max=1_000_000)
     memory_budget_mb: Optional[float] = option(None, "mlorq: weight memory of the whole model in MB (1e6 bytes)",
-                                               min=0, min_exclusive=True)
+                                               min=0, min_exclusive=True, max=1e9)
     mlorq_bits: Tuple[int, ...] = option((2, 3, 4, 6, 8), "mlorq: dense weight bit-widths it may pick")
     mlorq_factor_bits: Tuple[int, ...] = option((3, 4, 6, 8), "mlorq: bit-widths of low-rank factors it may pick")
     mlorq_target: str = option("sim", "mlorq: refuse an allocation this target cannot run (sim: any bits)",
@@ -99,9 +104,10 @@ class Recipe:
         if self.quant is not None and not hasattr(self.quant, "method"):
             raise DeployError("Recipe.quant must be a quantization config, e.g. quant_config('wads').")
         if isinstance(self.quant_calib_images, bool) or not isinstance(self.quant_calib_images, int) \
-                or self.quant_calib_images < 1:
+                or not 1 <= self.quant_calib_images <= MAX_IMAGES:
             raise DeployError(f"quant_calib_images = {self.quant_calib_images!r}: give a positive number of "
-                              "calibration images (--calib-images), e.g. 32.")
+                              f"calibration images (--calib-images), e.g. 32 (at most {MAX_IMAGES:,}).")
+        self._check_limits()
         if self.low_rank is None and self.distill is not None:
             raise DeployError("distillation trains the low-rank factors: give a low-rank config (--method lra|rb-lra) "
                               "or drop the distillation settings.")
@@ -116,6 +122,23 @@ class Recipe:
                               "supported on top of it. Drop the distillation (--kd-steps 0).")
         if self.allocation.method == "mlorq" and self.quant is not None:
             raise DeployError("rank allocation mlorq already chooses weight bits; drop --quant.")
+
+    def _check_limits(self) -> None:
+        """Bounds the step configs do not check themselves (a huge count would only fail after hours)."""
+        checks = []
+        if self.low_rank is not None:
+            checks += [("--seed", "low_rank.seed", self.low_rank.seed, 0, MAX_SEED),
+                       ("--rank-multiple", "low_rank.rank_multiple", self.low_rank.rank_multiple, 1, MAX_RANK_MULTIPLE)]
+        if self.distill is not None:
+            checks += [("--kd-batch-size", "distill.batch_size", self.distill.batch_size, 1, MAX_IMAGES),
+                       ("--kd-steps", "distill.steps", self.distill.steps, 0, MAX_STEPS),
+                       ("--kd-warmup-steps", "distill.warmup_steps", self.distill.warmup_steps, 0, MAX_STEPS),
+                       ("--kd-workers", "distill.num_workers", self.distill.num_workers, 0, MAX_WORKERS)]
+        for flag, name, v, lo, hi in checks:
+            if v is None and name in ("distill.steps", "distill.warmup_steps", "distill.num_workers"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise DeployError(f"{flag} {v!r}: expected a whole number in {lo}..{hi:,} ({name}).")
 
     @property
     def compresses(self) -> bool:

@@ -29,9 +29,9 @@ def as_model(model: ModelOrArtifact) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
     if isinstance(model, (str, Path)):
-        if not is_model_artifact(model):
-            raise DeployError(f"{model}: not an artifact folder (no manifest.json + model.safetensors). To build "
-                              "a model by name, create it first: create_model(name, weights=...).")
+        if not is_model_artifact(model) and not Path(model).exists() and "/" not in str(model):
+            raise DeployError(f"{model}: no such artifact folder. To build a model by name, create it first: "
+                              "create_model(name, weights=...).")
         return load_model_artifact(model)
     raise DeployError(f"expected a model or an artifact folder, got {type(model).__name__}.")
 
@@ -59,7 +59,7 @@ def _resolve(options: Any, operation: str):
 
 
 def build(model: ModelOrArtifact, out, options: Any = "android", *, data: Any = None, calib_data: Any = None,
-          data_limit: Optional[int] = None):
+          data_limit: Optional[int] = None, skip_bad_images: bool = False):
     """Lower `model` (or an artifact folder) for a target into `out`, verified on this host; returns a BuildResult.
 
     Args:
@@ -70,22 +70,31 @@ def build(model: ModelOrArtifact, out, options: Any = "android", *, data: Any = 
         calib_data: training images for INT8 scales, asked for only when the target needs them
             (Jetson INT8 of an FP32 model; default: the test bed's training split).
         data_limit: verify on a seeded subset of this many images.
+        skip_bad_images: leave out ImageFolder images that cannot be read (counted in the result's
+            `skipped_images`) instead of failing on the first one, which is named.
     `out` is written atomically: a failed build leaves an existing `out` as it was.
     """
     from .backends.base import BuildData
+    from .data import check_data_spec
+    from .data_sources import check_count
+    from .files import check_output_dir
 
     backend, opts = _resolve(options, "build")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DeployError(f"{out} exists and is not a folder; choose another output folder (--out).")
+    out = check_output_dir(out)
+    check_count(data_limit, "data_limit (--limit)")
+    check_data_spec(data, "data (--data)")
+    check_data_spec(calib_data, "calib_data (--calib-data)")
     model = as_model(model)
-    return backend.build(model.eval(), out, opts, BuildData(model, data, calib_data, data_limit))
+    data = BuildData(model, data, calib_data, data_limit, skip_bad_images=skip_bad_images)
+    result = backend.build(model.eval(), out, opts, data)
+    result.skipped_images = len(data.skipped)
+    return result
 
 
 def bench(program, options: Any = "host"):
     """Time a built program (a `build` folder, a .pte, an engine or a Jetson result file); returns a BenchResult."""
     backend, opts = _resolve(options, "bench")
-    program = Path(program)
+    program = Path(program).expanduser()
     if not program.exists():
-        raise DeployError(f"{program} does not exist; pass a folder written by `deploy build` or its program file.")
+        raise DeployError(f"{program}: does not exist; pass a folder written by `deploy build` or its program file.")
     return backend.bench(program, opts)

@@ -26,13 +26,26 @@ def bench(path, options) -> BenchResult:
     `options.runtime == "native"` times the same calls in the C++ pte_runner instead (its own process,
     `--threads` XNNPACK threads); the op profile, when asked for, always comes from the Python runtime.
     """
-    import torch
+    import sys
 
-    from .runtime import load_forward, resolve_program, set_threads
+    from lraqvit_deploy.files import native_stderr
+
+    from .runtime import resolve_program
 
     pte = resolve_program(path)
-    if getattr(options, "runtime", "python") == "native":
-        return _bench_native(pte, options)
+    logged = []  # the runtime's C++ log lines (fd 2): passed on after a run, dropped with an error (one line)
+    with native_stderr(logged):
+        result = _bench_native(pte, options) if getattr(options, "runtime", "python") == "native" else _bench(pte, options)
+    if logged:
+        print("\n".join(logged), file=sys.stderr)
+    return result
+
+
+def _bench(pte: Path, options) -> BenchResult:
+    import torch
+
+    from .runtime import load_forward, set_threads
+
     threads = set_threads(options.threads)
     method, load_ms = load_forward(pte)
     x = torch.randn(*method.metadata.input_tensor_meta(0).sizes())

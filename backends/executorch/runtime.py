@@ -5,27 +5,31 @@ import time
 from pathlib import Path
 from typing import Optional, Tuple
 
-from lraqvit_deploy.artifacts import MANIFEST, read_json
+from lraqvit_deploy.artifacts import MANIFEST
 from lraqvit_deploy.errors import DeployError
 
 
 def resolve_program(path) -> Path:
-    """A .pte file, or the single .pte named by (or found in) a `deploy build` folder."""
-    path = Path(path)
+    """A .pte file, or the single .pte named by (or found in) a `deploy build` folder; checked to be an
+    ExecuTorch flatbuffer (`files.check_pte`) before any runtime reads it."""
+    from lraqvit_deploy.files import check_pte, read_json_object
+
+    path = Path(path).expanduser()
     if path.is_file():
         if path.suffix != ".pte":
-            raise DeployError(f"{path} is not an ExecuTorch program (.pte).")
-        return path
+            raise DeployError(f"{path}: expected an ExecuTorch program (.pte) or a `deploy build --target android` "
+                              f"folder, not a {path.suffix or 'suffix-less'} file.")
+        return check_pte(path)
     if path.is_dir():
         if (path / MANIFEST).is_file():
-            program = read_json(path / MANIFEST).get("program")
-            if program and (path / program).is_file():
-                return path / program
+            program = read_json_object(path / MANIFEST, "a build manifest written by `deploy build`").get("program")
+            if isinstance(program, str) and program and (path / program).is_file():
+                return check_pte(path / program)
         ptes = sorted(path.glob("*.pte"))
         if len(ptes) == 1:
-            return ptes[0]
+            return check_pte(ptes[0])
         raise DeployError(f"{path}: expected exactly one .pte inside, found {len(ptes)}; pass the .pte itself.")
-    raise DeployError(f"{path} does not exist; pass a `deploy build --target android` folder or a .pte.")
+    raise DeployError(f"{path}: no such file or folder; pass a `deploy build --target android` folder or a .pte.")
 
 
 def set_threads(threads: Optional[int]) -> int:
@@ -43,15 +47,25 @@ def load_forward(path, method: str = "forward") -> Tuple[object, float]:
     """(method, load time in ms). Loading also runs XNNPACK's init (weight packing)."""
     from executorch.runtime import Runtime
 
+    from lraqvit_deploy.files import bad_file, native_stderr, short_reason
+
     path = resolve_program(path)
     t0 = time.perf_counter()
+    logged = []  # the runtime's own log lines (C++ on fd 2): the reason of a failure, passed on otherwise
     try:
-        program = Runtime.get().load_program(str(path))
-        if method not in program.method_names:
-            raise DeployError(f"{path} has no method {method!r} (it has {sorted(program.method_names)}).")
-        m = program.load_method(method)
+        with native_stderr(logged):
+            program = Runtime.get().load_program(str(path))
+            if method not in program.method_names:
+                raise DeployError(f"{path} has no method {method!r} (it has {sorted(program.method_names)}).")
+            m = program.load_method(method)
     except DeployError:
         raise
     except Exception as e:
-        raise DeployError(f"the ExecuTorch runtime could not load {path}: {e}") from e
+        why = logged[-1].split("] ", 1)[-1] if logged else short_reason(e)
+        raise bad_file(path, "an ExecuTorch program the runtime can load", f"{why}; {short_reason(e)}"
+                       if logged else why) from None
+    if logged:
+        import sys
+
+        print("\n".join(logged), file=sys.stderr)
     return m, (time.perf_counter() - t0) * 1e3

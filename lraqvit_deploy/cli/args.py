@@ -53,8 +53,47 @@ def add_data_arg(g, flag: str, help: str) -> None:
     g.add_argument(flag, default=None, metavar="DATA", help=help + " (ImageFolder path or fashion-mnist[:train|:test])")
 
 
+def add_skip_arg(g) -> None:
+    """--skip-bad-images, on every command that reads image folders."""
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out the images of an ImageFolder that cannot be read (their count is reported) "
+                        "instead of stopping at the first one")
+
+
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON here")
+
+
+# ---- checks every command makes before any model is built ------------------------------------------
+MAX_IMAGES = 10 ** 9  # --limit, --train-limit
+
+
+def check_count(value: Optional[int], flag: str, lo: int = 1, hi: int = MAX_IMAGES, what: str = "images") -> None:
+    """A count flag (images, a batch size): a whole number in lo..hi, or not given."""
+    if value is not None and not lo <= value <= hi:
+        raise DeployError(f"{flag} {value}: must be a whole number in {lo}..{hi:,} ({what}).")
+
+
+def check_inputs(args: argparse.Namespace, data_flags: tuple = ()) -> None:
+    """The user-named inputs and outputs of a command, checked before any model is built or data read:
+    model options, the artifact folder, data specs, --json and --out."""
+    from ..data import check_data_spec
+    from ..files import check_output_dir, check_output_file
+
+    for flag, v, hi in (("--num-classes", getattr(args, "num_classes", None), 1_000_000),
+                        ("--img-size", getattr(args, "img_size", None), 16_384)):
+        check_count(v, flag, 1, hi, "classifier classes" if flag == "--num-classes" else "input pixels")
+    source = getattr(args, "source", None)
+    if source:
+        from ..artifacts import check_model_artifact
+
+        check_model_artifact(source)
+    for flag in data_flags:
+        check_data_spec(getattr(args, flag.lstrip("-").replace("-", "_")), flag)
+    if getattr(args, "json", None) is not None:
+        check_output_file(args.json, "--json")
+    if getattr(args, "out", None) is not None:
+        check_output_dir(args.out, "--out")
 
 
 # ---- flags from option dataclasses ----------------------------------------------------------------
@@ -123,6 +162,8 @@ def flag_error(e: OptionError) -> str:
     return msg.replace(f"{e.field} = ", f"{flag} ", 1) if flag and msg.startswith(f"{e.field} = ") else msg
 
 
-def require_positive(value: Optional[int], flag: str) -> None:
-    if value is not None and value <= 0:
-        raise DeployError(f"{flag} {value}: must be a positive number of images.")
+def name_flags(cls: type, flags: Dict[str, str]) -> None:
+    """Name the flags of fields of an options class whose flags are written by hand (for `flag_error`)."""
+    for field, flag in flags.items():
+        _FLAGS[(cls.__name__, field)] = flag
+

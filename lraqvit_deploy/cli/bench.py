@@ -41,9 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from ..targets import bench
     from .output import emit
 
+    from ..files import check_output_file
+
     backend = get_backend(args.target, "bench")
     options = options_from_args(backend.bench_options, args, shared=SHARED, threads=args.threads or 1,
                                 progress=not args.quiet)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     result = bench(args.program, options)
     emit(result.to_dict(), args.json, title=f"bench --target {args.target}: {args.program}")
     return 0

@@ -5,9 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..backends import options_type
-from ..errors import DeployError
-from .args import add_data_arg, add_json_arg, add_model_args, add_options, load_model, options_from_args
-from .compress import add_recipe_args, data_from_args, recipe_from_args
+from .args import add_data_arg, add_json_arg, add_model_args, add_options, add_skip_arg, load_model, options_from_args
+from .compress import add_recipe_args, check_recipe_inputs, data_from_args, recipe_from_args
 
 TARGETS = ("android", "jetson")
 HELP = "lower a model to an Android .pte (ExecuTorch/XNNPACK) or a Jetson Q/DQ ONNX + TensorRT bundle"
@@ -38,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_arg(d, "--data", "labelled images to verify on; default: the test bed's test split, else seeded "
                               "synthetic images")
     d.add_argument("--limit", type=int, default=None, metavar="N", help="verify on a seeded subset of N images")
+    add_skip_arg(d)
     add_json_arg(p)
     add_recipe_args(p)  # --method / --quant ...: compress (and distil, quantize) before lowering
     for target in TARGETS:
@@ -55,14 +55,15 @@ def run(args: argparse.Namespace) -> int:
     backend = get_backend(args.target, "build")  # "backend not installed: ..." before any work
     options = options_from_args(backend.build_options, args, progress=not args.quiet)
     recipe = recipe_from_args(args)
-    if args.limit is not None and args.limit <= 0:
-        raise DeployError(f"--limit {args.limit}: must be a positive number of images.")
-    if args.out.exists() and not args.out.is_dir():
-        raise DeployError(f"--out {args.out} exists and is not a folder; choose another output folder.")
+    check_recipe_inputs(args, recipe, None)  # counts, files, --out, --json, the checkpoint: before any model
     model = load_model(args)
+    skipped = 0
     if not recipe.empty:
-        compress(model, recipe, **data_from_args(args), evaluate=False, checkpoint=args.checkpoint,
-                 resume=args.resume, progress=not args.quiet)
-    result = build(model, args.out, options, data=args.data, calib_data=args.calib_data, data_limit=args.limit)
-    emit(result.summary(), args.json, title=f"build --target {args.target}: {args.out}")
+        skipped = compress(model, recipe, **data_from_args(args), evaluate=False, checkpoint=args.checkpoint,
+                           resume=args.resume, progress=not args.quiet).skipped_images
+    result = build(model, args.out, options, data=args.data, calib_data=args.calib_data, data_limit=args.limit,
+                   skip_bad_images=args.skip_bad_images)
+    summary = result.summary()
+    summary["skipped_images"] = skipped + result.skipped_images
+    emit(summary, args.json, title=f"build --target {args.target}: {args.out}")
     return 0

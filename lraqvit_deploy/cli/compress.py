@@ -12,8 +12,8 @@ from typing import Any, Dict
 
 from ..lowrank.configs import AMP_MODES, FEATURE_LOSSES, INITS, METHODS, TRAINABLE, DistillConfig, LowRankConfig
 from ..errors import DeployError
-from ..recipe import ALLOC_METHODS, MLORQ_TARGETS, AllocationConfig
-from .args import add_data_arg, add_json_arg, add_model_args, load_model
+from ..recipe import ALLOC_METHODS, MAX_SEED, MLORQ_TARGETS, AllocationConfig
+from .args import add_data_arg, add_json_arg, add_model_args, add_skip_arg, check_count, check_inputs, load_model, name_flags
 
 
 def _d(cls, name: str) -> Any:
@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = p.add_argument_group("evaluation")
     add_data_arg(e, "--data", "labelled evaluation images; default: the test bed's test subset")
     e.add_argument("--limit", type=int, default=None, help="evaluate a seeded subset of N images")
+    add_skip_arg(e)
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -160,6 +161,11 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                         "multiply")
 
 
+ALLOC_FLAGS = {"method": "--rank-alloc", "activation_aware": "--no-activation-aware",
+               "calib_images": "--alloc-calib-images", "memory_budget_mb": "--memory-budget-mb",
+               "mlorq_bits": "--mlorq-bits", "mlorq_factor_bits": "--mlorq-factor-bits",
+               "mlorq_target": "--mlorq-target"}
+DATA_FLAGS = ("--data", "--train-data", "--calib-data", "--alloc-calib-data")
 ACT_SCHEMES = {"per-tensor": "per_tensor_static", "per-token-static": "per_token_static",
                "per-token-dynamic": "per_token_dynamic"}
 
@@ -191,6 +197,8 @@ def recipe_from_args(args: argparse.Namespace):
     from ..quant import quant_config
     from ..recipe import Recipe
 
+    name_flags(AllocationConfig, ALLOC_FLAGS)
+    check_count(args.seed, "--seed", 0, MAX_SEED, "the random seed")
     alloc = AllocationConfig(**_given(
         method=args.rank_alloc, activation_aware=args.activation_aware, calib_images=args.alloc_calib_images,
         memory_budget_mb=args.memory_budget_mb, mlorq_target=args.mlorq_target,
@@ -218,6 +226,8 @@ def recipe_from_args(args: argparse.Namespace):
     wants_kd = low_rank is not None and args.kd_steps != 0 and alloc.method != "mlorq"
     if wants_kd:
         distill = DistillConfig(**kd_flags, seed=args.seed)
+    elif kd_flags:
+        DistillConfig(**kd_flags, seed=args.seed)  # unused here, but a bad value is still an error
     elif args.kd_steps not in (None, 0) or args.kd_epochs is not None:
         raise DeployError("--kd-steps/--kd-epochs distil a low-rank model: give --method lra|rb-lra"
                           + (" (mlorq does not distil)" if alloc.method == "mlorq" else "") + ".")
@@ -235,7 +245,22 @@ def recipe_from_args(args: argparse.Namespace):
 def data_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     """The pipeline's data keywords from the flags."""
     return {"train_data": args.train_data, "calib_data": args.calib_data, "alloc_data": args.alloc_calib_data,
-            "train_limit": args.train_limit}
+            "train_limit": args.train_limit, "skip_bad_images": args.skip_bad_images}
+
+
+def check_recipe_inputs(args: argparse.Namespace, recipe, out) -> None:
+    """What `compress` and `build` check before the model is built: counts, files, the checkpoint to resume."""
+    from ..pipeline import check_checkpoint, check_distill_device, default_checkpoint
+
+    check_count(args.limit, "--limit")
+    check_count(args.train_limit, "--train-limit")
+    check_inputs(args, DATA_FLAGS)
+    if recipe.distill is not None:
+        check_distill_device(recipe)
+        check_checkpoint(args.checkpoint or default_checkpoint(out), args.resume, recipe)
+    elif args.resume or args.checkpoint is not None:
+        raise DeployError(f"{'--resume' if args.resume else '--checkpoint'} applies to distillation, which this "
+                          "recipe does not run (it needs --method lra|rb-lra and --kd-steps other than 0).")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -245,10 +270,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if recipe.empty:
         raise DeployError("nothing to do: give --method lra|rb-lra (low rank), --quant METHOD (INT8), or both.")
-    if args.limit is not None and args.limit <= 0:
-        raise DeployError(f"--limit {args.limit}: must be a positive number of images.")
-    if args.train_limit is not None and args.train_limit <= 0:
-        raise DeployError(f"--train-limit {args.train_limit}: must be a positive number of images.")
+    check_recipe_inputs(args, recipe, args.out)
     model = load_model(args)
     report = compress(model, recipe, **data_from_args(args), eval_data=args.data, eval_limit=args.limit,
                       out=args.out, checkpoint=args.checkpoint, resume=args.resume, progress=not args.quiet)
@@ -256,6 +278,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not report.evaluated and not args.quiet:
         print("note: not scored (no evaluation data for this model); pass --data DIR to measure top-1.")
+    if report.skipped_images and not args.quiet:
+        print(f"note: {report.skipped_images} unreadable image(s) left out (--skip-bad-images).")
     method = (report.compression or {}).get("method", "none")
     emit(report.to_dict(), args.json, title=f"compress --method {method} --quant {args.quant}: {args.out}")
     return 0

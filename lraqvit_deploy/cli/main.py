@@ -32,6 +32,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def one_line(message: str) -> str:
+    """An error message as one line: a DataLoader worker's re-raised error keeps only the original message
+    (torch prefixes it with the worker's traceback), any other line break becomes a space."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "Traceback" in message:
+        import re
+
+        m = re.match(r"^[\w.]+: (.*)$", lines[-1])  # "lraqvit_deploy.files.BadImageError: <the message>"
+        return m.group(1) if m else lines[-1]
+    return " ".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="deploy", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -65,10 +77,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             torch.set_num_threads(args.threads)
         return int(args.func(args) or 0)
     except OptionError as e:
-        print(f"{prog}: error: {flag_error(e)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(flag_error(e))}", file=sys.stderr)
         return 1
     except DeployError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing half-written was kept.", file=sys.stderr)

@@ -36,8 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from ..table import load_config, run_table
     from ..table.render import render_markdown
 
+    from ..files import check_output_dir
+
+    if args.out is not None:
+        check_output_dir(args.out)
     config = load_config(args.config)
-    out = args.out or Path("out") / config.name
+    out = check_output_dir(args.out or Path("out") / config.name)
     try:
         results = run_table(config, out, resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:

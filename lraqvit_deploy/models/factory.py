@@ -94,6 +94,12 @@ def create_model(
     Example:
         >>> model = create_model("deit_tiny_patch16_224", weights="random")
     """
+    for flag, v, hi in (("--num-classes", num_classes, 1_000_000), ("--img-size", img_size, 16_384)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi):
+            raise DeployError(f"{flag} {v!r}: expected a whole number in 1..{hi}.")
+    if not isinstance(weights, (str, os.PathLike)):
+        raise DeployError(f"weights must be 'auto', 'random', 'timm-cache' or a file path, got {type(weights).__name__}.")
+    weights = os.fspath(weights)
     if name == TESTBED:
         if weights not in ("auto", TESTBED):
             raise DeployError("the testbed brings its own weights; drop --weights (or use a timm model name).")
@@ -106,9 +112,6 @@ def create_model(
                                        testbed_profile)
         return model
 
-    for flag, v, hi in (("--num-classes", num_classes, 1_000_000), ("--img-size", img_size, 16_384)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi):
-            raise DeployError(f"{flag} {v!r}: expected a whole number in 1..{hi}.")
     check_arch(name)
     kwargs: Dict[str, Any] = {}
     if num_classes is not None:
@@ -116,16 +119,14 @@ def create_model(
     if img_size is not None:
         kwargs["img_size"] = img_size
     spec = ModelSpec(name, name, kwargs)
-    model = build_architecture(spec)
-
+    # the weights are read (and checked) before the architecture is built: a bad file fails in a second
     if weights == "random":
-        spec.weights = "random"
+        path, sd = None, None
     elif weights in ("auto", "timm-cache"):
         path = timm_cache_file(name)
         if path is None:
             raise WeightsNotFoundError(_no_weights_message(name))
-        load_weights_file(model, path)
-        spec.weights = f"timm cache: {path}"
+        sd = read_state_dict(path)
     else:
         path = Path(weights).expanduser()
         if path.suffix not in WEIGHT_FILE_SUFFIXES:
@@ -133,24 +134,28 @@ def create_model(
                 f"--weights {weights!r}: expected 'auto', 'random', 'timm-cache' or a file ending in "
                 f"{', '.join(WEIGHT_FILE_SUFFIXES)}."
             )
-        if not path.is_file():
-            raise WeightsNotFoundError(f"--weights {path}: no such file.\n\n" + _no_weights_message(name))
-        load_weights_file(model, path)
-        spec.weights = f"file: {path.resolve()}"
+        if not path.exists():
+            raise WeightsNotFoundError(f"--weights {path}: no such file; " + _no_weights_message(name, found=False))
+        sd = read_state_dict(path)
+    model = build_architecture(spec)
+    if path is None:
+        spec.weights = "random"
+    else:
+        load_weights_file(model, path, sd)
+        spec.weights = (f"timm cache: {path}" if weights in ("auto", "timm-cache")
+                        else f"file: {path.resolve()}")
     model.lraqvit_spec = spec
     return model.eval()
 
 
-def _no_weights_message(name: str) -> str:
-    return (
-        f"No weights found for {name!r}. lraqvit-deploy never downloads and never falls back to random "
-        "weights. Choose one:\n"
-        f"  --weights PATH.safetensors|PATH.pth   a local checkpoint of {name}\n"
-        f"  --weights random                      random init (smoke tests only)\n"
-        f"  pre-fill timm's cache on a networked machine: python -c \"import timm; "
-        f"timm.create_model('{name}', pretrained=True)\" (then copy ~/.cache/huggingface)\n"
-        f"  --model {TESTBED}                       the built-in offline DINOv2 test bed"
-    )
+def _no_weights_message(name: str, found: bool = True) -> str:
+    """What to do without weights, on one line (the CLI prints errors as one line)."""
+    head = (f"no weights found for {name!r} (lraqvit-deploy never downloads and never falls back to random "
+            "weights); " if found else "")
+    return (f"{head}choose one: --weights PATH.safetensors|PATH.pth (a local checkpoint of {name}), --weights random "
+            f"(smoke tests only), pre-fill timm's cache on a networked machine (python -c \"import timm; "
+            f"timm.create_model('{name}', pretrained=True)\", then copy ~/.cache/huggingface), or --model {TESTBED} "
+            "(the built-in offline DINOv2 test bed).")
 
 
 def timm_cache_file(name: str) -> Optional[Path]:
@@ -179,33 +184,18 @@ def timm_cache_file(name: str) -> Optional[Path]:
 
 
 def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    """Tensors from a checkpoint file, never unpickling arbitrary objects."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """Tensors from a checkpoint file, never unpickling arbitrary objects (`lraqvit_deploy.files`)."""
+    from ..files import read_state_dict as _read
 
-        return load_file(str(path))
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # weights_only refuses pickled code objects
-        raise DeployError(
-            f"{path}: could not be read as a plain tensor checkpoint ({type(e).__name__}: {e}). "
-            "lraqvit-deploy loads only tensors (torch.load weights_only=True); re-save it with "
-            "torch.save(model.state_dict(), path) or convert it to .safetensors."
-        ) from None
-    for key in ("state_dict", "model", "model_ema", "module"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise DeployError(f"{path}: expected a dict of tensors (a state_dict).")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return _read(path)
 
 
-def load_weights_file(model: nn.Module, path: Path) -> None:
-    """Load a checkpoint through timm's own per-architecture filter (original-format keys, pos-embed resize)."""
+def load_weights_file(model: nn.Module, path: Path, sd: Optional[Dict[str, torch.Tensor]] = None) -> None:
+    """Load a checkpoint (or its tensors `sd`, already read) through timm's own per-architecture filter
+    (original-format keys, pos-embed resize)."""
     import importlib
 
-    sd = read_state_dict(path)
+    sd = read_state_dict(path) if sd is None else sd
     filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
     if filter_fn is not None:
         sd = filter_fn(sd, model)

@@ -188,8 +188,8 @@ def check_target(plan: Mapping[str, LayerChoice], target: str) -> None:
     """Raise a DeployError naming the layers `target` can't run (e.g. 3-bit weights on TensorRT)."""
     bad = unsupported_layers(plan, target)
     if bad:
-        lines = "\n".join(f"  {n}: {why}" for n, why in list(bad.items())[:10])
-        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise DeployError(f"{len(bad)} layer(s) of this allocation cannot run on {target}:\n{lines}{more}\n"
-                          f"Restrict the search to bits the target runs (e.g. --mlorq-bits 4,8 for XNNPACK, 8 for "
+        lines = "; ".join(f"{n}: {why}" for n, why in list(bad.items())[:3])
+        more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise DeployError(f"{len(bad)} layer(s) of this allocation cannot run on {target} ({lines}{more}); "
+                          f"restrict the search to bits the target runs (e.g. --mlorq-bits 4,8 for XNNPACK, 8 for "
                           "TensorRT), or evaluate it in the simulator (target 'sim').")

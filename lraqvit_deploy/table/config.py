@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -191,6 +190,11 @@ def _strs(v: Any, where: str) -> Tuple[str, ...]:
     return tuple(v)
 
 
+def _table(v: Any, where: str) -> None:
+    if v is not None and not isinstance(v, dict):
+        raise _err(where, f"expected a table, got {type(v).__name__} {v!r}")
+
+
 def _take(d: Dict[str, Any], known: Tuple[str, ...], where: str) -> Dict[str, Any]:
     unknown = sorted(set(d) - set(known))
     if unknown:
@@ -219,6 +223,13 @@ def _check_method(m: MethodEntry, where: str) -> None:
 def parse_config(data: Dict[str, Any], source: Optional[Path] = None) -> TableConfig:
     """Validate a parsed TOML document; every mistake raises a DeployError naming the key."""
     _take(data, ("name", "models", "methods", "table4", "targets", "settings", "accuracy"), "top level")
+    for key in ("models", "methods", "table4", "targets", "settings", "accuracy"):
+        _table(data.get(key), f"[{key}]")
+    for key in ("models", "methods", "accuracy", "targets"):
+        for name, v in (data.get(key) or {}).items():
+            _table(v, f"[{key}.{name}]")
+    if data.get("name") is not None and not isinstance(data["name"], str):
+        raise _err("top level", f"name = {data['name']!r}; expected a string")
     models = []
     for name, m in (data.get("models") or {}).items():
         where = f"[models.{name}]"
@@ -248,7 +259,7 @@ def parse_config(data: Dict[str, Any], source: Optional[Path] = None) -> TableCo
         pr = m.get("param_reduction")
         if compress is not None and pr is None:
             raise _err(where, "a compressed method needs param_reduction (e.g. 0.45)")
-        if pr is not None and not 0.0 < float(pr) < 1.0:
+        if pr is not None and (isinstance(pr, bool) or not isinstance(pr, (int, float)) or not 0.0 < float(pr) < 1.0):
             raise _err(where, f"param_reduction = {pr}; it is a fraction in (0, 1)")
         for key in ("recipe", "build"):
             if not isinstance(m.get(key, {}), dict):
@@ -325,12 +336,10 @@ def parse_config(data: Dict[str, Any], source: Optional[Path] = None) -> TableCo
 
 def load_config(path) -> TableConfig:
     """Read and validate a harness config (TOML)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise DeployError(f"{path}: config not found; see benchmarks/table4.toml for an example.") from None
-    except tomllib.TOMLDecodeError as e:
-        raise DeployError(f"{path}: not valid TOML ({e}).") from None
+    from ..files import read_toml
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DeployError(f"{path}: config not found; see benchmarks/table4.toml for an example.")
+    data = read_toml(path, "a harness config (TOML, e.g. benchmarks/table4.toml)")
     return parse_config(data, path.resolve())

@@ -83,11 +83,14 @@ def test_missing_and_wrong_abi_runner(tmp_path):
 def test_cli_bench_android_without_device(adb_port, tmp_path):
     """The whole `deploy bench --target android` path exits 1 with the adb message, no traceback."""
     pte = tmp_path / "m.pte"
-    pte.write_bytes(b"\0" * 64)
+    pte.write_bytes(b"\0" * 4 + b"ET12" + b"\0" * 56)  # the files named are checked before the device is asked
+    runner = tmp_path / "executor_runner"
+    runner.write_bytes(b"\x7fELF\x02" + bytes(13) + (183).to_bytes(2, "little"))  # an AArch64 ELF header
     env = {**os.environ, "ANDROID_ADB_SERVER_PORT": str(adb_port)}
     env.pop("ANDROID_SERIAL", None)
     proc = subprocess.run([sys.executable, "-m", "lraqvit_deploy", "bench", "--target", "android", str(pte),
-                           "--cooldown", "0"], capture_output=True, text=True, env=env, timeout=120)
+                           "--cooldown", "0", "--runner", str(runner)], capture_output=True, text=True, env=env,
+                          timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "no Android device attached" in proc.stderr and "Traceback" not in proc.stderr
 

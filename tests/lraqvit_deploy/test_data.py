@@ -75,7 +75,7 @@ def test_image_folder(tmp_path):
 
 
 def test_image_folder_errors(tmp_path):
-    with pytest.raises(DeployError, match="not a directory"):
+    with pytest.raises(DeployError, match="missing: no such folder"):
         load_dataset(str(tmp_path / "missing"), CFG)
     with pytest.raises(DeployError):
         load_dataset(str(tmp_path), CFG)  # empty: no class folders

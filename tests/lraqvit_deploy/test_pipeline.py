@@ -15,7 +15,7 @@ from conftest import make_tiny
 JSON_KEYS = {"model", "method", "param_reduction_target", "top1", "baseline_top1", "top1_diff", "fp32_top1", "quant",
              "params", "baseline_params", "param_reduction", "gflops", "baseline_gflops", "size_mb",
              "baseline_size_mb", "n_images", "kd_steps", "kd_final_loss", "kd_seconds", "kd_world_size",
-             "calib_seconds", "wads_seconds", "out", "ranks"}
+             "calib_seconds", "wads_seconds", "out", "skipped_images", "ranks"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

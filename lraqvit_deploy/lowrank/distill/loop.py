@@ -148,9 +148,9 @@ def _save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
 
 
 def _load_checkpoint(path: Path, fingerprint: str) -> Dict[str, Any]:
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise DeployError(f"{path} is not a distillation checkpoint of this lraqvit-deploy version.")
+    from ...files import read_kd_checkpoint  # one line naming the file for any unreadable or foreign file
+
+    state = read_kd_checkpoint(path)
     if state["fingerprint"] != fingerprint:
         raise DeployError(f"{path} was written by a run with a different model, compression or distillation "
                           "config; rerun without --resume (or with the original options), or delete it.")
@@ -202,6 +202,9 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None  # bf16 has FP32's range: no scaling
     start, losses = 0, []
     path = Path(checkpoint) if checkpoint else None
+    if path is not None and path.is_dir():
+        raise DeployError(f"{path}: expected a distillation checkpoint file, found a folder; pass a file path "
+                          "(e.g. OUT.kd-checkpoint.pt).")
     if resume and path is not None and path.is_file():
         state = _load_checkpoint(path, fingerprint)
         student.load_state_dict(state["student"])
