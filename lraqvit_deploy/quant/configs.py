@@ -141,6 +141,11 @@ class AlphaSearchConfig(BaseQuantConfig):
             "fresh": a new subset every step (an unbiased but noisy gradient; the average of the
             second half of the steps is a candidate). Either way the final alpha is chosen on ALL
             rows among the candidates and alpha = 1.
+        wads_weight_term: WADS' second term: "literal" (Eq. 14 as printed, ||Q(aW) - W||^2, which is
+            about ||(a - 1) W||^2 and pulls alpha back to 1) or "scaled" (||Q(aW)/a - W||^2, the
+            quantization error of the weight the folded layer runs). QADS has no weight term.
+        wads_normalize: both terms as relative errors (output / ||X W^T||^2, weight / ||W||^2), so
+            the balance does not shift with token count and calibration size.
         fc2: as `SmoothQuantConfig.fc2`.
 
     Defaults (100 steps x 1024 fixed rows, lr 0.01) were chosen beside the former 300-step search
@@ -156,6 +161,8 @@ class AlphaSearchConfig(BaseQuantConfig):
     wads_lr: float = 1e-2
     wads_max_rows: int = 1024
     wads_sampling: str = "fixed"
+    wads_weight_term: str = "literal"
+    wads_normalize: bool = False
     fc2: str = "skip"
 
     def __post_init__(self):
@@ -166,6 +173,11 @@ class AlphaSearchConfig(BaseQuantConfig):
                               f"alpha = 1), got {self.wads_iters!r}.")
         if not math.isfinite(self.wads_lr) or self.wads_lr <= 0 or self.wads_max_rows <= 0:
             raise DeployError(f"wads_lr and wads_max_rows must be > 0, got {self.wads_lr} and {self.wads_max_rows}.")
+        if self.wads_weight_term not in ("literal", "scaled"):
+            raise DeployError(f"wads_weight_term must be 'literal' (Eq. 14 as printed) or 'scaled' (the error of "
+                              f"Q(aW)/a), got {self.wads_weight_term!r}.")
+        if not isinstance(self.wads_normalize, bool):
+            raise DeployError(f"wads_normalize must be true or false, got {self.wads_normalize!r}.")
         if self.wads_sampling not in ("fixed", "fresh"):
             raise DeployError(f"wads_sampling must be 'fixed' or 'fresh', got {self.wads_sampling!r}.")
         _check_fc2(self.fc2)

@@ -85,8 +85,16 @@ class _RowsOf(torch.autograd.Function):
         return full.sum(dim=0), None, None
 
 
+WEIGHT_TERMS = ("literal", "scaled", "none")
+
+
 class _Objective:
     """Eq. 14 (or Eq. 12 without the weight term) on calibration inputs X (N, T, C).
+
+    weight_term: "literal" (Eq. 14 as printed, ||Q(aW) - W||^2; True), "scaled" (the quantization
+    error of the weight the layer effectively runs, ||Q(aW)/a - W||^2) or "none" (Eq. 12; False).
+    normalize: the output term as a fraction of ||X W^T||^2 over the same rows and the weight term
+    as a fraction of ||W||^2, so calibration size and token count do not shift their balance.
 
     A search step samples rows (tokens) and quantizes only those. That is exact for every scheme:
     per_token_dynamic quantizes each row with its own scale, and the static schemes' scales of
@@ -97,9 +105,12 @@ class _Objective:
     """
 
     def __init__(self, x: torch.Tensor, weight: torch.Tensor, scheme: str, w_bits: int, a_bits: int,
-                 symmetric: bool, weight_term: bool):
+                 symmetric: bool, weight_term, normalize: bool = False):
         if scheme not in ("per_tensor_static", "per_token_static", "per_token_dynamic"):
             raise ValueError(f"unknown activation scheme {scheme!r}")
+        weight_term = {True: "literal", False: "none"}.get(weight_term, weight_term)
+        if weight_term not in WEIGHT_TERMS:
+            raise ValueError(f"weight_term must be one of {', '.join(WEIGHT_TERMS)}, got {weight_term!r}")
         x = x.detach().float()
         self.tokens = x.shape[1]
         self.x = x.reshape(-1, x.shape[-1])  # (rows, C)
@@ -108,6 +119,9 @@ class _Objective:
         self.weight_term = weight_term
         self.rows = self.x.shape[0]
         self.ref = self.x @ self.w.T  # (rows, out), constant
+        self.normalize = normalize  # both terms relative: / ||X W^T||^2 and / ||W||^2
+        self.ref_sq = float(self.ref.pow(2).sum().clamp_min(1e-30)) if normalize else 1.0
+        self.w_sq = float(self.w.pow(2).sum().clamp_min(1e-30)) if normalize else 1.0
         self.absmax = None  # the static schemes' whole-tensor maxima of |x|
         if scheme == "per_tensor_static":
             self.absmax = self.x.abs().amax(dim=0)  # (C,)
@@ -140,16 +154,18 @@ class _Objective:
             xq = fake_quant_symmetric(xa, self._static_scale(alpha, rows), self.a_bits, ste)
         aw = self.w * alpha[None, :]
         wq = fake_quant_symmetric(aw, per_channel_weight_scale(aw, self.w_bits)[:, None], self.w_bits, ste)
-        loss = (xq @ wq.T - ref).pow(2).sum() * (self.rows / xq.shape[0])
-        if self.weight_term:
-            loss = loss + (wq - self.w).pow(2).sum()
+        loss = (xq @ wq.T - ref).pow(2).sum() * (self.rows / xq.shape[0]) / self.ref_sq
+        if self.weight_term == "literal":  # Eq. 14 as printed: ||Q(aW) - W||^2, about ||(a - 1) W||^2
+            loss = loss + (wq - self.w).pow(2).sum() / self.w_sq
+        elif self.weight_term == "scaled":  # the error of the weight the layer effectively runs, Q(aW) / a
+            loss = loss + (wq / alpha[None, :] - self.w).pow(2).sum() / self.w_sq
         return loss
 
 
 def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token_dynamic", iters: int = 300,
                  lr: float = 1e-2, w_bits: int = 8, a_bits: int = 8, symmetric: bool = True,
-                 weight_term: bool = True, max_rows: int = 4096, seed: int = 0,
-                 sampling: str = "fresh") -> AlphaSearch:
+                 weight_term=True, max_rows: int = 4096, seed: int = 0,
+                 sampling: str = "fresh", normalize: bool = False) -> AlphaSearch:
     """Minimise Eq. 14 (Eq. 12 with `weight_term=False`) over alpha; never returns a worse alpha than 1.
 
     Adam on log alpha, `iters` steps, each on `max_rows` rows (all rows when there are no more),
@@ -161,7 +177,7 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
     """
     if sampling not in ("fresh", "fixed"):
         raise ValueError(f"sampling must be 'fresh' or 'fixed', got {sampling!r}")
-    obj = _Objective(x, weight, scheme, w_bits, a_bits, symmetric, weight_term)
+    obj = _Objective(x, weight, scheme, w_bits, a_bits, symmetric, weight_term, normalize)
     dev = obj.x.device
     log_alpha = torch.zeros(weight.shape[1], device=dev, requires_grad=True)
     opt = torch.optim.Adam([log_alpha], lr=lr)
@@ -207,8 +223,10 @@ def alpha_search(config: AlphaSearchConfig, weight_term: bool) -> Callable[[Targ
 
     def scale(t: Target, stats: InputStats) -> Optional[torch.Tensor]:
         res = search_alpha(stats.inputs, t.linear.weight, config.act_scheme, config.wads_iters, config.wads_lr,
-                           config.w_bits, config.a_bits, config.act_symmetric, weight_term=weight_term,
-                           max_rows=config.wads_max_rows, seed=config.seed, sampling=config.wads_sampling)
+                           config.w_bits, config.a_bits, config.act_symmetric,
+                           weight_term=config.wads_weight_term if weight_term else "none",
+                           max_rows=config.wads_max_rows, seed=config.seed, sampling=config.wads_sampling,
+                           normalize=config.wads_normalize)
         return res.alpha if res.loss_final < res.loss_init else None
 
     return scale

@@ -295,3 +295,37 @@ def test_fixed_rows_search_is_deterministic_and_never_worse_than_alpha_one(one_t
         quant_config("wads", wads_sampling="sometimes")
     with pytest.raises(ValueError, match="sampling must be"):
         search_alpha(x, w, iters=1, sampling="other")
+
+
+def test_wads_objective_variants(one_thread):
+    """weight_term="scaled" measures Q(aW)/a - W; normalize makes the balance independent of the row count."""
+    from lraqvit_deploy.errors import DeployError
+
+    x, w = _tiny_inputs(4)[0]
+    two = torch.full((w.shape[1],), 2.0).log()  # a uniform alpha = 2: per-token output term unchanged
+    zero = torch.zeros(w.shape[1])
+    with torch.no_grad():
+        lit = _Objective(x, w, "per_token_dynamic", 8, 8, True, "literal")
+        sca = _Objective(x, w, "per_token_dynamic", 8, 8, True, "scaled")
+        none = _Objective(x, w, "per_token_dynamic", 8, 8, True, "none")
+        out_only = float(none(two, ste=False))
+        assert float(lit(zero, ste=False)) == pytest.approx(float(sca(zero, ste=False)), rel=1e-6)
+        # literal: ||Q(2W) - W||^2 ~ ||W||^2; scaled: ||Q(2W)/2 - W||^2 = ||Q(W) - W||^2 (scale-equivariant)
+        assert float(lit(two, ste=False)) - out_only == pytest.approx(float(w.pow(2).sum()), rel=0.05)
+        assert float(sca(two, ste=False)) == pytest.approx(float(sca(zero, ste=False)), rel=1e-4)
+        # normalize: the same value on the calibration set and on it twice over; unnormalized: doubled output term
+        xx = torch.cat([x, x])
+        a = _Objective(x, w, "per_token_dynamic", 8, 8, True, "scaled", normalize=True)
+        b = _Objective(xx, w, "per_token_dynamic", 8, 8, True, "scaled", normalize=True)
+        assert float(a(two, ste=False)) == pytest.approx(float(b(two, ste=False)), rel=1e-5)
+        assert float(_Objective(xx, w, "per_token_dynamic", 8, 8, True, "none")(two, ste=False)) == \
+            pytest.approx(2 * out_only, rel=1e-5)
+    r = search_alpha(x, w, iters=30, weight_term="scaled", normalize=True, sampling="fixed")
+    assert r.loss_final <= r.loss_init
+    cfg = quant_config("wads", wads_weight_term="scaled", wads_normalize=True, wads_iters=5, progress=False)
+    model = make_tiny("vit")
+    quantize_(model, cfg, images(model))  # runs end to end with the variant
+    with pytest.raises(DeployError, match="wads_weight_term must be"):
+        quant_config("wads", wads_weight_term="eq14")
+    with pytest.raises(ValueError, match="weight_term must be one of"):
+        _Objective(x, w, "per_token_dynamic", 8, 8, True, "other")
