@@ -146,6 +146,8 @@ class AlphaSearchConfig(BaseQuantConfig):
             quantization error of the weight the folded layer runs). QADS has no weight term.
         wads_normalize: both terms as relative errors (output / ||X W^T||^2, weight / ||W||^2), so
             the balance does not shift with token count and calibration size.
+        wads_patience: stop a layer's search after this many steps without a better objective
+            (fixed rows only; 0: always `wads_iters` steps).
         fc2: as `SmoothQuantConfig.fc2`.
 
     Defaults (100 steps x 1024 fixed rows, lr 0.01) were chosen beside the former 300-step search
@@ -163,6 +165,7 @@ class AlphaSearchConfig(BaseQuantConfig):
     wads_sampling: str = "fixed"
     wads_weight_term: str = "literal"
     wads_normalize: bool = False
+    wads_patience: int = 20
     fc2: str = "skip"
 
     def __post_init__(self):
@@ -176,6 +179,10 @@ class AlphaSearchConfig(BaseQuantConfig):
         if self.wads_weight_term not in ("literal", "scaled"):
             raise DeployError(f"wads_weight_term must be 'literal' (Eq. 14 as printed) or 'scaled' (the error of "
                               f"Q(aW)/a), got {self.wads_weight_term!r}.")
+        if isinstance(self.wads_patience, bool) or not isinstance(self.wads_patience, int) or \
+                not 0 <= self.wads_patience <= 1_000_000:
+            raise DeployError(f"wads_patience must be a whole number >= 0 (0: always run wads_iters steps), "
+                              f"got {self.wads_patience!r}.")
         if not isinstance(self.wads_normalize, bool):
             raise DeployError(f"wads_normalize must be true or false, got {self.wads_normalize!r}.")
         if self.wads_sampling not in ("fixed", "fresh"):

@@ -61,6 +61,7 @@ class AlphaSearch:
     alpha: torch.Tensor
     loss_init: float
     loss_final: float
+    steps: int = 0  # the search steps taken (fewer than iters when patience stopped it)
 
 
 class _RowsOf(torch.autograd.Function):
@@ -165,7 +166,7 @@ class _Objective:
 def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token_dynamic", iters: int = 300,
                  lr: float = 1e-2, w_bits: int = 8, a_bits: int = 8, symmetric: bool = True,
                  weight_term=True, max_rows: int = 4096, seed: int = 0,
-                 sampling: str = "fresh", normalize: bool = False) -> AlphaSearch:
+                 sampling: str = "fresh", normalize: bool = False, patience: int = 0) -> AlphaSearch:
     """Minimise Eq. 14 (Eq. 12 with `weight_term=False`) over alpha; never returns a worse alpha than 1.
 
     Adam on log alpha, `iters` steps, each on `max_rows` rows (all rows when there are no more),
@@ -174,6 +175,8 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
     candidates, each scored on ALL rows without straight-through rounding at the end: alpha = 1,
     the last iterate, the average of log alpha over the second half of the steps (it averages out
     the noise of fresh rows), and, when every step sees the same rows, the best iterate seen.
+    `patience` > 0 (same rows only): stop after that many steps without a new best lower than
+    (1 - 1e-4) x the best so far.
     """
     if sampling not in ("fresh", "fixed"):
         raise ValueError(f"sampling must be 'fresh' or 'fixed', got {sampling!r}")
@@ -191,7 +194,10 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
     loss_init = float(loss_init_t)
     best, best_loss = log_alpha.detach().clone(), start_t
     tail_sum, tail_n, tail_from = torch.zeros_like(best), 0, iters // 2
+    stop_early = patience > 0 and same_rows
+    since_best, target, steps = 0, float(best_loss) * (1 - 1e-4), 0
     for it in range(iters):
+        steps = it + 1
         rows = (None if full else fixed if fixed is not None
                 else torch.randperm(obj.rows, generator=g)[:max_rows].to(dev))
         loss = obj(log_alpha, rows)
@@ -206,6 +212,14 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
         if it >= tail_from:
             tail_sum += log_alpha.detach()
             tail_n += 1
+        if stop_early:  # one host sync per step
+            current = float(loss)
+            if current < target:
+                since_best, target = 0, current * (1 - 1e-4)
+            else:
+                since_best += 1
+                if since_best >= patience:
+                    break
     with torch.no_grad():
         candidates = [log_alpha.detach()] + ([tail_sum / tail_n] if tail_n > 1 else [])
         losses = [float(obj(c, ste=False)) for c in candidates]
@@ -214,8 +228,8 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
             losses.append(float(obj(best, ste=False)))
     i = min(range(len(candidates)), key=losses.__getitem__)
     if losses[i] >= loss_init:
-        return AlphaSearch(torch.ones_like(log_alpha.detach()), loss_init, loss_init)
-    return AlphaSearch(candidates[i].exp(), loss_init, losses[i])
+        return AlphaSearch(torch.ones_like(log_alpha.detach()), loss_init, loss_init, steps)
+    return AlphaSearch(candidates[i].exp(), loss_init, losses[i], steps)
 
 
 def alpha_search(config: AlphaSearchConfig, weight_term: bool) -> Callable[[Target, InputStats], Optional[torch.Tensor]]:
@@ -226,7 +240,7 @@ def alpha_search(config: AlphaSearchConfig, weight_term: bool) -> Callable[[Targ
                            config.w_bits, config.a_bits, config.act_symmetric,
                            weight_term=config.wads_weight_term if weight_term else "none",
                            max_rows=config.wads_max_rows, seed=config.seed, sampling=config.wads_sampling,
-                           normalize=config.wads_normalize)
+                           normalize=config.wads_normalize, patience=config.wads_patience)
         return res.alpha if res.loss_final < res.loss_init else None
 
     return scale

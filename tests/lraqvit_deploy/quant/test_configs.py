@@ -26,7 +26,7 @@ def test_quant_config_builds_the_method_class_and_round_trips(name):
 
 
 def test_method_fields_and_manifest_keys():
-    assert set(WADSConfig().to_dict()) == MANIFEST_KEYS | {"wads_iters", "wads_lr", "wads_max_rows", "wads_sampling", "wads_weight_term", "wads_normalize", "fc2"}
+    assert set(WADSConfig().to_dict()) == MANIFEST_KEYS | {"wads_iters", "wads_lr", "wads_max_rows", "wads_sampling", "wads_weight_term", "wads_normalize", "wads_patience", "fc2"}
     sq = quant_config("smoothquant", smooth_migration=0.3)  # the manifest key is accepted as an alias
     assert sq.migration == 0.3 and sq.to_dict()["smooth_migration"] == 0.3
     assert NaiveConfig().act_scheme == "per_tensor_static" and WADSConfig().act_scheme == "per_token_dynamic"

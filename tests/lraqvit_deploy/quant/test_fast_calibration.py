@@ -329,3 +329,13 @@ def test_wads_objective_variants(one_thread):
         quant_config("wads", wads_weight_term="eq14")
     with pytest.raises(ValueError, match="weight_term must be one of"):
         _Objective(x, w, "per_token_dynamic", 8, 8, True, "other")
+
+
+def test_patience_stops_a_search_that_no_longer_improves(one_thread):
+    x, w = _tiny_inputs(4)[0]
+    full = search_alpha(x, w, iters=400, lr=1e-2, sampling="fixed")
+    short = search_alpha(x, w, iters=400, lr=1e-2, sampling="fixed", patience=5)
+    assert full.steps == 400 and 5 <= short.steps < 400
+    assert short.loss_final <= short.loss_init
+    fresh = search_alpha(x, w, iters=50, max_rows=32, sampling="fresh", patience=5)  # noisy: never stops early
+    assert fresh.steps == 50
