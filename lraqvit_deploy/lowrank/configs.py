@@ -49,12 +49,20 @@ class LowRankConfig:
             object.__setattr__(self, "ranks", {str(k): int(v) for k, v in dict(self.ranks).items()})
             if not self.ranks:
                 raise DeployError("ranks is empty; name at least one layer.")
-        if self.rank_multiple < 1:
-            raise DeployError(f"--rank-multiple must be >= 1, got {self.rank_multiple}.")
+        import math
+
+        for name, flag, lo, hi in (("rank_multiple", "--rank-multiple", 1, 1 << 16), ("seed", "--seed", 0, 2 ** 63 - 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise DeployError(f"{flag} {v!r}: expected a whole number in [{lo}, {hi}].")
+        if self.ranks is not None and any(r < 1 for r in self.ranks.values()):
+            bad = next(k for k, r in self.ranks.items() if r < 1)
+            raise DeployError(f"ranks[{bad!r}] = {self.ranks[bad]}: a rank must be >= 1.")
         if self.init not in INITS:
             raise DeployError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}.")
-        if self.init_std is not None and self.init_std <= 0:
-            raise DeployError(f"init_std must be positive, got {self.init_std}.")
+        if self.init_std is not None and (isinstance(self.init_std, bool) or not isinstance(self.init_std, (int, float))
+                                          or not math.isfinite(self.init_std) or self.init_std <= 0):
+            raise DeployError(f"init_std must be a finite positive number, got {self.init_std!r}.")
         object.__setattr__(self, "targets", tuple(self.targets))
 
     def to_dict(self) -> Dict[str, Any]:

@@ -175,3 +175,19 @@ def test_interrupted_distillation_resumes_to_the_same_weights(tmp_path):
     with pytest.raises(DeployError, match="different"):
         distill_(fresh(), teacher, ds, DistillConfig(steps=7, batch_size=8), checkpoint=ckpt, resume=True,
                  progress=False)
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"rank_multiple": 0}, "--rank-multiple 0"), ({"rank_multiple": 10 ** 9}, "--rank-multiple"),
+    ({"seed": -1}, "--seed -1"), ({"init_std": float("nan")}, "init_std must be a finite positive"),
+    ({"init_std": 0.0}, "init_std"),
+])
+def test_low_rank_config_rejects_out_of_range_numbers(fields, words):
+    from lraqvit_deploy.errors import DeployError
+    from lraqvit_deploy.lowrank import LowRankConfig
+
+    with pytest.raises(DeployError, match=None) as e:
+        LowRankConfig("rb-lra", param_reduction=0.45, **fields)
+    assert words in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(DeployError, match="a rank must be >= 1"):
+        LowRankConfig("lra", ranks={"blocks.0.attn.qkv": 0})
