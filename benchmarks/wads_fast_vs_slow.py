@@ -93,6 +93,13 @@ def run(fields: dict, model, images, datasets) -> dict:
     return out
 
 
+def label(r: dict) -> str:
+    """iters x rows, lr, sampling, then every other field the setting set (patience, weight term, ...)."""
+    rest = [f"{k.removeprefix('wads_')}={v}" for k, v in r["fields"].items()
+            if k not in ("wads_iters", "wads_max_rows", "wads_lr", "wads_sampling")]
+    return ", ".join([f"{r['iters']} x {r['max_rows']}", f"{r['lr']:g}", r["sampling"], *rest])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("settings", nargs="*", help="JSON dicts of WADS fields; the first is the reference "
@@ -135,7 +142,7 @@ def main(argv=None) -> int:
             pr = paired(ref[key]["correct"], r[key]["correct"])
             r[key]["vs_first"] = pr
             cells += [f"{r[key]['top1']:.2f}", f"{pr['diff_pt']:+.2f} ({pr['ci95_pt'][0]:+.2f} .. {pr['ci95_pt'][1]:+.2f})"]
-        md.append(f"| {r['iters']} x {r['max_rows']}, {r['lr']:g}, {r['sampling']} | {cells[0]} | {cells[1]} | {cells[2]} "
+        md.append(f"| {label(r)} | {cells[0]} | {cells[1]} | {cells[2]} "
                   f"| {cells[3]} | {r['objective_rel']:.4f} | {r['scaled_layers']} | {r['search_seconds']:.1f} |")
     print("\n".join(md), flush=True)
     if args.json:
