@@ -187,10 +187,12 @@ def _verify(model, pte: Path, scheme: str, options: AndroidBuildOptions, data: B
         # (test bed: 98.4% self-agreement), so no kernel that is not bit-exact with PyTorch can beat that.
         threshold = min(DEFAULT_MIN_AGREEMENT, v.reference_self_agreement - NOISE_MARGIN)
     problems = []
-    if threshold is not None and v.agreement < threshold:
-        problems.append(f"agrees with the {ref} on {v.agreement:.2%} of {v.n_images} images, below the threshold "
-                        f"{threshold:.2%} (reference self-agreement under a 1e-6 input change: "
-                        f"{v.reference_self_agreement})")
+    # The gate counts near-tie flips (the reference's two logits closer than twice the image's logit
+    # error) as agreeing: top-1 agreement is ill-conditioned there, whatever the kernel (docs/android.md).
+    if threshold is not None and v.gated_agreement < threshold:
+        problems.append(f"agrees with the {ref} on {v.gated_agreement:.2%} of {v.n_images} images (near-tie flips "
+                        f"counted as agreeing: {v.near_tie_flips}), below the threshold {threshold:.2%} (reference "
+                        f"self-agreement under a 1e-6 input change: {v.reference_self_agreement})")
     if min_sqnr is not None and v.sqnr_db is not None and v.sqnr_db < min_sqnr:
         problems.append(f"its logits are {v.sqnr_db:.1f} dB SQNR from the {ref}'s, below {min_sqnr:g} dB "
                         f"(min cosine {v.min_cosine})")

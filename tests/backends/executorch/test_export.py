@@ -188,3 +188,17 @@ def test_layernorm_formulation_is_exact_and_fully_delegated(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(run_pte(prog.buffer, tmp_path, xs), model(xs), atol=1e-4, rtol=1e-4)
     assert isinstance(model.norm, nn.LayerNorm)  # the caller's model is untouched
+
+
+def test_near_tie_flips_are_counted_apart(tmp_path):
+    """A flip between two logits closer than twice the image's error is a near tie; a real-margin flip is not."""
+    from lraqvit_deploy.backends.executorch.verify import Verification
+
+    v = Verification(n_images=64, agreement=63 / 64, top1=None, reference_top1=None, max_abs_logit_diff=0.1,
+                     reference="sim", data="d", near_tie_flips=1)
+    assert v.gated_agreement == 1.0 and v.to_dict()["gated_agreement"] == 1.0 and v.to_dict()["agreement"] == 63 / 64
+    model = quantize_blocks(make_tiny("deit"))
+    man = _build(model, tmp_path / "a")
+    ver = man["verification"]
+    assert 0 <= ver["near_tie_flips"] <= round((1 - ver["agreement"]) * ver["n_images"])
+    assert ver["gated_agreement"] >= ver["agreement"]
