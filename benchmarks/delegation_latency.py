@@ -21,24 +21,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Dict, List
-
-
-def cpu_info() -> Dict[str, Any]:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        out = ""
-    name = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name:")),
-                platform.processor() or "unknown")
-    flags = next((l.split(":", 1)[1].split() for l in out.splitlines() if l.startswith("Flags:")), [])
-    keep = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
-    return {"model": name, "flags": {f: f in flags for f in keep}}
 
 
 def build_all(args, work: Path) -> Dict[str, Dict[str, Any]]:
@@ -81,7 +67,7 @@ def build_all(args, work: Path) -> Dict[str, Dict[str, Any]]:
         opts = AndroidBuildOptions(precision=precision, delegate_layernorm=ln, verify_images=args.verify_images,
                                    arm_verify=False, progress=False,
                                    **({"min_agreement": 0.0} if precision == "q8" else {}))
-        res = build(models[key], out, opts, data="fashion-mnist:test", data_limit=args.verify_images)
+        build(models[key], out, opts, data="fashion-mnist:test", data_limit=args.verify_images)
         man = json.loads((out / "manifest.json").read_text())
         ver = man.get("verification") or {}
         m = models[key]
@@ -126,10 +112,12 @@ def _db(v) -> str:
 
 
 def markdown(args, cpu, programs, seconds) -> str:
+    from pipeline_scale import cpu_line
+
     lines = [f"# LayerNorm delegation and rank rounding: {args.model} at 224 px", "",
              f"- Date: {time.strftime('%Y-%m-%d %H:%M:%S %z')}; total {seconds / 60:.1f} min",
              f"- Command: `python benchmarks/delegation_latency.py {' '.join(args.argv)}`",
-             f"- CPU: {cpu['model']}; flags: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu['flags'].items()),
+             f"- CPU: {cpu_line(cpu)}",
              f"- Latency: {args.rounds} interleaved rounds x ({args.warmup} warm-up + {args.iterations} timed runs), "
              f"{args.threads} thread(s), ExecuTorch runtime; ratio = median over rounds of (program / dense FP32 of "
              "the same round), with min-max.",
@@ -168,7 +156,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
-    cpu = cpu_info()
+    from pipeline_scale import lscpu  # benchmarks/: the one CPU description
+
+    cpu = lscpu()
     args.work.mkdir(parents=True, exist_ok=True)
     programs = build_all(args, args.work)
     bench_all(args, programs)

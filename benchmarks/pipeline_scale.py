@@ -683,7 +683,8 @@ def child_main(args) -> int:
     return 0 if rec["ok"] else 1
 
 
-def _lscpu() -> Dict[str, Any]:
+def lscpu() -> Dict[str, Any]:
+    """This CPU (`parse_lscpu` of `lscpu`, else of /proc/cpuinfo); the other benchmark scripts record it too."""
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
@@ -782,7 +783,7 @@ def main(argv=None) -> int:
         "schema": SCHEMA, "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "quick": bool(args.quick),
         "command": shlex.join(["python", "benchmarks/pipeline_scale.py", *argv_shown]),
         "settings": cfg,
-        "host": {"cpu": _lscpu(), "nproc": os.cpu_count(), "versions": _versions(), "platform": platform.platform(),
+        "host": {"cpu": lscpu(), "nproc": os.cpu_count(), "versions": _versions(), "platform": platform.platform(),
                  "loadavg_start": os.getloadavg()[0]},
         "models": {}, "notes": [],
     }

@@ -28,8 +28,6 @@ import argparse
 import copy
 import json
 import math
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -41,17 +39,10 @@ from lraqvit_deploy.evaluate import predict
 from lraqvit_deploy.models import create_model
 from lraqvit_deploy.quant import quant_config, quantize_
 from lraqvit_deploy.quant.methods import wads as wads_mod
+from pipeline_scale import cpu_line, lscpu  # benchmarks/: the one CPU description
 
 OLD_DEFAULT = {"wads_iters": 300, "wads_max_rows": 4096, "wads_lr": 1e-2, "wads_sampling": "fresh"}
 HELD_OUT = range(50000, 51000)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name:"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def paired(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
@@ -109,13 +100,14 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    cpu = cpu_line(lscpu())
     settings = [json.loads(s) for s in args.settings] or [OLD_DEFAULT, {}]
 
     model = create_model("testbed", progress=False)
     images = calibration_images(model, args.calib_images)
     test, desc = eval_dataset(model)
     datasets = {"held_out": Subset(train_dataset(model), HELD_OUT), "test": test}
-    print(f"CPU: {cpu_model()}; {args.threads} thread(s); held-out = train[{HELD_OUT.start}:{HELD_OUT.stop}], "
+    print(f"CPU: {cpu}; {args.threads} thread(s); held-out = train[{HELD_OUT.start}:{HELD_OUT.stop}], "
           f"test = {desc}", flush=True)
     with torch.no_grad():
         fp32 = {k: 100 * float((lambda pl: (pl[0] == pl[1]).float().mean())(predict(model, ds, progress=False)))
@@ -123,8 +115,8 @@ def main(argv=None) -> int:
     print(f"FP32: held-out {fp32['held_out']:.2f}, test {fp32['test']:.2f}", flush=True)
     rows = [run(f, model, images, datasets) for f in settings]
     ref = rows[0]
-    md = [f"# WADS search budgets on the test bed (issue 12)", "",
-          f"- Date: {time.strftime('%Y-%m-%d %H:%M:%S %z')}; CPU: {cpu_model()}; {args.threads} thread(s) "
+    md = ["# WADS search budgets on the test bed (issue 12)", "",
+          f"- Date: {time.strftime('%Y-%m-%d %H:%M:%S %z')}; CPU: {cpu}; {args.threads} thread(s) "
           "(search times: compare within this table only)",
           f"- Command: `python benchmarks/wads_fast_vs_slow.py {' '.join(repr(a) if a.startswith('{') else a for a in (argv if argv is not None else __import__('sys').argv[1:]))}`",
           f"- Test bed FP32 (DINOv2 ViT-S/14, 56 px, 17 tokens): held-out {fp32['held_out']:.2f}, test {fp32['test']:.2f}; "
@@ -151,7 +143,7 @@ def main(argv=None) -> int:
                 r[key].pop("correct")
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.with_suffix(".md").write_text("\n".join(md) + "\n")
-        args.json.write_text(json.dumps({"cpu": cpu_model(), "threads": args.threads, "fp32_top1": fp32,
+        args.json.write_text(json.dumps({"cpu": cpu, "threads": args.threads, "fp32_top1": fp32,
                                          "settings": rows}, indent=2))
     return 0
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,19 +21,9 @@ import torch
 
 from lraqvit_deploy.models import create_model
 from lraqvit_deploy.quant import find_targets, quant_config, quantize_
+from pipeline_scale import cpu_line, lscpu  # benchmarks/: the one CPU description
 
 MODELS = {"small": "deit_small_patch16_224", "base": "deit_base_patch16_224"}
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def time_wads(name: str, n_images: int, fields: dict, progress: bool) -> dict:
@@ -84,7 +72,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    head = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    head = {"cpu": cpu_line(lscpu()), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "device": "cpu"}
     print(f"CPU: {head['cpu']}; torch {head['torch']}, {head['threads']} threads")
     names = ([] if args.no_small else ["small"]) + (["base"] if args.base else [])

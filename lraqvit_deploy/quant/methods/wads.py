@@ -120,7 +120,7 @@ class _Objective:
         self.weight_term = weight_term
         self.rows = self.x.shape[0]
         self.ref = self.x @ self.w.T  # (rows, out), constant
-        self.normalize = normalize  # both terms relative: / ||X W^T||^2 and / ||W||^2
+        # normalize: both terms relative, / ||X W^T||^2 and / ||W||^2 (divisors 1 otherwise)
         self.ref_sq = float(self.ref.pow(2).sum().clamp_min(1e-30)) if normalize else 1.0
         self.w_sq = float(self.w.pow(2).sum().clamp_min(1e-30)) if normalize else 1.0
         self.absmax = None  # the static schemes' whole-tensor maxima of |x|
