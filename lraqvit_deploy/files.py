@@ -208,18 +208,20 @@ def read_state_dict(path: PathLike, what: str = "") -> Dict[str, Any]:
     return {str(k).removeprefix("module."): v for k, v in obj.items()}
 
 
-def read_kd_checkpoint(path: PathLike, flag: str = "--checkpoint") -> Dict[str, Any]:
-    """A distillation checkpoint's content, checked for its format key (tensors are memory-mapped, not read)."""
-    from .lowrank.distill.loop import CHECKPOINT_FORMAT
+def read_kd_checkpoint(path: PathLike, expected_format: str, flag: str = "--checkpoint") -> Dict[str, Any]:
+    """A distillation checkpoint's content, checked for its format key (tensors are memory-mapped, not read).
 
+    `expected_format`: the format this version writes (`lowrank.distill.CHECKPOINT_FORMAT`; passed in so that
+    this module, which every file read goes through, does not import the training loop).
+    """
     p = Path(path).expanduser()
     what = f"a distillation checkpoint ({flag}) written by `deploy compress`"
     hint = f"delete it or pass another {flag}"
     state = torch_load(p, what, hint, mmap=True)
     if not isinstance(state, dict) or not isinstance(state.get("format"), str):
         raise bad_file(p, what, "it has no checkpoint format key", hint)
-    if state["format"] != CHECKPOINT_FORMAT:
-        raise bad_file(p, what, f"format {state['format']!r}, this version reads {CHECKPOINT_FORMAT!r}",
+    if state["format"] != expected_format:
+        raise bad_file(p, what, f"format {state['format']!r}, this version reads {expected_format!r}",
                        f"rerun without --resume to start afresh (the checkpoint is then replaced), or {hint}")
     missing = [k for k in ("fingerprint", "step", "student", "optimizer", "scheduler", "losses") if k not in state]
     if missing or not isinstance(state["fingerprint"], str) or not isinstance(state["step"], int):

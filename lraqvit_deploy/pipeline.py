@@ -154,7 +154,9 @@ def check_checkpoint(checkpoint, resume: bool, recipe: Recipe, model: Optional[n
             raise DeployError(f"{flag} {path}: exists and is not a distillation checkpoint, so distillation would "
                               f"overwrite it; delete it or pass another {flag}.")
         return None
-    state = read_kd_checkpoint(path, flag)
+    from .lowrank.distill import CHECKPOINT_FORMAT
+
+    state = read_kd_checkpoint(path, CHECKPOINT_FORMAT, flag)
     what = f"a distillation checkpoint ({flag}) written by `deploy compress`"
     import json
 

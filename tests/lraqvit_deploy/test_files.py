@@ -61,8 +61,10 @@ def test_tensor_files_never_run_pickled_code(tmp_path):
 def test_kd_checkpoint_format_is_checked(tmp_path):
     torch.save({"a": 1}, tmp_path / "a.pt")
     torch.save({"format": "lraqvit-deploy/kd-checkpoint/0"}, tmp_path / "old.pt")
-    one_line_error(read_kd_checkpoint, tmp_path / "a.pt", match="no checkpoint format key")
-    msg = one_line_error(read_kd_checkpoint, tmp_path / "old.pt", match="kd-checkpoint/0")
+    from lraqvit_deploy.lowrank.distill import CHECKPOINT_FORMAT
+
+    one_line_error(read_kd_checkpoint, tmp_path / "a.pt", CHECKPOINT_FORMAT, match="no checkpoint format key")
+    msg = one_line_error(read_kd_checkpoint, tmp_path / "old.pt", CHECKPOINT_FORMAT, match="kd-checkpoint/0")
     assert "without --resume" in msg
 
 

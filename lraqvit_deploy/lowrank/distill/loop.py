@@ -150,7 +150,7 @@ def _save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
 def _load_checkpoint(path: Path, fingerprint: str) -> Dict[str, Any]:
     from ...files import read_kd_checkpoint  # one line naming the file for any unreadable or foreign file
 
-    state = read_kd_checkpoint(path)
+    state = read_kd_checkpoint(path, CHECKPOINT_FORMAT)
     if state["fingerprint"] != fingerprint:
         raise DeployError(f"{path} was written by a run with a different model, compression or distillation "
                           "config; rerun without --resume (or with the original options), or delete it.")
