@@ -1,144 +1,146 @@
-"""LRA-QViT Table 1 (LRA vs RB-LRA, with and without block KD) and Table 7 (branch init) on the test bed.
+"""LRA-QViT Table 1 (LRA vs RB-LRA, with and without block KD) and Table 7 (branch init) on the test bed,
+against the converged FP32 reference, with paired 95 % intervals (issue 13).
 
-Every fine-tuned row uses the same data order, steps, batch and lr. Writes OUT/table1.md and
-OUT/table1.json, refreshed after every row so a long run can be watched (and survives a kill).
+Every row goes through the library pipeline (`lraqvit_deploy.pipeline.compress` with a `Recipe`) at
+the shipped defaults (activation-aware SVD, 240 x 16 block KD, nmse, factors trainable), trained on
+train[0:50000]; the teacher and the baseline are the converged reference. Rows are scored on the
+held-out train[50000:51000] (where variants are compared) and on the test subset (reported).
 
-    python benchmarks/table1_lra.py --out runs/table1 --steps 40 --threads 1
+Rows: the reference; the probe-only model; the dense model given the same distillation budget (every
+parameter trains: the control that says how much of a row's figure is the extra fine-tuning); LRA
+and RB-LRA untrained; LRA + KD; RB-LRA + KD (WR, the default); RB-LRA with a CE-only fine-tune (the
+paper's "without KD" row, trained); and the RB-LRA variants: zero / random init, base + branch trained.
+
+    python benchmarks/table1_lra.py --profile full --out benchmarks/results --quiet
+
+Writes OUT/table1_lra.{md,json}, rewritten after every row; `--save-default DIR` keeps the
+RB-LRA + KD model as an artifact (the low-rank model of Table 2).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-import torch
 
-from lraqvit_deploy.artifacts import versions
-from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, compress_, distill_, merge_
-from lraqvit_deploy.lowrank.configs import DEFAULT_KD_BATCH, DEFAULT_KD_LR, DEFAULT_KD_STEPS
-from lraqvit_deploy.data import FashionMNIST, seeded_subset
-from lraqvit_deploy.evaluate import evaluate
-from lraqvit_deploy.io import atomic_write, write_json
-from lraqvit_deploy.layers import RBLRALinear
-from lraqvit_deploy.models import create_model
-from lraqvit_deploy.models import testbed as tb
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import TestBed  # noqa: E402
+
+from lraqvit_deploy.artifacts import versions  # noqa: E402
+from lraqvit_deploy.io import atomic_write, write_json  # noqa: E402
+from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, distill_  # noqa: E402
+from lraqvit_deploy.pipeline import compress  # noqa: E402
+from lraqvit_deploy.recipe import Recipe  # noqa: E402
 
 
-def init_error(dense: torch.nn.Module, model: torch.nn.Module) -> float:
-    """Mean relative Frobenius error ||W_r - W|| / ||W|| of the compressed layers before training."""
-    errs = []
-    for name, m in model.named_modules():
-        if hasattr(m, "rank") and hasattr(m, "up"):
-            up, down = m.merged_factors() if isinstance(m, RBLRALinear) else (m.up.weight, m.down.weight)
-            w = dense.get_submodule(name).weight
-            errs.append(((up @ down - w).norm() / w.norm()).item())
-    return sum(errs) / len(errs)
+def plan(reductions: List[float], kd: DistillConfig) -> List[Dict[str, Any]]:
+    rows = []
+    for f in sorted(reductions, reverse=True):
+        p = f"-{round(100 * f)}%"
+        lr = dict(param_reduction=f)
+        rows += [
+            {"table": "1", "row": f"LRA (no fine-tune) {p}", "low_rank": LowRankConfig(method="lra", **lr), "kd": None},
+            {"table": "1", "row": f"RB-LRA (WR, no fine-tune) {p}", "low_rank": LowRankConfig(method="rb-lra", **lr),
+             "kd": None},
+            {"table": "1", "row": f"RB-LRA + CE-only fine-tune (WR, no KD) {p}",
+             "low_rank": LowRankConfig(method="rb-lra", **lr), "kd": dataclasses.replace(kd, beta=0.0)},
+            {"table": "1", "row": f"LRA + KD {p}", "low_rank": LowRankConfig(method="lra", **lr), "kd": kd},
+            {"table": "1", "row": f"RB-LRA + KD (WR, default) {p}", "low_rank": LowRankConfig(method="rb-lra", **lr),
+             "kd": kd, "default": True},
+        ]
+        if f == max(reductions):
+            rows += [
+                {"table": "7", "row": f"RB-LRA + KD, zero init {p}", "low_rank": LowRankConfig(init="zero", **lr), "kd": kd},
+                {"table": "7", "row": f"RB-LRA + KD, random init {p}", "low_rank": LowRankConfig(init="random", **lr),
+                 "kd": kd},
+                {"table": "7", "row": f"RB-LRA + KD, WR, base + branch trained {p}",
+                 "low_rank": LowRankConfig(train_base=True, **lr), "kd": kd},
+            ]
+    return rows
 
 
-def run_row(label: str, table: str, base, eval_ds, train_ds, reduction: float, method: str, kd: DistillConfig | None,
-            init: str = "wr", train_base: bool = False, progress: bool = True) -> Dict[str, Any]:
-    model = copy.deepcopy(base)
-    t0 = time.perf_counter()
-    compress_(model, LowRankConfig(method=method, param_reduction=reduction, init=init, train_base=train_base))
-    err = init_error(base, model)
-    kd_info: Dict[str, Any] = {}
-    if kd is not None:
-        res = distill_(model, base, train_ds, kd, progress=progress)
-        kd_info = {"kd_first_loss": res.first_loss, "kd_final_loss": res.to_dict()["final_loss"], "kd_steps": res.steps}
-    merge_(model)
-    r = evaluate(model, eval_ds, progress=progress)
-    return {"table": table, "row": label, "method": method, "init": init if method == "rb-lra" else None,
-            "kd": kd is not None, "target_reduction": reduction, "top1": r.top1, "params": r.params,
-            "gflops": r.gflops, "size_mb": r.size_mb, "init_rel_error": err, **kd_info,
-            "seconds": time.perf_counter() - t0}
-
-
-def kd_warmup(meta: Dict[str, Any]) -> int:
-    w = meta["kd_config"].get("warmup_steps", 0)
-    return DistillConfig(warmup_steps=w).warmup(meta["steps"])
-
-
-def markdown(rows: List[Dict[str, Any]], fp32: Dict[str, Any], meta: Dict[str, Any]) -> str:
-    out = ["# LRA-QViT Table 1 / Table 7 on the test bed", "",
-           f"DINOv2 ViT-S/14 at 56 px + Fashion-MNIST probe; top-1 on {meta['eval_images']} test images. "
-           f"Fine-tuned rows: {meta['steps']} steps x batch {meta['batch_size']} (= {meta['steps'] * meta['batch_size']} "
-           f"train images), AdamW lr {meta['lr']:g}, {kd_warmup(meta)} warm-up steps + cosine, "
-           f"block KD (CE + sum of per-block {meta['kd_config']['feature_loss'].upper()}), "
-           f"trains {meta['kd_config']['trainable']}. "
-           f"`init err` = mean relative Frobenius error of the compressed layers before fine-tuning.", ""]
-    for table, title in (("1", "Table 1: methods"), ("7", "Table 7: RB-LRA branch init (with KD)")):
-        out += [f"## {title}", "", "| method | params (M) | reduction | GFLOPs | top-1 | diff | init err | KD loss first -> last |",
-                "|---|---|---|---|---|---|---|---|"]
-        for r in [fp32] + [r for r in rows if r["table"] == table]:
-            red = 1 - r["params"] / fp32["params"]
-            kd = (f"{r['kd_first_loss']:.3f} -> {r['kd_final_loss']:.3f}" if r.get("kd_first_loss") is not None else "")
-            err = f"{r['init_rel_error']:.3f}" if r.get("init_rel_error") is not None else ""
-            out.append(f"| {r['row']} | {r['params'] / 1e6:.2f} | {-100 * red:.1f}% | {r['gflops']:.3f} | "
-                       f"{r['top1']:.1f} | {r['top1'] - fp32['top1']:+.1f} | {err} | {kd} |")
+def markdown(bed: TestBed, control: Dict[str, Any], rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
+    kd = meta["kd_config"]
+    out = ["# LRA-QViT Table 1 / Table 7 on the test bed (converged reference)", ""] + bed.header() + [
+        "", f"Fine-tuned rows: {kd['steps'] or 'default'} steps x batch {kd['batch_size']}, AdamW lr {kd['lr']:g}, "
+        f"warm-up + cosine, CE + Σ per-block {kd['feature_loss'].upper()} (teacher = the reference), trains "
+        f"{kd['trainable']}; SVD: {meta['svd']}.", ""]
+    for table, title in (("1", "Table 1: methods"), ("7", "Table 7 / RB-LRA variants (KD, largest reduction)")):
+        out += [f"## {title}", "", f"| method | params (M) | GFLOPs | {TestBed.CELL_HEADER} | KD loss first -> last | s |",
+                f"|---|---:|---:|{TestBed.CELL_RULE}|---|---:|"]
+        base_rows = [bed.reference_row, bed.probe_row, control] if table == "1" else [bed.reference_row]
+        for r in base_rows + [r for r in rows if r.get("table") == table]:
+            if r is None:
+                continue
+            kdl = f"{r['kd_first_loss']:.3f} -> {r['kd_final_loss']:.3f}" if r.get("kd_first_loss") is not None else ""
+            secs = f"{r['seconds']:.0f}" if r.get("seconds") is not None else ""
+            out.append(f"| {r['row']} | {r['params'] / 1e6:.2f} | {r['gflops']:.3f} | {TestBed.cells(r)} | "
+                       f"{kdl} | {secs} |")
         out.append("")
     return "\n".join(out)
 
 
-def main() -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs/table1"))
-    p.add_argument("--reductions", default="0.30,0.45")
-    p.add_argument("--steps", type=int, default=DEFAULT_KD_STEPS)
-    p.add_argument("--batch-size", type=int, default=DEFAULT_KD_BATCH)
-    p.add_argument("--lr", type=float, default=DEFAULT_KD_LR)
-    p.add_argument("--warmup-steps", type=int, default=DistillConfig.warmup_steps)
-    p.add_argument("--feature-loss", default=DistillConfig.feature_loss, choices=("mse", "nmse"))
-    p.add_argument("--trainable", default=DistillConfig.trainable, choices=("low_rank", "low_rank+norm", "all"))
-    p.add_argument("--eval-images", type=int, default=1000)
-    p.add_argument("--inits", default="wr,zero,random", help="Table 7 rows, at the largest reduction")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--profile", choices=("quick", "full"), default="full")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--reductions", default="0.45", help="comma-separated parameter reductions (largest: Table 7)")
+    p.add_argument("--kd-steps", type=int, default=None, help="distillation steps (default: the library's)")
+    p.add_argument("--rows", default=None, help="only rows whose name contains one of these comma-separated words")
+    p.add_argument("--save-default", type=Path, default=None, help="save the default RB-LRA + KD model here")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = p.parse_args(argv)
     progress = not args.quiet
-
-    base = create_model("testbed", progress=progress)
-    cfg = tb.get_profile("quick")
-    eval_ds = seeded_subset(FashionMNIST("test", tb.data_config(cfg)), args.eval_images, cfg.seed)
-    train_ds = FashionMNIST("train", tb.data_config(cfg))
-    kd = DistillConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                       feature_loss=args.feature_loss, trainable=args.trainable)
-    reductions = [float(x) for x in args.reductions.split(",")]
-    meta = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "eval_images": len(eval_ds),
-            "threads": args.threads, "kd_config": kd.to_dict(), "versions": versions()}
-
-    r = evaluate(base, eval_ds, progress=progress)
-    fp32 = {"table": "0", "row": "FP32", "top1": r.top1, "params": r.params, "gflops": r.gflops, "size_mb": r.size_mb}
-    rows: List[Dict[str, Any]] = []
-    plan = []
-    top = max(reductions)
-    for f in sorted(reductions, reverse=True):  # largest budget (the headline) first
-        pct = f"-{round(100 * f)}%"
-        plan += [("1", f"LRA {pct}", f, "lra", None, "wr"), ("1", f"RB-LRA (WR, no KD) {pct}", f, "rb-lra", None, "wr"),
-                 ("1", f"LRA + KD (factors trainable) {pct}", f, "lra", kd, "wr"),
-                 ("1", f"RB-LRA + KD (WR) {pct}", f, "rb-lra", kd, "wr")]
-        if f == top:
-            plan += [("7", f"RB-LRA + KD, {i} init {pct}", f, "rb-lra", kd, i) for i in args.inits.split(",")]
-
+    bed = TestBed(args.profile, progress=progress)
+    kd = DistillConfig(steps=args.kd_steps)
+    meta = {**bed.meta(), "kd_config": kd.to_dict(), "svd": "activation-aware (whitened; the default)",
+            "versions": versions()}
     args.out.mkdir(parents=True, exist_ok=True)
-    done: Dict[tuple, Dict[str, Any]] = {}
-    for table, label, f, method, k, init in plan:
-        key = (f, method, k is not None, init)
-        if key in done:  # Table 7's WR row is Table 1's RB-LRA + KD row: same run, not re-trained
-            row = {**done[key], "table": table, "row": label}
-        else:
-            print(f"== {label}", flush=True)
-            row = run_row(label, table, base, eval_ds, train_ds, f, method, k, init, progress=progress)
-            done[key] = row
+    stem = args.out / "table1_lra"
+    rows: List[Dict[str, Any]] = []
+
+    def save(control):
+        write_json(stem.with_suffix(".json"), {"meta": meta, "reference": bed.reference_row, "probe": bed.probe_row,
+                                               "dense_kd_control": control, "rows": rows})
+        with atomic_write(stem.with_suffix(".md"), "w") as fh:
+            fh.write(markdown(bed, control, rows, meta))
+
+    # the control: the dense model given the same distillation budget (every parameter trains)
+    t0 = time.perf_counter()
+    dense = copy.deepcopy(bed.reference)
+    res = distill_(dense, bed.reference, bed.train, dataclasses.replace(kd, trainable="all"), progress=progress)
+    control = bed.score("dense FP32 + the same KD budget (control; all parameters train)", dense,
+                        kd_first_loss=res.first_loss, kd_final_loss=res.to_dict()["final_loss"],
+                        seconds=time.perf_counter() - t0)
+    del dense
+    save(control)
+    wanted = None if args.rows is None else [w.strip() for w in args.rows.split(",")]
+    for spec in plan([float(x) for x in args.reductions.split(",")], kd):
+        if wanted and not any(w in spec["row"] for w in wanted):
+            continue
+        print(f"== {spec['row']}", flush=True)
+        model = copy.deepcopy(bed.reference)
+        t0 = time.perf_counter()
+        recipe = Recipe(low_rank=dataclasses.replace(spec["low_rank"], svd="activation"), distill=spec["kd"])
+        out = args.save_default if spec.get("default") and args.save_default else None
+        report = compress(model, recipe, train_data=bed.train, alloc_data=bed.train, evaluate=False, out=out,
+                          progress=progress)
+        dist = (report.compression or {}).get("distill") or {}
+        row = bed.score(spec["row"], model, table=spec["table"], method=spec["low_rank"].method,
+                        init=spec["low_rank"].init, train_base=spec["low_rank"].train_base,
+                        kd=spec["kd"] is not None, kd_beta=None if spec["kd"] is None else spec["kd"].beta,
+                        kd_first_loss=dist.get("first_loss"), kd_final_loss=dist.get("final_loss"),
+                        seconds=time.perf_counter() - t0)
         rows.append(row)
-        print(f"   top-1 {row['top1']:.1f}  params {row['params'] / 1e6:.2f}M  init err {row['init_rel_error']:.3f}", flush=True)
-        write_json(args.out / "table1.json", {"meta": meta, "fp32": fp32, "rows": rows})
-        with atomic_write(args.out / "table1.md", "w") as fh:
-            fh.write(markdown(rows, fp32, meta))
-    print((args.out / "table1.md").read_text())
+        print(f"   held-out {row['held_out']['top1']:.2f}  test {row['test']['top1']:.2f}", flush=True)
+        save(control)
+    print(stem.with_suffix(".md").read_text())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,12 +1,14 @@
-"""Paper Table 2 / Table 9 on the offline test bed: every INT8 method's top-1 drop, dense and low-rank.
+"""Paper Table 2 / Table 9 on the offline test bed: every INT8 method's top-1 drop, dense and low-rank,
+against the converged FP32 reference, with paired 95 % intervals (issue 13).
 
-For each base model (the dense FP32 test bed, and a low-rank model at -45% parameters) and each
-method, quantize a copy with `quantize_`, evaluate top-1 on the test bed's 1000 test images and
-record the deployed size and the calibration / alpha-search time. Results are written after every
-row (JSON + Markdown), so an interrupted run keeps what it measured.
+For each base model (the converged dense reference, and a low-rank model at -45 % parameters) and each
+method, quantize a copy with `quantize_` (32 calibration images from train[0:50000], the library's
+search defaults), score it on the held-out train[50000:51000] (where WADS variants are compared) and
+on the test subset (reported), each with the paired difference to the converged reference and to
+the FP32 model it quantizes. Rows are written after every row (JSON + Markdown).
 
-    python benchmarks/table2_quant.py --out benchmarks/results/table2_quant
-    python benchmarks/table2_quant.py --lowrank-artifact runs/rb_lra   # an RB-LRA+KD artifact
+    python benchmarks/table2_quant.py --profile full --lowrank-artifact runs/rb45   # RB-LRA + KD (table1_lra.py --save-default)
+    python benchmarks/table2_quant.py --profile quick --rows naive,per-token,wads
 
 Without --lowrank-artifact the low-rank model is built here, with one rank fraction for all block
 Linears chosen to remove 45% of the model's parameters and no fine-tuning: `--lowrank asvd`
@@ -19,22 +21,23 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from timm.data import resolve_data_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import TestBed  # noqa: E402
 
 from lraqvit_deploy.artifacts import load_model_artifact
 from lraqvit_deploy.calibration import calibrate
-from lraqvit_deploy.data import FashionMNIST, calibration_batch, seeded_subset
-from lraqvit_deploy.evaluate import count_params, size_mb
+from lraqvit_deploy.data import calibration_batch
+from lraqvit_deploy.evaluate import count_params
 from lraqvit_deploy.io import atomic_write, write_json
 from lraqvit_deploy.layers import LowRankLinear, replace_module
-from lraqvit_deploy.models import create_model
-from lraqvit_deploy.models import testbed as tb
-from lraqvit_deploy.quant import QUANT_METHODS, AlphaSearchConfig, quant_config, quantize_, quantized_size_mb
+from lraqvit_deploy.quant import quant_config, quantize_, quantized_size_mb
 from lraqvit_deploy.vit_layout import encoder_linears
 
 # row id -> (label, method, act_scheme override)
@@ -47,7 +50,15 @@ ROWS = {
     "wads": ("per-token + WADS (dynamic, XNNPACK)", "wads", None),
     "wads-static": ("per-token + WADS (static)", "wads", "per_token_static"),
     "qads": ("QADS (dynamic per-token)", "qads", None),
+    # WADS variants (issue 13): the weight term as the error of the scaled weight, both terms normalised
+    "wads-scaled": ("WADS, weight term = error of Q(aW)/a (dynamic)", "wads", None, {"wads_weight_term": "scaled"}),
+    "wads-norm": ("WADS, normalised terms (dynamic)", "wads", None, {"wads_normalize": True}),
+    "wads-scaled-norm": ("WADS, scaled weight term + normalised (dynamic)", "wads", None,
+                         {"wads_weight_term": "scaled", "wads_normalize": True}),
+    "wads-scaled-norm-static": ("WADS, scaled + normalised (static)", "wads", "per_token_static",
+                                {"wads_weight_term": "scaled", "wads_normalize": True}),
 }
+DEFAULT_ROWS = "naive,smoothquant,repq,per-token-static,per-token,wads,wads-static,wads-scaled,wads-norm,wads-scaled-norm"
 
 
 @torch.no_grad()
@@ -87,107 +98,87 @@ def lowrank(model: nn.Module, reduction: float, kind: str, images: torch.Tensor)
     return model
 
 
-@torch.no_grad()
-def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 100) -> float:
-    model.eval()
-    pred = torch.cat([model(x[i:i + batch]).argmax(-1) for i in range(0, len(x), batch)])
-    return 100.0 * (pred == y).float().mean().item()
-
-
-def to_markdown(res: dict) -> str:
-    out = [f"# INT8 post-training quantization on the test bed ({res['setup']['eval_images']} test images)", "",
-           f"Calibration: {res['setup']['calib_images']} seeded training images; WADS/QADS: "
-           f"{res['setup']['wads_iters']} Adam steps per layer on <= {res['setup']['wads_max_rows']} rows per step. "
-           f"Weights int8 symmetric per channel (W8A8). Low-rank model: {res['setup']['lowrank_source']}.", ""]
+def to_markdown(bed: TestBed, res: dict) -> str:
+    st = res["setup"]
+    out = ["# INT8 post-training quantization on the test bed (converged reference)", ""] + bed.header() + [
+           "", f"Calibration: {st['calib_images']} seeded images of train[0:50000]; alpha searches at the library "
+           f"defaults. Weights int8 symmetric per channel (W8A8). Low-rank model: {st['lowrank_source']}. "
+           f"`Δ vs its FP32` = paired difference to the FP32 model being quantized (test split).", ""]
     for key, base in res["models"].items():
-        out += [f"## Table 2 — {base['label']} (FP32 top-1 {base['fp32_top1']:.2f}%, {base['params'] / 1e6:.2f} M "
-                f"params, {base['fp32_size_mb']:.1f} MB)", "",
-                "| method | precision | activations | size (MB) | top-1 (%) | diff | alpha layers | calib (s) | search (s) |",
-                "|---|---|---|---:|---:|---:|---:|---:|---:|",
-                f"| FP32 | W32A32 | - | {base['fp32_size_mb']:.1f} | {base['fp32_top1']:.2f} | - | - | - | - |"]
+        out += [f"## Table 2 — {base['label']} ({base['params'] / 1e6:.2f} M params, {base['fp32']['size_mb']:.1f} MB FP32)", "",
+                f"| method | activations | size (MB) | {TestBed.CELL_HEADER} | Δ vs its FP32 (test) | alpha layers | s |",
+                f"|---|---|---:|{TestBed.CELL_RULE}|---|---:|---:|",
+                f"| FP32 | - | {base['fp32']['size_mb']:.1f} | {TestBed.cells(base['fp32'])} | ref. | - | - |"]
         for r in base["rows"]:
-            out.append(f"| {r['label']} | W8A8 | {r['act_scheme']} | {r['size_mb']:.1f} | {r['top1']:.2f} | "
-                       f"{r['diff']:+.2f} | {r['alpha_layers']} | {r['calib_seconds']:.1f} | {r['search_seconds']:.1f} |")
-        by = {r["label"]: r for r in base["rows"]}
-        steps = [("NaivePTQ", "NaivePTQ"), ("+ per-token", "per-token (static)"),
-                 ("+ WADS", "per-token + WADS (static)")]
+            out.append(f"| {r['label']} | {r['act_scheme']} | {r['size_mb']:.1f} | {TestBed.cells(r)} | "
+                       f"{TestBed.vs_cell(r)} | {r['alpha_layers']} | {r['total_seconds']:.0f} |")
+        by = {r["id"]: r for r in base["rows"]}
+        steps = [("NaivePTQ", "naive"), ("+ per-token (static)", "per-token-static"), ("+ WADS (static)", "wads-static")]
         if all(s in by for _, s in steps):
             out += ["", f"Table 9 — ablation ({base['label']}, static activations as in the paper)", "",
-                    "| step | top-1 (%) | diff |", "|---|---:|---:|"]
-            out += [f"| {name} | {by[s]['top1']:.2f} | {by[s]['diff']:+.2f} |" for name, s in steps]
+                    f"| step | {TestBed.CELL_HEADER} | Δ vs its FP32 (test) |", f"|---|{TestBed.CELL_RULE}|---|"]
+            out += [f"| {name} | {TestBed.cells(by[s])} | {TestBed.vs_cell(by[s])} |" for name, s in steps]
         out.append("")
     return "\n".join(out)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=("quick", "full"), default="full")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/table2_quant"), help="writes OUT.json and OUT.md")
     p.add_argument("--models", default="dense,lowrank")
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated row ids (default: all of {','.join(ROWS)})")
-    p.add_argument("--lowrank-artifact", type=Path, default=None, help="an FP32 low-rank artifact (RB-LRA+KD)")
+    p.add_argument("--rows", default=DEFAULT_ROWS, help=f"comma-separated row ids (any of {','.join(ROWS)})")
+    p.add_argument("--lowrank-artifact", type=Path, default=None, help="an FP32 low-rank artifact (RB-LRA + KD)")
     p.add_argument("--param-reduction", type=float, default=0.45)
     p.add_argument("--lowrank", choices=("asvd", "svd"), default="asvd", help="how to build the low-rank model "
                    "when no --lowrank-artifact is given")
-    p.add_argument("--eval-images", type=int, default=1000)
     p.add_argument("--calib-images", type=int, default=32)
-    p.add_argument("--wads-iters", type=int, default=300)
-    p.add_argument("--wads-max-rows", type=int, default=4096)
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-
-    dense = create_model("testbed", progress=False)
-    data_cfg = resolve_data_config(model=dense)
-    test = seeded_subset(FashionMNIST("test", data_cfg), args.eval_images, tb.get_profile("quick").seed)
-    x = torch.stack([test[i][0] for i in range(len(test))])
-    y = torch.tensor([test[i][1] for i in range(len(test))])
-    calib = calibration_batch(FashionMNIST("train", data_cfg), args.calib_images, seed=0)
-
-    kind = {"asvd": "activation-aware (whitened) SVD", "svd": "plain SVD"}[args.lowrank]
-    lowrank_source = (f"artifact {args.lowrank_artifact}" if args.lowrank_artifact else
-                      f"{kind} LRA at -{args.param_reduction:.0%} params, no RB-LRA/KD fine-tuning")
-    res = {"setup": {"eval_images": len(y), "calib_images": len(calib), "wads_iters": args.wads_iters,
-                     "wads_max_rows": args.wads_max_rows, "threads": args.threads, "lowrank_source": lowrank_source,
-                     "torch": torch.__version__}, "models": {}}
-    bases = {}
-    if "dense" in args.models:
-        bases["dense"] = ("dense FP32 test bed", dense)
-    if "lowrank" in args.models:
-        lr = load_model_artifact(args.lowrank_artifact) if args.lowrank_artifact else \
-            lowrank(copy.deepcopy(dense), args.param_reduction, args.lowrank,
-                    calibration_batch(FashionMNIST("train", data_cfg), 128, seed=1))
-        bases["lowrank"] = (f"low-rank ({lowrank_source})", lr)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
     wanted = args.rows.split(",")
     unknown = set(wanted) - set(ROWS)
     if unknown:
         raise SystemExit(f"unknown rows {sorted(unknown)}; choose from {list(ROWS)}")
+    bed = TestBed(args.profile, progress=not args.quiet)
+    calib = calibration_batch(bed.train, args.calib_images, seed=0)
+
+    kind = {"asvd": "activation-aware (whitened) SVD", "svd": "plain SVD"}[args.lowrank]
+    lowrank_source = (f"RB-LRA + KD artifact ({args.lowrank_artifact.name})" if args.lowrank_artifact else
+                      f"{kind} LRA at -{args.param_reduction:.0%} params, no fine-tuning")
+    res = {"meta": bed.meta(), "setup": {"calib_images": len(calib), "lowrank_source": lowrank_source,
+                                         "torch": torch.__version__}, "models": {}}
+    bases = {}
+    if "dense" in args.models:
+        bases["dense"] = ("dense FP32 (the converged reference)", bed.reference)
+    if "lowrank" in args.models:
+        lr = load_model_artifact(args.lowrank_artifact) if args.lowrank_artifact else \
+            lowrank(copy.deepcopy(bed.reference), args.param_reduction, args.lowrank,
+                    calibration_batch(bed.train, 128, seed=1))
+        bases["lowrank"] = (f"low-rank ({lowrank_source})", lr)
     for key, (label, base) in bases.items():
-        fp32 = top1(base, x, y)
-        entry = {"label": label, "params": count_params(base), "fp32_top1": fp32, "fp32_size_mb": size_mb(base),
-                 "rows": []}
+        fp32 = bed.score(f"{key} FP32", base)
+        entry = {"label": label, "params": count_params(base), "fp32": fp32, "rows": []}
         res["models"][key] = entry
-        print(f"[{key}] FP32 top-1 {fp32:.2f}  params {entry['params'] / 1e6:.2f}M", flush=True)
+        print(f"[{key}] FP32 held-out {fp32['held_out']['top1']:.2f} test {fp32['test']['top1']:.2f}", flush=True)
         for row_id in wanted:
-            row_label, method, scheme = ROWS[row_id]
+            row_label, method, scheme, *fields = ROWS[row_id]
+            fields = fields[0] if fields else {}
             model = copy.deepcopy(base)
-            search = ({"wads_iters": args.wads_iters, "wads_max_rows": args.wads_max_rows}
-                      if issubclass(QUANT_METHODS[method], AlphaSearchConfig) else {})
-            cfg = quant_config(method, act_scheme=scheme, progress=True, **search)
+            cfg = quant_config(method, act_scheme=scheme, progress=not args.quiet, **fields)
             t0 = time.perf_counter()
             s = quantize_(model, cfg, calib)
             total = time.perf_counter() - t0
-            acc = top1(model, x, y)
-            row = {"id": row_id, "label": row_label, "method": method, "act_scheme": cfg.act_scheme,
-                   "act_symmetric": cfg.act_symmetric, "top1": acc, "diff": acc - fp32,
-                   "size_mb": quantized_size_mb(model), "alpha_layers": len(s.scaled_layers),
-                   "quant_layers": s.n_layers, "calib_seconds": s.calib_seconds, "search_seconds": s.search_seconds,
-                   "total_seconds": total}
+            row = bed.score(f"{key} {row_label}", model, versus=f"{key} FP32", id=row_id, label=row_label,
+                            method=method, act_scheme=cfg.act_scheme, config=cfg.to_dict(),
+                            alpha_layers=len(s.scaled_layers), quant_layers=s.n_layers, calib_seconds=s.calib_seconds,
+                            search_seconds=s.search_seconds, total_seconds=total)
+            row["size_mb"] = quantized_size_mb(model)
             entry["rows"].append(row)
-            print(f"[{key}] {row_label:38s} top-1 {acc:6.2f} ({acc - fp32:+.2f})  {row['size_mb']:.1f} MB  "
-                  f"alpha on {row['alpha_layers']}/{s.n_layers}  {total:.0f}s", flush=True)
+            print(f"[{key}] {row_label:48s} held-out {row['held_out']['top1']:6.2f} test {row['test']['top1']:6.2f} "
+                  f"({TestBed.vs_cell(row)} vs FP32)  alpha on {row['alpha_layers']}/{s.n_layers}  {total:.0f}s", flush=True)
             write_json(args.out.with_suffix(".json"), res)
             with atomic_write(args.out.with_suffix(".md"), "w") as f:
-                f.write(to_markdown(res))
+                f.write(to_markdown(bed, res))
     print(json.dumps(res["setup"]))
 
 

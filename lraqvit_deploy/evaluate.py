@@ -1,7 +1,7 @@
 """Evaluation: top-1, agreement with a reference, parameters, GFLOPs and size."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional, Sequence
 
 import torch
@@ -22,9 +22,18 @@ class EvalResult:
     gflops: float  # per image, 2 x multiply-accumulates, counted by torch.utils.flop_counter
     size_mb: float  # 1e6 bytes
     agreement: Optional[float] = None  # 0..1, fraction of predictions equal to the reference's
+    correct: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)  # per image, for paired CIs
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "correct"}
+
+    def paired_with(self, reference: "EvalResult"):
+        """This result's top-1 minus `reference`'s over the same images, with a 95 % interval (`stats`)."""
+        from .stats import paired_difference
+
+        if self.correct is None or reference.correct is None:
+            return None
+        return paired_difference(reference.correct, self.correct)
 
 
 def count_params(model: nn.Module) -> int:
@@ -102,4 +111,5 @@ def evaluate(
         gflops=count_gflops(model),
         size_mb=size_mb(model),
         agreement=agreement,
+        correct=preds == labels,
     )

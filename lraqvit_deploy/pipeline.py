@@ -288,7 +288,9 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
     if rank != 0:
         return CompressionReport(model, {}, info, None, eval_desc, eval_limit, None, False, len(skipped))
 
-    base = _baseline_metrics(source_manifest, baseline, eval_ds, progress)
+    base, base_res = _baseline_metrics(source_manifest, baseline, eval_ds, progress)
+    base["probe_top1"] = _probe_top1(baseline if baseline is not None else model, source_manifest, base, eval_ds,
+                                     progress)
     del baseline
     fp32 = score(model, eval_ds, batch_size=64, progress=progress) if eval_ds is not None else None
     quant_info = source_manifest.get("quantization")
@@ -301,7 +303,7 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
         summary = quantize_(model, config, quant_images)
         quant_info = model.lraqvit_quant = {"config": config.to_dict(), **summary.__dict__}
     res = score(model, eval_ds, batch_size=64, progress=progress) if (eval_ds is not None and recipe.quant) else fp32
-    metrics = _metrics(model, res, fp32, base, recipe)
+    metrics = _metrics(model, res, fp32, base, recipe, base_res)
     report = CompressionReport(model, metrics, info, quant_info if recipe.quant else quant_info,
                                _describe(eval_data, "test bed test subset") if eval_ds is not None else eval_desc,
                                eval_limit, evaluated=eval_ds is not None, skipped_images=len(skipped))
@@ -311,19 +313,43 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
     return report
 
 
-def _baseline_metrics(source_manifest: Dict[str, Any], baseline, eval_ds, progress: bool) -> Dict[str, Any]:
-    """The dense model's top-1/params/GFLOPs/size: an artifact's recorded baseline, else measured."""
+def _baseline_metrics(source_manifest: Dict[str, Any], baseline, eval_ds, progress: bool):
+    """The dense model's top-1/params/GFLOPs/size (an artifact's recorded baseline, else measured) and,
+    when measured here, its `EvalResult` (per-image correctness, for the paired interval)."""
     known = source_manifest.get("metrics", {})
     if "baseline_top1" in known:  # an artifact: its baseline is the dense model it was made from
-        return {k: known.get(f"baseline_{k}") for k in ("top1", "params", "gflops", "size_mb")}
+        return {k: known.get(f"baseline_{k}") for k in ("top1", "params", "gflops", "size_mb")}, None
     if baseline is not None and eval_ds is not None:
         from .evaluate import evaluate as score
 
-        return score(baseline, eval_ds, batch_size=64, progress=progress).to_dict()
-    return {"top1": None, "params": None, "gflops": None, "size_mb": None}
+        res = score(baseline, eval_ds, batch_size=64, progress=progress)
+        return res.to_dict(), res
+    return {"top1": None, "params": None, "gflops": None, "size_mb": None}, None
 
 
-def _metrics(model: nn.Module, res, fp32, base: Dict[str, Any], recipe: Recipe) -> Dict[str, Any]:
+def _probe_top1(model: nn.Module, source_manifest: Dict[str, Any], base: Dict[str, Any], eval_ds,
+                progress: bool) -> Optional[float]:
+    """The test bed's probe-only top-1 on the same images, reported beside the converged reference.
+
+    None for other models (and for artifacts that did not record it)."""
+    known = source_manifest.get("metrics", {})
+    if "baseline_top1" in known:
+        return known.get("probe_top1")
+    from .models import TESTBED
+
+    spec = getattr(model, "lraqvit_spec", None)
+    if eval_ds is None or spec is None or spec.name != TESTBED or spec.testbed_reference is None:
+        return None
+    if spec.testbed_reference == "probe":
+        return base["top1"]
+    from .evaluate import evaluate as score
+    from .models import testbed
+
+    probe = testbed.build(testbed.get_profile(spec.testbed_profile or "quick"), progress=progress, reference="probe")
+    return score(probe, eval_ds, batch_size=64, progress=progress).top1
+
+
+def _metrics(model: nn.Module, res, fp32, base: Dict[str, Any], recipe: Recipe, base_res=None) -> Dict[str, Any]:
     from .evaluate import count_gflops, count_params
     from .quant import quantized_size_mb
 
@@ -333,9 +359,13 @@ def _metrics(model: nn.Module, res, fp32, base: Dict[str, Any], recipe: Recipe) 
     size = quantized_size_mb(model)  # low-bit weights (quantization, MLoRQ) at their stored width
     if base.get("params") is None:  # not evaluated: the dense figures come from the recipe's own record
         base = {**base, "params": (getattr(model, "lraqvit_compression", None) or {}).get("params_dense")}
+    paired = None if res is None or base_res is None else res.paired_with(base_res)
     return {
         "top1": top1, "baseline_top1": base["top1"],
         "top1_diff": None if top1 is None or base["top1"] is None else top1 - base["top1"],
+        "top1_diff_ci95": None if paired is None else list(paired.ci95_pt),
+        "top1_diff_mcnemar_p": None if paired is None else paired.mcnemar_p,
+        "probe_top1": base.get("probe_top1"),
         "fp32_top1": None if fp32 is None else fp32.top1,
         "quant": "none" if recipe.quant is None else recipe.quant.method,
         "params": params, "baseline_params": base["params"],

@@ -27,13 +27,14 @@ def add_model_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
                    help="'testbed' (built-in, offline DINOv2 ViT-S/14 on Fashion-MNIST; default) or a timm "
                         "ViT-family name, e.g. deit_tiny_patch16_224, vit_base_patch16_224, swin_tiny_patch4_window7_224")
     g.add_argument("--weights", "-w", default="auto",
-                   help="'auto' (testbed, else timm's on-disk cache), 'random' (smoke tests), 'timm-cache', "
-                        "or a local .safetensors/.pth file. Never downloads.")
+                   help="'auto' (testbed: the converged reference, fine-tuned end to end; else timm's on-disk "
+                        "cache), 'probe' (testbed: frozen backbone + linear probe only), 'random' (smoke tests), "
+                        "'timm-cache', or a local .safetensors/.pth file. Never downloads.")
     g.add_argument("--num-classes", type=int, default=None, help="classifier size (timm models only)")
     g.add_argument("--img-size", type=int, default=None, help="input resolution (timm models only)")
     g.add_argument("--testbed-profile", choices=("quick", "full"), default="quick",
-                   help="test bed sizes: quick (56 px, probe on 3k images, 1k test images) or full "
-                        "(56 px, probe on 20k, all 10k test images)")
+                   help="test bed sizes: quick (56 px, probe and reference fine-tune on 3k training images, "
+                        "1k test images) or full (56 px, 20k training images, all 10k test images)")
 
 
 def load_model(args: argparse.Namespace, source: Optional[str] = None, name: Optional[str] = None):

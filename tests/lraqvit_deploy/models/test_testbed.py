@@ -43,6 +43,43 @@ def test_testbed_config_validation():
         testbed.TestbedConfig(img_size=50)
     with pytest.raises(DeployError, match="unknown test bed profile"):
         testbed.get_profile("huge")
+    with pytest.raises(DeployError, match="n_train must be in 1..50000"):  # the held-out images stay out
+        testbed.TestbedConfig(n_train=60000)
+    for bad in ({"lr": 0}, {"lr": float("nan")}, {"epochs": -1}, {"batch_size": 0}, {"warmup_frac": 2.0},
+                {"weight_decay": True}):
+        with pytest.raises(DeployError, match="test bed reference"):
+            testbed.ReferenceConfig(**bad)
+    with pytest.raises(DeployError, match="reference must be one of"):
+        testbed.build(testbed.TestbedConfig(), reference="teacher")
+
+
+def test_training_pool_and_held_out_images_are_disjoint():
+    cfg = testbed.get_profile("full")
+    pool = testbed.train_pool(cfg)
+    assert max(pool.indices) < testbed.TRAIN_POOL <= min(testbed.HELD_OUT)
+    assert len(testbed.held_out(cfg)) == 1000 and len(pool) == cfg.n_train
+
+
+def test_reference_fine_tune_trains_every_parameter_and_lowers_the_loss():
+    """The recipe on a 1-block ViT at 28 px: seeded (same losses twice), every weight moves, the loss falls."""
+    import copy
+
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=28, patch_size=14, num_classes=10,
+                              depth=1, embed_dim=48, num_heads=2)
+    cfg = testbed.TestbedConfig(img_size=28, n_train=256,
+                                reference=testbed.ReferenceConfig(epochs=3, lr=1e-3, batch_size=32))
+    before = copy.deepcopy(model)
+    torch.set_num_threads(1)
+    losses = testbed.fine_tune_reference(model, cfg, progress=False)
+    again = testbed.fine_tune_reference(copy.deepcopy(before), cfg, progress=False)
+    assert len(losses) == 3 * 256 // 32 and losses == again
+    assert sum(losses[-8:]) < sum(losses[:8])
+    moved = [n for (n, p), q in zip(model.named_parameters(), before.parameters()) if not torch.equal(p, q)]
+    assert len(moved) == len(list(model.parameters()))
+    assert not model.training
 
 
 @pytest.mark.slow
@@ -58,3 +95,18 @@ def test_testbed_is_accurate_and_weights_matter(testbed_model):
     assert real.top1 > 75.0
     assert rand.top1 < 30.0
     assert real.params == 21_540_490
+
+
+@pytest.mark.slow
+def test_converged_reference_beats_the_probe_on_held_out_images(testbed_model):
+    """The default test bed is the fine-tuned reference; the probe-only model stays loadable and is weaker."""
+    from lraqvit_deploy.evaluate import evaluate
+    from lraqvit_deploy.models import create_model
+
+    assert testbed_model.lraqvit_spec.testbed_reference == "converged"
+    probe = create_model("testbed", "probe", progress=False)
+    assert probe.lraqvit_spec.testbed_reference == "probe" and "fine-tuned" not in probe.lraqvit_spec.weights
+    ds = testbed.held_out(testbed.get_profile("quick"), 500)
+    ref, pr = evaluate(testbed_model, ds, progress=False), evaluate(probe, ds, progress=False)
+    d = ref.paired_with(pr)
+    assert d.ci95_pt[0] > 0, f"converged {ref.top1:.1f} vs probe {pr.top1:.1f}: {d.cell()}"

@@ -1,0 +1,100 @@
+"""The test bed's converged FP32 reference: choose its fine-tune on held-out TRAINING images (issue 13).
+
+Every candidate `ReferenceConfig` fine-tunes the probe model end to end (CE) on the profile's training
+pool (train[0:50000]); the choice is made on top-1 over the held-out train[50000:51000], never on the
+test split. Test top-1 is reported for the probe and each candidate, with paired 95 % intervals
+against the probe over the same images (`lraqvit_deploy.stats`).
+
+    python benchmarks/testbed_reference.py --profile quick --lrs 1e-5,3e-5,1e-4 --out benchmarks/results
+    python benchmarks/testbed_reference.py --profile full --lrs 3e-5 --epochs 2 --out benchmarks/results
+
+Writes OUT/testbed_reference_<profile>.{md,json} (rewritten after every candidate).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline_scale import cpu_line, lscpu  # noqa: E402  benchmarks/: the one CPU description
+
+from lraqvit_deploy.evaluate import evaluate  # noqa: E402
+from lraqvit_deploy.models import testbed  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(testbed.PROFILES), default="quick")
+    ap.add_argument("--lrs", default="1e-5,3e-5,1e-4", help="comma-separated learning rates to try")
+    ap.add_argument("--epochs", type=float, default=None, help="epochs (default: the profile's)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    cfg = testbed.get_profile(args.profile)
+    probe = testbed.build(cfg, progress=True, reference="probe")
+    held, test = testbed.held_out(cfg), _test_subset(cfg)
+    rows = []
+    t0 = time.time()
+    base = {"held": evaluate(probe, held, progress=False), "test": evaluate(probe, test, progress=False)}
+    rows.append({"name": "probe (frozen backbone + linear head)", "held_out_top1": base["held"].top1,
+                 "test_top1": base["test"].top1, "seconds": time.time() - t0})
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"testbed_reference_{args.profile}"
+    cpu = lscpu()
+    for lr in [float(v) for v in args.lrs.split(",")]:
+        rc = dataclasses.replace(cfg.reference, lr=lr, **({} if args.epochs is None else {"epochs": args.epochs}))
+        c = dataclasses.replace(cfg, reference=rc)
+        model = copy.deepcopy(probe)
+        t0 = time.time()
+        losses = testbed.fine_tune_reference(model, c, progress=True)
+        secs = time.time() - t0
+        h, t = evaluate(model, held, progress=False), evaluate(model, test, progress=False)
+        rows.append({"name": f"fine-tune lr {lr:g}, {rc.epochs:g} epochs", "config": dataclasses.asdict(rc),
+                     "held_out_top1": h.top1, "held_out_vs_probe": h.paired_with(base["held"]).to_dict(),
+                     "test_top1": t.top1, "test_vs_probe": t.paired_with(base["test"]).to_dict(),
+                     "steps": len(losses), "loss_first_last": [losses[0], sum(losses[-20:]) / len(losses[-20:])],
+                     "seconds": secs, "is_default": rc == testbed.get_profile(args.profile).reference})
+        _write(stem, args, cfg, cpu, rows)
+        print(f"lr {lr:g}: held-out {h.top1:.2f}, test {t.top1:.2f}, {secs:.0f} s", flush=True)
+    return 0
+
+
+def _test_subset(cfg):
+    from lraqvit_deploy.data import FashionMNIST, seeded_subset
+
+    return seeded_subset(FashionMNIST("test", testbed.data_config(cfg)), cfg.n_test, cfg.seed)
+
+
+def _write(stem: Path, args, cfg, cpu, rows) -> None:
+    best = max(rows[1:], key=lambda r: r["held_out_top1"])
+    data = {"profile": args.profile, "testbed": dataclasses.asdict(cfg), "cpu": cpu, "threads": torch.get_num_threads(),
+            "selection": "held-out train[50000:51000] top-1 (test reported only)", "chosen": best["name"], "rows": rows}
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    lines = [f"# Test bed converged reference ({args.profile} profile)", "",
+             f"DINOv2 ViT-S/14 at {cfg.img_size} px; probe and fine-tune on {cfg.n_train} seeded images of "
+             f"Fashion-MNIST train[0:50000]; selection on the held-out train[50000:51000] (1,000 images); test top-1 on "
+             f"{cfg.n_test} test images, reported only. Intervals: paired 95 % vs the probe over the same images.",
+             f"CPU: {cpu_line(cpu)}; {torch.get_num_threads()} threads.", "",
+             "| model | held-out top-1 | vs probe [95 % CI] | test top-1 | vs probe [95 % CI] | steps | loss first -> last 20 | s |",
+             "|---|---:|---|---:|---|---:|---|---:|"]
+    for r in rows:
+        if "config" not in r:
+            lines.append(f"| {r['name']} | {r['held_out_top1']:.2f} | - | {r['test_top1']:.2f} | - | - | - | {r['seconds']:.0f} |")
+            continue
+        hv, tv = r["held_out_vs_probe"], r["test_vs_probe"]
+        cell = lambda d: f"{d['diff_pt']:+.2f} [{d['ci95_pt'][0]:+.2f}, {d['ci95_pt'][1]:+.2f}]"  # noqa: E731
+        lines.append(f"| {r['name']}{' (chosen)' if r is best else ''} | {r['held_out_top1']:.2f} | {cell(hv)} | "
+                     f"{r['test_top1']:.2f} | {cell(tv)} | {r['steps']} | {r['loss_first_last'][0]:.3f} -> "
+                     f"{r['loss_first_last'][1]:.3f} | {r['seconds']:.0f} |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
