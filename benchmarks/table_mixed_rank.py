@@ -1,29 +1,34 @@
-"""Mixed-rank and joint rank/bit allocation on the test bed, at equal parameter or memory budgets.
+"""Mixed-rank and joint rank/bit allocation on the test bed, at equal parameter or memory budgets,
+against the converged FP32 reference with paired 95 % intervals (issue 13).
 
 Rows: uniform-rank SVD (RB-LRA's allocation, no fine-tune), energy-greedy on plain SVD, energy-greedy
-on activation-aware SVD, + error compensation (5%, inside the budget), + partial fine-tune; then at
-4-bit-class memory budgets: uniform dense w4 / w3, MLoRQ (any bits, and XNNPACK-runnable {4, 8}),
-activation-aware low rank + int8 factors. Weight-only quantization (activations FP32).
+on activation-aware SVD, + error compensation (5%, inside the budget), + partial fine-tune, and the
+shipped pipeline (`deploy compress --method rb-lra --rank-alloc energy --param-reduction F`:
+energy-greedy activation-aware ranks + block KD); then at 4-bit-class memory budgets: uniform dense
+w4 / w3, MLoRQ (any bits, and XNNPACK-runnable {4, 8}), activation-aware low rank + int8 factors.
+Weight-only quantization (activations FP32). Every image used for statistics or training comes from
+train[0:50000]; rows are scored on the held-out train[50000:51000] and on the test subset.
 
-    python benchmarks/table_mixed_rank.py [--eval-images 1000] [--calib-images 128] [--ft-images 2048]
+    python benchmarks/table_mixed_rank.py --profile full [--calib-images 128] [--ft-images 2048] [--quiet]
 
-Writes benchmarks/results/mixed_rank.{json,md}, updated after every row. 1 CPU thread.
+Writes benchmarks/results/mixed_rank.{json,md}, updated after every row.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import TestBed  # noqa: E402
 
-from lraqvit_deploy.lowrank import collect_stats, compensate_model_, partial_finetune_
-from lraqvit_deploy.data import FashionMNIST, calibration_batch, seeded_subset
-from lraqvit_deploy.evaluate import predict
-from lraqvit_deploy.io import atomic_write, write_json
-from lraqvit_deploy.models import create_model
-from lraqvit_deploy.models import testbed as tb
+from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, collect_stats, compensate_model_, partial_finetune_  # noqa: E402
+from lraqvit_deploy.data import calibration_batch, seeded_subset  # noqa: E402
+from lraqvit_deploy.io import atomic_write, write_json  # noqa: E402
+from lraqvit_deploy.pipeline import compress  # noqa: E402
+from lraqvit_deploy.recipe import AllocationConfig, Recipe  # noqa: E402
 from lraqvit_deploy.rank_alloc import LayerChoice, allocate, apply_plan_
 from lraqvit_deploy.rank_alloc.mlorq import memory_mb, mlorq_candidates
 from lraqvit_deploy.vit_layout import encoder_linears
@@ -33,22 +38,20 @@ OUT = Path(__file__).parent / "results"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--eval-images", type=int, default=1000)
+    ap.add_argument("--profile", choices=("quick", "full"), default="full")
+    ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--calib-images", type=int, default=128)
     ap.add_argument("--ft-images", type=int, default=2048)
     ap.add_argument("--ft-lr", type=float, default=1e-4)
     ap.add_argument("--reductions", default="0.45,0.6")
     ap.add_argument("--budgets", default="0.125,0.2", help="memory budgets as fractions of the FP32 size")
     ap.add_argument("--skip-ft", action="store_true")
+    ap.add_argument("--skip-kd", action="store_true", help="leave out the pipeline (energy ranks + block KD) rows")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-
-    model = create_model("testbed", progress=False)
-    cfg = tb.get_profile("quick")
-    dcfg = tb.data_config(cfg)
-    test = seeded_subset(FashionMNIST("test", dcfg), args.eval_images, cfg.seed)
-    train = FashionMNIST("train", dcfg)
+    bed = TestBed(args.profile, progress=not args.quiet)
+    model = bed.reference
+    train = bed.train
     calib = calibration_batch(train, args.calib_images, seed=1)
     comp_imgs = calibration_batch(train, args.calib_images, seed=2)
     ft_ds = seeded_subset(train, args.ft_images, 3)
@@ -57,34 +60,26 @@ def main() -> None:
     fp32_mb = n0 * 4 / 1e6
 
     t = time.time()
-    ref_pred, labels = predict(model, test, progress=False)
-    fp32_top1 = 100 * (ref_pred == labels).float().mean().item()
-    t_eval = time.time() - t
-    t = time.time()
     stats = collect_stats(model, calib, linears, progress=False)
     t_stats = time.time() - t
     rows = []
-    meta = {"model": "testbed (DINOv2 ViT-S/14 @56px, Fashion-MNIST probe)", "eval_images": len(test),
-            "calib_images": args.calib_images, "fp32_top1": fp32_top1, "fp32_params": n0, "fp32_mb": fp32_mb,
-            "stats_seconds": t_stats, "eval_seconds": t_eval, "threads": 1,
+    meta = {**bed.meta(), "calib_images": args.calib_images, "fp32_params": n0, "fp32_mb": fp32_mb,
+            "stats_seconds": t_stats,
             "finetune": {"images": args.ft_images, "epochs": 1, "lr": args.ft_lr, "batch": 32,
                          "params": "LayerNorms, biases, head, patch embedding", "loss": "CE + KL(teacher)"},
+            "kd": "deploy compress defaults: " + str(DistillConfig().to_dict()),
             "quantization": "weight-only, symmetric per-channel, MSE-clipped scales; activations FP32"}
 
     def record(name, budget, m, seconds, memory=None, **extra):
-        pred, _ = predict(m, test, progress=False)
-        top1 = 100 * (pred == labels).float().mean().item()
         params = sum(p.numel() for p in m.parameters())
-        row = {"method": name, "budget": budget, "top1": round(top1, 2), "delta": round(top1 - fp32_top1, 2),
-               "agreement": round((pred == ref_pred).float().mean().item(), 4), "params": params,
-               "param_reduction": round(1 - params / n0, 4),
-               "memory_mb": round(memory if memory is not None else params * 4 / 1e6, 3),
-               "memory_frac": round((memory if memory is not None else params * 4 / 1e6) / fp32_mb, 4),
-               "seconds": round(seconds, 1), **extra}
+        row = bed.score(name, m, budget=budget, param_reduction=round(1 - params / n0, 4),
+                        memory_mb=round(memory if memory is not None else params * 4 / 1e6, 3),
+                        memory_frac=round((memory if memory is not None else params * 4 / 1e6) / fp32_mb, 4),
+                        seconds=round(seconds, 1), **extra)
         rows.append(row)
-        print(row, flush=True)
-        write(args.out, meta, rows)
-        return top1
+        print(f"{name} [{budget}]: held-out {row['held_out']['top1']:.2f} test {row['test']['top1']:.2f}", flush=True)
+        write(args.out, bed, meta, rows)
+        return row
 
     for red in [float(r) for r in args.reductions.split(",")]:
         tag = f"-{red:.0%} params"
@@ -113,6 +108,14 @@ def main() -> None:
                 t = time.time()
                 partial_finetune_(m, model, ft_ds, epochs=1, lr=args.ft_lr, progress=False)
                 record(label, tag, m, time.time() - t)
+        if not args.skip_kd:
+            t = time.time()
+            m = copy.deepcopy(model)
+            compress(m, Recipe(LowRankConfig(param_reduction=red, svd="activation"),
+                               allocation=AllocationConfig(method="energy"), distill=DistillConfig()),
+                     train_data=train, alloc_data=train, evaluate=False, progress=not args.quiet)
+            record("energy-greedy activation-aware RB-LRA + KD (deploy compress --rank-alloc energy)", tag, m,
+                   time.time() - t)
 
     fp32_rest = n0 - sum(m.weight.numel() for m in linears.values())
     for bits in (4, 3):
@@ -149,21 +152,23 @@ def main() -> None:
     record("activation-aware -60% + int8 factors", "int8 low rank", apply_plan_(copy.deepcopy(model), plan, stats),
            time.time() - t, memory_mb(model, plan, linears))
     meta["fp32_rest_params"] = fp32_rest
-    write(args.out, meta, rows)
+    write(args.out, bed, meta, rows)
 
 
-def write(out: Path, meta: dict, rows: list) -> None:
-    write_json(out / "mixed_rank.json", {"meta": meta, "rows": rows})
-    lines = [f"# Mixed rank / MLoRQ on the test bed (FP32 top-1 {meta['fp32_top1']:.2f}%, "
-             f"{meta['eval_images']} test images, {meta['fp32_mb']:.1f} MB FP32)", "",
-             f"Calibration: {meta['calib_images']} train images. Fine-tune: {meta['finetune']}. "
-             f"Quantization: {meta['quantization']}.", "",
-             "| method | budget | top-1 | Δ vs FP32 | agreement | params (−%) | weights MB (% FP32) | s |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['budget']} | {r['top1']:.2f} | {r['delta']:+.2f} | {r['agreement']:.3f} | "
-                     f"{r['params'] / 1e6:.2f}M ({r['param_reduction']:.1%}) | {r['memory_mb']:.2f} "
-                     f"({r['memory_frac']:.1%}) | {r['seconds']:.0f} |")
+def write(out: Path, bed: TestBed, meta: dict, rows: list) -> None:
+    write_json(out / "mixed_rank.json", {"meta": meta, "reference": bed.reference_row, "probe": bed.probe_row,
+                                         "rows": rows})
+    lines = [f"# Mixed rank / MLoRQ on the test bed (converged reference, {meta['fp32_mb']:.1f} MB FP32)", ""] + \
+        bed.header() + ["", f"Statistics: {meta['calib_images']} training images. Partial fine-tune: {meta['finetune']}. "
+                        f"KD rows: {meta['kd']}. Quantization: {meta['quantization']}.", "",
+                        f"| method | budget | {TestBed.CELL_HEADER} | params (−%) | weights MB (% FP32) | s |",
+                        f"|---|---|{TestBed.CELL_RULE}|---|---|---:|"]
+    for r in [bed.reference_row, bed.probe_row] + rows:
+        budget = r.get("budget", "-")
+        red = f"{r['params'] / 1e6:.2f}M ({r.get('param_reduction', 0):.1%})"
+        mem = (f"{r['memory_mb']:.2f} ({r['memory_frac']:.1%})" if "memory_mb" in r
+               else f"{r['params'] * 4 / 1e6:.2f} (100.0%)")
+        lines.append(f"| {r['row']} | {budget} | {TestBed.cells(r)} | {red} | {mem} | {r.get('seconds', '')} |")
     with atomic_write(out / "mixed_rank.md", "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -51,15 +51,19 @@ def main(argv=None) -> int:
     for lr in [float(v) for v in args.lrs.split(",")]:
         rc = dataclasses.replace(cfg.reference, lr=lr, **({} if args.epochs is None else {"epochs": args.epochs}))
         c = dataclasses.replace(cfg, reference=rc)
-        model = copy.deepcopy(probe)
         t0 = time.time()
-        losses = testbed.fine_tune_reference(model, c, progress=True)
+        if rc == cfg.reference:  # the profile's own setting: build (and cache) the reference itself
+            model, losses = testbed.build(cfg, progress=True), None
+        else:
+            model = copy.deepcopy(probe)
+            losses = testbed.fine_tune_reference(model, c, progress=True)
         secs = time.time() - t0
         h, t = evaluate(model, held, progress=False), evaluate(model, test, progress=False)
         rows.append({"name": f"fine-tune lr {lr:g}, {rc.epochs:g} epochs", "config": dataclasses.asdict(rc),
                      "held_out_top1": h.top1, "held_out_vs_probe": h.paired_with(base["held"]).to_dict(),
                      "test_top1": t.top1, "test_vs_probe": t.paired_with(base["test"]).to_dict(),
-                     "steps": len(losses), "loss_first_last": [losses[0], sum(losses[-20:]) / len(losses[-20:])],
+                     "steps": None if losses is None else len(losses),
+                     "loss_first_last": None if losses is None else [losses[0], sum(losses[-20:]) / len(losses[-20:])],
                      "seconds": secs, "is_default": rc == testbed.get_profile(args.profile).reference})
         _write(stem, args, cfg, cpu, rows)
         print(f"lr {lr:g}: held-out {h.top1:.2f}, test {t.top1:.2f}, {secs:.0f} s", flush=True)
@@ -89,10 +93,12 @@ def _write(stem: Path, args, cfg, cpu, rows) -> None:
             lines.append(f"| {r['name']} | {r['held_out_top1']:.2f} | - | {r['test_top1']:.2f} | - | - | - | {r['seconds']:.0f} |")
             continue
         hv, tv = r["held_out_vs_probe"], r["test_vs_probe"]
+        lf = r["loss_first_last"]
+        loss = "" if lf is None else f"{lf[0]:.3f} -> {lf[1]:.3f}"
         cell = lambda d: f"{d['diff_pt']:+.2f} [{d['ci95_pt'][0]:+.2f}, {d['ci95_pt'][1]:+.2f}]"  # noqa: E731
         lines.append(f"| {r['name']}{' (chosen)' if r is best else ''} | {r['held_out_top1']:.2f} | {cell(hv)} | "
-                     f"{r['test_top1']:.2f} | {cell(tv)} | {r['steps']} | {r['loss_first_last'][0]:.3f} -> "
-                     f"{r['loss_first_last'][1]:.3f} | {r['seconds']:.0f} |")
+                     f"{r['test_top1']:.2f} | {cell(tv)} | {r['steps'] or 'built by testbed.build'} | {loss} | "
+                     f"{r['seconds']:.0f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -28,9 +28,10 @@ class Verification:
     # output closeness over all logits: 10 log10(sum ref^2 / sum (out - ref)^2) and the worst per-image cosine
     sqnr_db: Optional[float] = None  # None: bit-exact
     min_cosine: Optional[float] = None
-    # argmax flips where the reference's own logits for the two classes are closer than twice that
-    # image's largest logit error: any implementation with that error can swap them, so the gate
-    # (`gated_agreement`) counts them as agreeing; they stay visible here and in `agreement`
+    # argmax flips where the reference's own logits for the two classes are closer than twice the
+    # typical (median over images) largest logit error (`lraqvit_deploy.jetson.run.near_tie_flips`,
+    # shared with the Jetson gate): the gate (`gated_agreement`) counts them as agreeing; they stay
+    # visible here and in `agreement`
     near_tie_flips: int = 0
 
     @property
@@ -52,7 +53,7 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
 
     method, _ = load_forward(path)
     reference = reference.eval()
-    preds, ref_preds, pert_preds, diff, near_ties = [], [], [], 0.0, 0
+    preds, ref_preds, pert_preds, diff, outs, refs = [], [], [], 0.0, [], []
     signal = noise = 0.0
     min_cos = 1.0
     for start in tqdm(range(0, len(images), batch_size), desc="verify .pte", disable=not progress, leave=False):
@@ -64,16 +65,15 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
         noise += (out - ref).double().pow(2).sum().item()
         min_cos = min(min_cos, torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=-1).min().item())
         p, r = out.argmax(-1), ref.argmax(-1)
-        flip = p != r
-        if flip.any():  # the reference's gap between its class and the program's, vs the image's error
-            rows = torch.arange(len(ref))[flip]
-            gap = ref[rows, r[flip]] - ref[rows, p[flip]]
-            err = (out[flip] - ref[flip]).abs().amax(dim=-1)
-            near_ties += int((gap <= 2 * err).sum())
+        outs.append(out)
+        refs.append(ref)
         preds += p.tolist()
         ref_preds += r.tolist()
         if self_check:
             pert_preds += reference(chunk * (1 + 1e-6)).argmax(-1).tolist()
+    from lraqvit_deploy.jetson.run import near_tie_flips
+
+    near_ties = near_tie_flips(torch.cat(outs).numpy(), torch.cat(refs).numpy()) if outs else 0
     preds_t, ref_t = torch.tensor(preds), torch.tensor(ref_preds)
     top1 = ref_top1 = None
     if labels is not None:

@@ -98,6 +98,11 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
     shape = tuple(input_size(model))
     table = {p: verify.gates_for(p, table=None) for p in verify.HOST_GATES}
     table["int8"] = verify.gates_for("int8", min_agreement, min_sqnr_db, min_cosine)
+    from lraqvit_deploy.models import has_random_weights
+
+    if has_random_weights(model):  # near-tied logits: agreement is reported, only closeness is gated
+        for p in table:
+            table[p]["min_agreement"] = None
     for p, g in (gates or {}).items():
         if p not in table:
             raise DeployError(f"gates: unknown precision {p!r} (int8, fp32, fp16).")
@@ -162,7 +167,8 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
             refs = {"int8": ref_q, "fp32": ref_f, **({"fp16": ref_f} if fp16 else {})}
             host = {p: verify.compare_logits(verify.ort_logits(verify.ort_session(tmp / files[p]), xs.numpy()),
                                              refs[p], ys) for p in refs}
-            dgates = {p: dict(verify.DEVICE_GATES[p]) for p in refs}
+            dgates = {p: {**verify.DEVICE_GATES[p], **({"min_agreement": None} if has_random_weights(model) else {})}
+                      for p in refs}
             dgates["int8"]["min_agreement"] = table["int8"]["min_agreement"]
             device = bundle.write_verification(tmp, xs.numpy(), refs, ys if (ys >= 0).all() else None, dgates,
                                                host)

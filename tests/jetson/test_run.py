@@ -40,3 +40,21 @@ def test_describe_verification():
     bad = {**ok, "top1": None, "passed": False, "failed": ["logit SQNR 3.0 dB < 12.0 dB"]}
     assert run.describe_verification(bad).endswith("FAILED: logit SQNR 3.0 dB < 12.0 dB")
     assert run.describe_verification(None) == "no verification data in the bundle"
+
+
+def test_near_tie_flips_are_counted_apart_in_the_agreement_gate():
+    """A flip within twice the TYPICAL (median) row error is a near tie; a flip that needs an atypically
+    large error on its image is not (a per-row rule would excuse every flip: gap < 2 x own error)."""
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(20, 5)) * 3
+    ref[:, 0] += 10  # class 0 wins by a wide margin on every row...
+    ref[0, :2] = [5.0, 4.99]  # ...except row 0: a near tie
+    got = ref + rng.normal(scale=0.05, size=ref.shape)  # typical error ~0.1
+    got[0, :2] = [4.98, 5.01]  # the near tie flips: gap 0.01 << 2 x 0.1
+    got[1, 1] = ref[1, 0] + 1.0  # row 1 flips with a real margin: its own error is large, the typical one is not
+    m = run.compare_logits(got, ref, np.zeros(20, dtype=int))
+    assert m["agreement"] == pytest.approx(0.9) and m["near_tie_flips"] == 1 and m["gated_agreement"] == pytest.approx(0.95)
+    assert run.near_tie_flips(ref, ref) == 0
+    gates = {"min_agreement": 0.99, "min_sqnr_db": None, "min_cosine": None}
+    assert "near-tie flips counted as agreeing: 1" in run.check_gates(m, gates)[0]
+    assert run.check_gates(m, {**gates, "min_agreement": 0.95}) == []

@@ -90,7 +90,7 @@ def test_gates():
 
     m = {"agreement": 0.5, "sqnr_db": 30.0, "cosine_mean": 0.999, "top1": 40.0}
     g = {"min_agreement": 0.9, "min_sqnr_db": 20.0, "min_cosine": 0.99}
-    assert check_gates(m, g) == ["top-1 agreement 50.00% < 90.0%"]
+    assert check_gates(m, g) == ["top-1 agreement 50.00% < 90.0% (near-tie flips counted as agreeing: 0)"]
     assert check_gates({**m, "top1": None}, g) == []  # no labels (synthetic images): agreement not gated
     assert len(check_gates({**m, "sqnr_db": 10.0, "cosine_mean": 0.9}, {**g, "min_agreement": None})) == 2
     assert verify.gates_for("int8", min_sqnr_db=3.0)["min_sqnr_db"] == 3.0
