@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="0.125,0.2", help="memory budgets as fractions of the FP32 size")
     ap.add_argument("--skip-ft", action="store_true")
     ap.add_argument("--skip-kd", action="store_true", help="leave out the pipeline (energy ranks + block KD) rows")
+    ap.add_argument("--kd-lr", type=float, default=None, help="distillation lr of the KD rows (default: the library's)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     bed = TestBed(args.profile, progress=not args.quiet)
@@ -67,7 +68,8 @@ def main() -> None:
             "stats_seconds": t_stats,
             "finetune": {"images": args.ft_images, "epochs": 1, "lr": args.ft_lr, "batch": 32,
                          "params": "LayerNorms, biases, head, patch embedding", "loss": "CE + KL(teacher)"},
-            "kd": "deploy compress defaults: " + str(DistillConfig().to_dict()),
+            "kd": "deploy compress defaults" + ("" if args.kd_lr is None else f" with lr {args.kd_lr:g}") + ": "
+                  + str(DistillConfig(**({} if args.kd_lr is None else {"lr": args.kd_lr})).to_dict()),
             "quantization": "weight-only, symmetric per-channel, MSE-clipped scales; activations FP32"}
 
     def record(name, budget, m, seconds, memory=None, **extra):
@@ -112,7 +114,8 @@ def main() -> None:
             t = time.time()
             m = copy.deepcopy(model)
             compress(m, Recipe(LowRankConfig(param_reduction=red, svd="activation"),
-                               allocation=AllocationConfig(method="energy"), distill=DistillConfig()),
+                               allocation=AllocationConfig(method="energy"),
+                               distill=DistillConfig(**({} if args.kd_lr is None else {"lr": args.kd_lr}))),
                      train_data=train, alloc_data=train, evaluate=False, progress=not args.quiet)
             record("energy-greedy activation-aware RB-LRA + KD (deploy compress --rank-alloc energy)", tag, m,
                    time.time() - t)

@@ -71,7 +71,7 @@ def tiny_any(request):
 
 @pytest.fixture(scope="session")
 def testbed_model():
-    """The real quick test bed (DINOv2 ViT-S/14 + Fashion-MNIST probe); cached after the first build."""
+    """The real quick test bed (DINOv2 ViT-S/14, the converged FP32 reference); cached after the first build."""
     from lraqvit_deploy.models import create_model
 
     return create_model("testbed", progress=False)

@@ -199,7 +199,10 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
             "format": FORMAT, "target": "jetson", "model": spec.to_dict() if spec else None,
             "agreement": q["agreement"], "simulator_float_order_agreement": q["twin_agreement"],
             "target_agreement": table["int8"]["min_agreement"], "gates": table,
-            "agreement_gated": labelled, "top1": q["top1"], "top1_simulator": q["top1_torch"],
+            "agreement_gated": labelled and table["int8"]["min_agreement"] is not None,
+            "agreement_gate_note": ("random weights: top-1 agreement is reported, not gated (near-tied logits); "
+                                    "the closeness gates apply" if has_random_weights(model) else None),
+            "top1": q["top1"], "top1_simulator": q["top1_torch"],
             "top1_source": ("onnxruntime on the Q/DQ ONNX (the engine's model) over the labelled eval images"
                             if labelled else None),
             "top1_fp32": f32["top1"], "fp32_onnx_agreement": f32["agreement"],

@@ -218,7 +218,7 @@ def fine_tune_reference(model: nn.Module, cfg: TestbedConfig, progress: bool = T
                 torch.nn.utils.clip_grad_norm_(model.parameters(), rc.max_grad_norm)
                 opt.step()
                 sched.step()
-                losses.append(float(loss))
+                losses.append(loss.detach().item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{(bar.format_dict['rate'] or 0) * rc.batch_size:.0f}")
                 if len(losses) >= steps:

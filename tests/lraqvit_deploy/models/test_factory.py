@@ -141,3 +141,15 @@ def test_bad_model_names(name, match):
 def test_testbed_refuses_other_weights():
     with pytest.raises(DeployError, match="brings its own weights"):
         create_model("testbed", "random")
+
+
+def test_random_weights_are_recognised_for_the_gates():
+    from lraqvit_deploy.models import has_random_weights
+
+    assert has_random_weights(create_model("deit_tiny_patch16_224", "random", num_classes=10, img_size=32))
+    assert not has_random_weights(torch.nn.Linear(2, 2))  # no spec: not known to be random
+
+
+def test_testbed_weights_name_the_reference():
+    with pytest.raises(DeployError, match="'auto' \\(the converged reference\\) or 'probe'"):
+        create_model("testbed", "timm-cache")
