@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from pathlib import Path
 
@@ -37,22 +36,20 @@ from torch.utils.data import Subset
 from lraqvit_deploy.data_sources import calibration_images, eval_dataset, train_dataset
 from lraqvit_deploy.evaluate import predict
 from lraqvit_deploy.models import create_model
+from lraqvit_deploy.models import testbed as tb
 from lraqvit_deploy.quant import quant_config, quantize_
 from lraqvit_deploy.quant.methods import wads as wads_mod
 from pipeline_scale import cpu_line, lscpu  # benchmarks/: the one CPU description
 
 OLD_DEFAULT = {"wads_iters": 300, "wads_max_rows": 4096, "wads_lr": 1e-2, "wads_sampling": "fresh"}
-HELD_OUT = range(50000, 51000)
+HELD_OUT = tb.HELD_OUT  # the test bed's held-out training images (one definition)
 
 
 def paired(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
-    """Top-1 difference b - a in points, with a 95 % normal interval from the paired per-image differences."""
-    d = correct_b.float() - correct_a.float()
-    n = len(d)
-    mean = float(d.mean())
-    se = float(d.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
-    return {"diff_pt": 100 * mean, "ci95_pt": [100 * (mean - 1.96 * se), 100 * (mean + 1.96 * se)],
-            "only_a_right": int((d < 0).sum()), "only_b_right": int((d > 0).sum()), "n_images": n}
+    """Top-1 difference b - a in points with its paired 95 % interval (`lraqvit_deploy.stats`, the one place)."""
+    from lraqvit_deploy.stats import paired_difference
+
+    return paired_difference(correct_a, correct_b).to_dict()
 
 
 def run(fields: dict, model, images, datasets) -> dict:
