@@ -23,6 +23,7 @@ from lraqvit_deploy.data import FashionMNIST, seeded_subset  # noqa: E402
 from lraqvit_deploy.evaluate import evaluate  # noqa: E402
 from lraqvit_deploy.models import create_model  # noqa: E402
 from lraqvit_deploy.models import testbed as tb  # noqa: E402
+from lraqvit_deploy.stats import format_difference  # noqa: E402
 
 
 class TestBed:
@@ -91,14 +92,14 @@ class TestBed:
         for split in ("held_out", "test"):
             s = row[split]
             d = s.get("vs_reference")
-            ci = "ref." if d is None else f"{d['diff_pt']:+.2f} [{d['ci95_pt'][0]:+.2f}, {d['ci95_pt'][1]:+.2f}]"
+            ci = "ref." if d is None else format_difference(d)
             out += [f"{s['top1']:.2f}", ci]
         return " | ".join(out)
 
     @staticmethod
     def vs_cell(row: Dict[str, Any], split: str = "test") -> str:
         d = row[split].get("vs")
-        return "" if d is None else f"{d['diff_pt']:+.2f} [{d['ci95_pt'][0]:+.2f}, {d['ci95_pt'][1]:+.2f}]"
+        return "" if d is None else format_difference(d)
 
     CELL_HEADER = "held-out top-1 | Δ held-out [95 % CI] | test top-1 | Δ test [95 % CI]"
     CELL_RULE = "---:|---|---:|---"

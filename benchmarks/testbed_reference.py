@@ -27,6 +27,7 @@ from pipeline_scale import cpu_line, lscpu  # noqa: E402  benchmarks/: the one C
 
 from lraqvit_deploy.evaluate import evaluate  # noqa: E402
 from lraqvit_deploy.models import testbed  # noqa: E402
+from lraqvit_deploy.stats import format_difference  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -95,9 +96,8 @@ def _write(stem: Path, args, cfg, cpu, rows) -> None:
         hv, tv = r["held_out_vs_probe"], r["test_vs_probe"]
         lf = r["loss_first_last"]
         loss = "" if lf is None else f"{lf[0]:.3f} -> {lf[1]:.3f}"
-        cell = lambda d: f"{d['diff_pt']:+.2f} [{d['ci95_pt'][0]:+.2f}, {d['ci95_pt'][1]:+.2f}]"  # noqa: E731
-        lines.append(f"| {r['name']}{' (chosen)' if r is best else ''} | {r['held_out_top1']:.2f} | {cell(hv)} | "
-                     f"{r['test_top1']:.2f} | {cell(tv)} | {r['steps'] or 'built by testbed.build'} | {loss} | "
+        lines.append(f"| {r['name']}{' (chosen)' if r is best else ''} | {r['held_out_top1']:.2f} | {format_difference(hv)} | "
+                     f"{r['test_top1']:.2f} | {format_difference(tv)} | {r['steps'] or 'built by testbed.build'} | {loss} | "
                      f"{r['seconds']:.0f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 

@@ -289,8 +289,7 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
         return CompressionReport(model, {}, info, None, eval_desc, eval_limit, None, False, len(skipped))
 
     base, base_res = _baseline_metrics(source_manifest, baseline, eval_ds, progress)
-    base["probe_top1"] = _probe_top1(baseline if baseline is not None else model, source_manifest, base, eval_ds,
-                                     progress)
+    base["probe_top1"] = _probe_top1(model, source_manifest, base, eval_ds, progress)
     del baseline
     fp32 = score(model, eval_ds, batch_size=64, progress=progress) if eval_ds is not None else None
     quant_info = source_manifest.get("quantization")

@@ -46,8 +46,13 @@ class PairedDifference:
 
     def cell(self, digits: int = 1) -> str:
         """`+1.2 [+0.4, +2.0]`: the Markdown cell every table uses."""
-        lo, hi = self.ci95_pt
-        return f"{self.diff_pt:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+        return format_difference(self.to_dict(), digits)
+
+
+def format_difference(d: Dict[str, Any], digits: int = 2) -> str:
+    """`+1.20 [+0.40, +2.00]` from a `PairedDifference.to_dict()` (what the tables' JSON rows hold)."""
+    lo, hi = d["ci95_pt"]
+    return f"{d['diff_pt']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
 def _as_bool(x: Any, name: str) -> torch.Tensor:

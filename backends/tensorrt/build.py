@@ -100,7 +100,8 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
     table["int8"] = verify.gates_for("int8", min_agreement, min_sqnr_db, min_cosine)
     from lraqvit_deploy.models import has_random_weights
 
-    if has_random_weights(model):  # near-tied logits: agreement is reported, only closeness is gated
+    random_weights = has_random_weights(model)  # near-tied logits: agreement is reported, only closeness gated
+    if random_weights:
         for p in table:
             table[p]["min_agreement"] = None
     for p, g in (gates or {}).items():
@@ -167,7 +168,7 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
             refs = {"int8": ref_q, "fp32": ref_f, **({"fp16": ref_f} if fp16 else {})}
             host = {p: verify.compare_logits(verify.ort_logits(verify.ort_session(tmp / files[p]), xs.numpy()),
                                              refs[p], ys) for p in refs}
-            dgates = {p: {**verify.DEVICE_GATES[p], **({"min_agreement": None} if has_random_weights(model) else {})}
+            dgates = {p: {**verify.DEVICE_GATES[p], **({"min_agreement": None} if random_weights else {})}
                       for p in refs}
             dgates["int8"]["min_agreement"] = table["int8"]["min_agreement"]
             device = bundle.write_verification(tmp, xs.numpy(), refs, ys if (ys >= 0).all() else None, dgates,
@@ -201,7 +202,7 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
             "target_agreement": table["int8"]["min_agreement"], "gates": table,
             "agreement_gated": labelled and table["int8"]["min_agreement"] is not None,
             "agreement_gate_note": ("random weights: top-1 agreement is reported, not gated (near-tied logits); "
-                                    "the closeness gates apply" if has_random_weights(model) else None),
+                                    "the closeness gates apply" if random_weights else None),
             "top1": q["top1"], "top1_simulator": q["top1_torch"],
             "top1_source": ("onnxruntime on the Q/DQ ONNX (the engine's model) over the labelled eval images"
                             if labelled else None),

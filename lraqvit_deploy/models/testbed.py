@@ -199,10 +199,11 @@ def fine_tune_reference(model: nn.Module, cfg: TestbedConfig, progress: bool = T
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(ds, batch_size=rc.batch_size, shuffle=True, generator=gen, drop_last=len(ds) > rc.batch_size)
     steps = max(1, round(rc.epochs * len(loader)))
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n and "token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n and "token" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": rc.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=rc.lr)
+    decays = {n: p.ndim >= 2 and "pos_embed" not in n and "token" not in n for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([{"params": [p for n, p in model.named_parameters() if decays[n]],
+                              "weight_decay": rc.weight_decay},
+                             {"params": [p for n, p in model.named_parameters() if not decays[n]],
+                              "weight_decay": 0.0}], lr=rc.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, round(rc.warmup_frac * steps)))
     for p in model.parameters():
         p.requires_grad_(True)
