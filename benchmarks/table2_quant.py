@@ -55,10 +55,15 @@ ROWS = {
     "wads-norm": ("WADS, normalised terms (dynamic)", "wads", None, {"wads_normalize": True}),
     "wads-scaled-norm": ("WADS, scaled weight term + normalised (dynamic)", "wads", None,
                          {"wads_weight_term": "scaled", "wads_normalize": True}),
+    # fc2 (after GELU) gets its alpha as an explicit per-channel divide (lowered to XNNPACK and Q/DQ ONNX)
+    "wads-fc2": ("WADS + fc2 explicit scale (dynamic)", "wads", None, {"fc2": "explicit"}),
+    "wads-fc2-static": ("WADS + fc2 explicit scale (static)", "wads", "per_token_static", {"fc2": "explicit"}),
+    "smoothquant-fc2": ("SmoothQuant + fc2 explicit scale", "smoothquant", None, {"fc2": "explicit"}),
     "wads-scaled-norm-static": ("WADS, scaled + normalised (static)", "wads", "per_token_static",
                                 {"wads_weight_term": "scaled", "wads_normalize": True}),
 }
-DEFAULT_ROWS = "naive,smoothquant,repq,per-token-static,per-token,wads,wads-static,wads-scaled,wads-norm,wads-scaled-norm"
+DEFAULT_ROWS = ("naive,smoothquant,repq,per-token-static,per-token,wads,wads-static,wads-scaled,wads-norm,"
+                "wads-scaled-norm,wads-fc2,wads-fc2-static,smoothquant-fc2")
 
 
 @torch.no_grad()

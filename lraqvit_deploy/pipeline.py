@@ -127,6 +127,7 @@ def default_checkpoint(out) -> Optional[Path]:
 
 
 _KD_FLAGS = {"steps": "--kd-steps", "epochs": "--kd-epochs", "batch_size": "--kd-batch-size", "lr": "--kd-lr",
+             "branch_lr": "--kd-branch-lr",
              "weight_decay": "--kd-weight-decay", "alpha": "--kd-alpha", "beta": "--kd-beta",
              "warmup_steps": "--kd-warmup-steps", "feature_loss": "--kd-feature-loss", "trainable": "--kd-trainable",
              "block_inputs": "--kd-block-inputs", "seed": "--seed", "amp": "--kd-amp"}

@@ -111,6 +111,10 @@ class Recipe:
         if self.low_rank is None and self.distill is not None:
             raise DeployError("distillation trains the low-rank factors: give a low-rank config (--method lra|rb-lra) "
                               "or drop the distillation settings.")
+        if self.distill is not None and self.distill.branch_lr is not None and self.low_rank is not None \
+                and self.low_rank.method != "rb-lra":
+            raise DeployError(f"--kd-branch-lr sets the lr of RB-LRA's branch; --method {self.low_rank.method} has "
+                              "no branch. Use --method rb-lra, or drop --kd-branch-lr.")
         if self.low_rank is None and self.allocation.method == "energy":
             raise DeployError("rank allocation energy needs a low-rank method and a parameter reduction "
                               "(--method lra|rb-lra --param-reduction F).")

@@ -114,6 +114,9 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help=f"per process (default {_d(DistillConfig, 'batch_size')})")
     k.add_argument("--kd-lr", type=float, default=None, metavar="LR",
                    help=f"AdamW peak lr, cosine decay (default {_d(DistillConfig, 'lr'):g})")
+    k.add_argument("--kd-branch-lr", type=float, default=None, metavar="LR",
+                   help="rb-lra: a separate peak lr for the branch (default: --kd-lr); with --train-base the "
+                        "base keeps --kd-lr")
     k.add_argument("--kd-warmup-steps", type=int, default=None, metavar="N",
                    help="linear lr warm-up before the cosine decay (default 5%% of the steps)")
     k.add_argument("--kd-weight-decay", type=float, default=None, metavar="WD",
@@ -219,6 +222,7 @@ def recipe_from_args(args: argparse.Namespace):
                                           rank_multiple=args.rank_multiple, init=args.init, svd=args.svd),
                                  train_base=args.train_base, seed=args.seed)
     kd_flags = _given(steps=args.kd_steps, epochs=args.kd_epochs, batch_size=args.kd_batch_size, lr=args.kd_lr,
+                      branch_lr=args.kd_branch_lr,
                       warmup_steps=args.kd_warmup_steps, weight_decay=args.kd_weight_decay, alpha=args.kd_alpha,
                       beta=args.kd_beta, feature_loss=args.kd_feature_loss, trainable=args.kd_trainable,
                       block_inputs=args.kd_block_inputs, num_workers=args.kd_workers,

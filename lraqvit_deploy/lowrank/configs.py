@@ -94,6 +94,9 @@ class DistillConfig:
     "all" trains every parameter. `feature_loss="nmse"` divides each block's MSE by the mean
     square of that block's teacher output (a constant per block and batch, so each term keeps the
     paper's form): without it the deep blocks of DINOv2, whose features are ~10x larger, dominate.
+    `branch_lr` gives RB-LRA's branch (`branch_up`, `branch_down`) its own peak lr, on the same
+    warm-up + cosine schedule; every other trained parameter (the base with `train_base`) keeps
+    `lr`. With a frozen base only the branch trains, so it equals setting `lr`.
     `amp` runs the teacher and student forwards under `torch.autocast` ("auto": bf16 on CUDA GPUs
     that support it, fp16 with a gradient scaler on older ones, off on the CPU); the loss stays FP32.
     `num_workers=None` picks the data-loading processes: 0 on the CPU, min(8, CPUs - 1) per GPU.
@@ -103,6 +106,7 @@ class DistillConfig:
     epochs: Optional[float] = None
     batch_size: int = DEFAULT_KD_BATCH  # per process
     lr: float = DEFAULT_KD_LR
+    branch_lr: Optional[float] = None  # RB-LRA branch factors' lr; None = lr (see the class docstring)
     weight_decay: float = 0.01
     alpha: float = 1.0  # CE weight
     beta: float = 1.0  # block-MSE weight
@@ -121,10 +125,11 @@ class DistillConfig:
     def __post_init__(self):
         import math
 
-        limits = {"epochs": (0, 1e6), "lr": (0, 10), "weight_decay": (0, 10), "alpha": (0, 1e6), "beta": (0, 1e6),
-                  "max_grad_norm": (0, 1e9)}  # finite, and within [lo, hi]
-        flags = {"epochs": "--kd-epochs", "lr": "--kd-lr", "weight_decay": "--kd-weight-decay", "alpha": "--kd-alpha",
-                 "beta": "--kd-beta", "max_grad_norm": "max_grad_norm"}
+        limits = {"epochs": (0, 1e6), "lr": (0, 10), "branch_lr": (0, 10), "weight_decay": (0, 10),
+                  "alpha": (0, 1e6), "beta": (0, 1e6), "max_grad_norm": (0, 1e9)}  # finite, and within [lo, hi]
+        flags = {"epochs": "--kd-epochs", "lr": "--kd-lr", "branch_lr": "--kd-branch-lr",
+                 "weight_decay": "--kd-weight-decay", "alpha": "--kd-alpha", "beta": "--kd-beta",
+                 "max_grad_norm": "max_grad_norm"}
         for name, (lo, hi) in limits.items():
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
@@ -151,6 +156,8 @@ class DistillConfig:
             raise DeployError(f"--kd-batch-size must be >= 1, got {self.batch_size}.")
         if self.lr <= 0:
             raise DeployError(f"--kd-lr must be > 0, got {self.lr}.")
+        if self.branch_lr is not None and self.branch_lr <= 0:
+            raise DeployError(f"--kd-branch-lr must be > 0, got {self.branch_lr}.")
         if self.block_inputs not in ("teacher", "student"):
             raise DeployError(f"block_inputs must be 'teacher' or 'student', got {self.block_inputs!r}.")
         if self.trainable not in TRAINABLE:
@@ -172,4 +179,7 @@ class DistillConfig:
         return round(DEFAULT_KD_WARMUP * total) if self.warmup_steps is None else self.warmup_steps
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["branch_lr"] is None:  # unset: the dict (manifests, checkpoint fingerprints) stays as before
+            del d["branch_lr"]
+        return d

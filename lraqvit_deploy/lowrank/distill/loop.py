@@ -49,6 +49,19 @@ def kd_parameters(model: nn.Module, trainable: str = "low_rank") -> List[nn.Para
     return params
 
 
+def _param_groups(model: nn.Module, params: List[nn.Parameter], config: DistillConfig) -> List[Dict[str, Any]]:
+    """AdamW groups: RB-LRA's branch at `config.branch_lr` (when set), everything else at `config.lr`."""
+    if config.branch_lr is None:
+        return [{"params": params, "lr": config.lr}]
+    branch = {id(p) for m in model.modules() if isinstance(m, RBLRALinear) for p in (m.branch_up, m.branch_down)}
+    fast = [p for p in params if id(p) in branch]
+    if not fast:
+        raise DeployError("--kd-branch-lr sets the lr of RB-LRA's branch, and this model has no RB-LRA layers; "
+                          "compress with --method rb-lra, or drop --kd-branch-lr.")
+    rest = [p for p in params if id(p) not in branch]
+    return [{"params": fast, "lr": config.branch_lr}] + ([{"params": rest, "lr": config.lr}] if rest else [])
+
+
 @dataclass
 class DistillResult:
     steps: int
@@ -197,7 +210,7 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
                           f"batch of {config.batch_size}; lower --kd-batch-size or use more data.")
     total = config.total_steps(steps_per_epoch)
 
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(student, params, config), weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, config.warmup(total)))
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None  # bf16 has FP32's range: no scaling
     start, losses = 0, []

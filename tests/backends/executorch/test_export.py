@@ -92,6 +92,27 @@ def test_quant_linear_program_matches_simulator(tmp_path):
     assert not any("quantize" in op for op in prog.delegation.non_delegated_by_op)
 
 
+def test_fc2_explicit_input_scale_runs_delegated(tmp_path):
+    """fc2="explicit" (WADS / SmoothQuant): the per-channel x / input_scale before fc2 runs inside XNNPACK."""
+    torch.manual_seed(0)
+    model = quantize_blocks(make_tiny("vit"), act_symmetric=False)
+    for blk in model.blocks:  # a wide spread of channel scales, so a dropped or inverted divide shows
+        blk.mlp.fc2.input_scale = torch.exp(torch.empty(blk.mlp.fc2.in_features).uniform_(-2.0, 2.0))
+    prog = lower_to_xnnpack(model, "q8")
+    xs = torch.randn(8, *prog.input_shape[1:])
+    out = run_pte(prog.buffer, tmp_path, xs)
+    with torch.no_grad():
+        ref = model(xs)
+        for blk in model.blocks:
+            blk.mlp.fc2.input_scale = torch.ones(0)
+        without = model(xs)
+    torch.testing.assert_close(out, ref, atol=1e-3, rtol=1e-3)
+    assert (without - ref).abs().max() > 100 * (out - ref).abs().max()  # the scales matter
+    assert set(prog.delegation.non_delegated_by_op) == {"native_layer_norm"}
+    divides = sum(n for op, n in prog.delegation.delegated_by_op.items() if op.split(".")[0] == "div")
+    assert divides >= len(model.blocks)  # one x / input_scale per fc2, inside the delegate
+
+
 def test_static_quant_scheme_is_refused():
     model = quantize_blocks(make_tiny("vit"), act_symmetric=True, act_scheme="per_tensor_static")
     with pytest.raises(DeployError, match="per_token_dynamic"):
