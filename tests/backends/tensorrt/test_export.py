@@ -115,6 +115,35 @@ def test_per_token_artifact_keeps_weights_and_recalibrates(tmp_path, tiny_vit):
     assert verify.compare_predictions(tiny_vit, path, TensorDataset(x, y), progress=False)["agreement"] >= 0.95
 
 
+def test_fc2_explicit_input_scale_is_a_div_in_front_of_the_q_node(tmp_path, tiny_vit):
+    """fc2="explicit": the Q/DQ ONNX divides fc2's input by input_scale before quantizing (onnxruntime)."""
+    for name, mod in list(tiny_vit.named_modules()):
+        if isinstance(mod, torch.nn.Linear) and name.startswith("blocks."):
+            q = QuantLinear.from_linear(mod, act_scheme="per_token_dynamic", act_symmetric=False)
+            if name.endswith("fc2"):  # a wide spread, so a dropped or inverted divide shows
+                q.input_scale = torch.exp(torch.empty(mod.in_features).uniform_(-2.0, 2.0,
+                                                                                generator=torch.Generator().manual_seed(0)))
+            parent, _, child = name.rpartition(".")
+            setattr(tiny_vit.get_submodule(parent), child, q)
+    path = _qdq_onnx(tiny_vit, tmp_path, 32)
+    proto = onnx.load(str(path))
+    assert verify.check_structure(proto, 8).ok
+    consumers = {i: n.op_type for n in proto.graph.node for i in n.input}
+    divides = [n for n in proto.graph.node if n.op_type == "Div" and consumers.get(n.output[0]) == "QuantizeLinear"]
+    assert len(divides) == len(tiny_vit.blocks)  # one per fc2, feeding its activation Q node
+    x, _ = _data(16)
+    got = verify.ort_logits(verify.ort_session(path), x.numpy())
+    with torch.no_grad():
+        ref = tiny_vit(x).numpy()
+        for blk in tiny_vit.blocks:
+            blk.mlp.fc2.input_scale = torch.ones(0)
+        without = tiny_vit(x).numpy()
+    err, err_without = np.abs(got - ref).max(), np.abs(got - without).max()
+    # per-tensor INT8 turns last-bit float differences into rounding flips (~0.04 here, logits ~0.3);
+    # dropping the divide would be ~10x that
+    assert err < 0.15 * np.abs(ref).max() and err_without > 5 * err
+
+
 def test_build_bundle_writes_everything(tmp_path, tiny_vit):
     from lraqvit_deploy.backends.tensorrt.build import build_bundle
 
