@@ -7,6 +7,7 @@ against the probe over the same images (`lraqvit_deploy.stats`).
 
     python benchmarks/testbed_reference.py --profile quick --lrs 1e-5,3e-5,1e-4 --out benchmarks/results
     python benchmarks/testbed_reference.py --profile full --lrs 3e-5 --epochs 2 --out benchmarks/results
+    python benchmarks/testbed_reference.py --profile quick --lrs 3e-5 --images 3000,9000 --name testbed_reference_quick_images
 
 Writes OUT/testbed_reference_<profile>.{md,json} (rewritten after every candidate).
 """
@@ -35,7 +36,11 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", choices=sorted(testbed.PROFILES), default="quick")
     ap.add_argument("--lrs", default="1e-5,3e-5,1e-4", help="comma-separated learning rates to try")
     ap.add_argument("--epochs", type=float, default=None, help="epochs (default: the profile's)")
+    ap.add_argument("--images", default=None,
+                    help="comma-separated fine-tune set sizes (seeded draws of train[0:50000]; default: the "
+                         "profile's); without --epochs each runs as many image passes as the profile's default")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--name", default=None, help="file stem (default testbed_reference_PROFILE)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     cfg = testbed.get_profile(args.profile)
@@ -47,10 +52,15 @@ def main(argv=None) -> int:
     rows.append({"name": "probe (frozen backbone + linear head)", "held_out_top1": base["held"].top1,
                  "test_top1": base["test"].top1, "seconds": time.time() - t0})
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"testbed_reference_{args.profile}"
+    stem = args.out / (args.name or f"testbed_reference_{args.profile}")
     cpu = lscpu()
-    for lr in [float(v) for v in args.lrs.split(",")]:
-        rc = dataclasses.replace(cfg.reference, lr=lr, **({} if args.epochs is None else {"epochs": args.epochs}))
+    default_images = cfg.reference.n_images or cfg.n_train
+    sizes = [None] if args.images is None else [int(v) for v in args.images.split(",")]
+    for lr, n in [(float(v), n) for v in args.lrs.split(",") for n in sizes]:
+        images = default_images if n is None else n
+        epochs = args.epochs if args.epochs is not None else cfg.reference.epochs * default_images / images
+        rc = dataclasses.replace(cfg.reference, lr=lr, epochs=epochs,
+                                 n_images=cfg.reference.n_images if n is None else (None if n == cfg.n_train else n))
         c = dataclasses.replace(cfg, reference=rc)
         t0 = time.time()
         if rc == cfg.reference:  # the profile's own setting: build (and cache) the reference itself
@@ -60,14 +70,15 @@ def main(argv=None) -> int:
             losses = testbed.fine_tune_reference(model, c, progress=True)
         secs = time.time() - t0
         h, t = evaluate(model, held, progress=False), evaluate(model, test, progress=False)
-        rows.append({"name": f"fine-tune lr {lr:g}, {rc.epochs:g} epochs", "config": dataclasses.asdict(rc),
+        rows.append({"name": f"fine-tune lr {lr:g}, {images} images x {rc.epochs:g} epochs",
+                     "config": dataclasses.asdict(rc),
                      "held_out_top1": h.top1, "held_out_vs_probe": h.paired_with(base["held"]).to_dict(),
                      "test_top1": t.top1, "test_vs_probe": t.paired_with(base["test"]).to_dict(),
                      "steps": None if losses is None else len(losses),
                      "loss_first_last": None if losses is None else [losses[0], sum(losses[-20:]) / len(losses[-20:])],
                      "seconds": secs, "is_default": rc == testbed.get_profile(args.profile).reference})
         _write(stem, args, cfg, cpu, rows)
-        print(f"lr {lr:g}: held-out {h.top1:.2f}, test {t.top1:.2f}, {secs:.0f} s", flush=True)
+        print(f"lr {lr:g}, {images} images: held-out {h.top1:.2f}, test {t.top1:.2f}, {secs:.0f} s", flush=True)
     return 0
 
 
@@ -83,9 +94,9 @@ def _write(stem: Path, args, cfg, cpu, rows) -> None:
             "selection": "held-out train[50000:51000] top-1 (test reported only)", "chosen": best["name"], "rows": rows}
     stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
     lines = [f"# Test bed converged reference ({args.profile} profile)", "",
-             f"DINOv2 ViT-S/14 at {cfg.img_size} px; probe and fine-tune on {cfg.n_train} seeded images of "
-             f"Fashion-MNIST train[0:50000]; selection on the held-out train[50000:51000] (1,000 images); test top-1 on "
-             f"{cfg.n_test} test images, reported only. Intervals: paired 95 % vs the probe over the same images.",
+             f"DINOv2 ViT-S/14 at {cfg.img_size} px; probe on {cfg.n_train} seeded images of Fashion-MNIST "
+             f"train[0:50000], fine-tunes on the sizes given per row (a larger draw contains the probe's images); "
+             f"selection on the held-out train[50000:51000] (1,000 images); test top-1 on {cfg.n_test} test images, reported only. Intervals: paired 95 % vs the probe over the same images.",
              f"CPU: {cpu_line(cpu)}; {torch.get_num_threads()} threads.", "",
              "| model | held-out top-1 | vs probe [95 % CI] | test top-1 | vs probe [95 % CI] | steps | loss first -> last 20 | s |",
              "|---|---:|---|---:|---|---:|---|---:|"]

@@ -52,6 +52,7 @@ class ReferenceConfig:
     """
 
     epochs: float = 3.0
+    n_images: Optional[int] = None  # images fine-tuned on (seeded draw of train[0:50000]); None: the probe's n_train
     lr: float = 3e-5
     weight_decay: float = 0.05
     batch_size: int = 32
@@ -65,6 +66,10 @@ class ReferenceConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi \
                     or (name in ("epochs", "lr", "max_grad_norm") and v == 0):
                 raise DeployError(f"test bed reference {name} must be a finite number in ({lo:g}, {hi:g}], got {v!r}.")
+        if self.n_images is not None and (isinstance(self.n_images, bool) or not isinstance(self.n_images, int)
+                                          or not 1 <= self.n_images <= TRAIN_POOL):
+            raise DeployError(f"test bed reference n_images must be a whole number in 1..{TRAIN_POOL} (or None: the "
+                              f"probe's n_train), got {self.n_images!r}.")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 4096:
             raise DeployError(f"test bed reference batch_size must be a whole number in 1..4096, got {self.batch_size!r}.")
 
@@ -131,6 +136,8 @@ def _cache_key(onnx_sha: str, cfg: TestbedConfig, reference: str) -> str:
     fields = dataclasses.asdict(cfg)
     if reference == "probe":  # the probe does not depend on the fine-tune's settings
         fields.pop("reference")
+    elif fields["reference"]["n_images"] is None:  # unset: the key of references cached before n_images existed
+        del fields["reference"]["n_images"]
     blob = json.dumps({"onnx": onnx_sha, "cfg": fields, "format": _FORMAT, "stage": reference}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -158,7 +165,7 @@ def build(cfg: TestbedConfig, progress: bool = True, reference: str = "converged
     else:
         model.load_state_dict(build(cfg, progress, reference="probe").state_dict())
         if progress:
-            print(f"test bed: fine-tuning the converged FP32 reference once ({cfg.n_train} images x "
+            print(f"test bed: fine-tuning the converged FP32 reference once ({len(reference_pool(cfg))} images x "
                   f"{cfg.reference.epochs:g} epochs; cached in {path.parent})")
         fine_tune_reference(model, cfg, progress=progress)
     with atomic_write(path) as f:
@@ -173,6 +180,13 @@ def train_pool(cfg: TestbedConfig):
     from ..data import FashionMNIST, seeded_subset
 
     return seeded_subset(Subset(FashionMNIST("train", data_config(cfg)), range(TRAIN_POOL)), cfg.n_train, cfg.seed)
+
+
+def reference_pool(cfg: TestbedConfig):
+    """The images the reference fine-tunes on: `cfg.reference.n_images` seeded images of train[0:TRAIN_POOL]
+    (the probe's `train_pool` when None; a larger draw contains the probe's images)."""
+    n = cfg.reference.n_images
+    return train_pool(cfg if n is None else dataclasses.replace(cfg, n_train=n))
 
 
 def held_out(cfg: TestbedConfig, n: Optional[int] = None):
@@ -195,7 +209,7 @@ def fine_tune_reference(model: nn.Module, cfg: TestbedConfig, progress: bool = T
     from ..lowrank.distill.loop import warmup_cosine
 
     rc = cfg.reference
-    ds = train_pool(cfg)
+    ds = reference_pool(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(ds, batch_size=rc.batch_size, shuffle=True, generator=gen, drop_last=len(ds) > rc.batch_size)
     steps = max(1, round(rc.epochs * len(loader)))

@@ -60,6 +60,30 @@ def test_training_pool_and_held_out_images_are_disjoint():
     assert len(testbed.held_out(cfg)) == 1000 and len(pool) == cfg.n_train
 
 
+def test_reference_images_are_a_superset_draw_and_keep_old_cache_keys():
+    import dataclasses
+    import hashlib
+    import json
+
+    from lraqvit_deploy.errors import DeployError
+
+    for bad in (0, -5, 50001, 2.5, True):
+        with pytest.raises(DeployError, match="reference n_images"):
+            testbed.ReferenceConfig(n_images=bad)
+    cfg = testbed.TestbedConfig(n_train=300)
+    more = dataclasses.replace(cfg, reference=testbed.ReferenceConfig(n_images=900))
+    probe, ref = testbed.train_pool(cfg), testbed.reference_pool(more)
+    assert len(ref) == 900 and set(probe.indices) < set(ref.indices) and max(ref.indices) < testbed.TRAIN_POOL
+    assert testbed.reference_pool(cfg).indices == probe.indices  # None: the probe's images
+    # n_images unset: the key of the references cached before it existed (no rebuild for anyone)
+    fields = dataclasses.asdict(cfg)
+    del fields["reference"]["n_images"]
+    old = hashlib.sha256(json.dumps({"onnx": "x", "cfg": fields, "format": testbed._FORMAT, "stage": "converged"},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    assert testbed._cache_key("x", cfg, "converged") == old != testbed._cache_key("x", more, "converged")
+    assert testbed._cache_key("x", cfg, "probe") == testbed._cache_key("x", more, "probe")
+
+
 def test_reference_fine_tune_trains_every_parameter_and_lowers_the_loss():
     """The recipe on a 1-block ViT at 28 px: seeded (same losses twice), every weight moves, the loss falls."""
     import copy
