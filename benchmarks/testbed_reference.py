@@ -96,7 +96,8 @@ def _write(stem: Path, args, cfg, cpu, rows) -> None:
     lines = [f"# Test bed converged reference ({args.profile} profile)", "",
              f"DINOv2 ViT-S/14 at {cfg.img_size} px; probe on {cfg.n_train} seeded images of Fashion-MNIST "
              f"train[0:50000], fine-tunes on the sizes given per row (a larger draw contains the probe's images); "
-             f"selection on the held-out train[50000:51000] (1,000 images); test top-1 on {cfg.n_test} test images, reported only. Intervals: paired 95 % vs the probe over the same images.",
+             f"selection on the held-out train[50000:51000] (1,000 images); test top-1 on {cfg.n_test} test images, "
+             "reported only. Intervals: paired 95 % vs the probe over the same images.",
              f"CPU: {cpu_line(cpu)}; {torch.get_num_threads()} threads.", "",
              "| model | held-out top-1 | vs probe [95 % CI] | test top-1 | vs probe [95 % CI] | steps | loss first -> last 20 | s |",
              "|---|---:|---|---:|---|---:|---|---:|"]

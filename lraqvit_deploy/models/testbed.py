@@ -165,7 +165,7 @@ def build(cfg: TestbedConfig, progress: bool = True, reference: str = "converged
     else:
         model.load_state_dict(build(cfg, progress, reference="probe").state_dict())
         if progress:
-            print(f"test bed: fine-tuning the converged FP32 reference once ({len(reference_pool(cfg))} images x "
+            print(f"test bed: fine-tuning the converged FP32 reference once ({cfg.reference.n_images or cfg.n_train} images x "
                   f"{cfg.reference.epochs:g} epochs; cached in {path.parent})")
         fine_tune_reference(model, cfg, progress=progress)
     with atomic_write(path) as f:
