@@ -141,7 +141,8 @@ class AndroidBackend(Backend):
             "input": {"shape": list(lowered.input_shape), "dtype": "float32", "layout": "NCHW"},
             "preprocessing": {k: cfg.get(k) for k in ("mean", "std", "interpolation", "crop_pct", "crop_mode")},
             "labels": _labels(model),
-            "num_classes": cfg.get("num_classes"),
+            # the model's own head: timm's pretrained_cfg keeps the checkpoint's 1000 when num_classes is overridden
+            "num_classes": getattr(model, "num_classes", None) or cfg.get("num_classes"),
             "delegation": lowered.delegation.to_dict(),
             "delegated_fraction": round(lowered.delegation.delegated_fraction, 4),
             "layernorm": "xnnpack (4-D mean formulation)" if options.delegate_layernorm else "portable",

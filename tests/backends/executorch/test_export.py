@@ -163,6 +163,7 @@ def test_build_writes_program_manifest_and_benches(tmp_path):
     assert ver["sqnr_db"] is None or ver["sqnr_db"] >= ver["min_sqnr_db"] == 20.0
     assert 0 < disk["size_mb"] < 1 and disk["delegated_fraction"] > 0.9
     assert disk["preprocessing"]["mean"] is not None
+    assert disk["num_classes"] == 10 != model.pretrained_cfg["num_classes"]  # the head, not timm's checkpoint cfg
 
     r = host_bench.bench(out, HostBenchOptions(iterations=5, warmup=1, threads=1))
     assert r.iterations == 5 and r.threads == 1 and 0 < r.min_ms <= r.median_ms <= r.p90_ms <= r.max_ms
