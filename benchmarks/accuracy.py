@@ -29,14 +29,17 @@ from lraqvit_deploy.stats import format_difference  # noqa: E402
 class TestBed:
     """The test bed at one profile: reference model, probe figure, the three splits and the scorer."""
 
-    def __init__(self, profile: str = "full", progress: bool = True):
+    def __init__(self, profile: str = "full", progress: bool = True, held_out: range = tb.HELD_OUT):
+        if held_out.start < tb.TRAIN_POOL or held_out.stop > 60000:
+            raise ValueError(f"held-out images must lie in train[{tb.TRAIN_POOL}:60000], which no step trains on")
         self.profile = profile
+        self.held_out_range = held_out
         self.cfg = tb.get_profile(profile)
         self.progress = progress
         self.reference = create_model("testbed", testbed_profile=profile, progress=progress)
         dc = tb.data_config(self.cfg)
         self.train = Subset(FashionMNIST("train", dc), range(tb.TRAIN_POOL))  # never the held-out images
-        self.held_out = tb.held_out(self.cfg)
+        self.held_out = Subset(FashionMNIST("train", dc), held_out)
         self.test = seeded_subset(FashionMNIST("test", dc), self.cfg.n_test, self.cfg.seed)
         self.cpu = lscpu()
         self._results: Dict[Any, Any] = {}
@@ -69,7 +72,7 @@ class TestBed:
     def meta(self) -> Dict[str, Any]:
         return {"profile": self.profile, "testbed": dataclasses.asdict(self.cfg), "cpu": self.cpu,
                 "threads": torch.get_num_threads(), "train_pool": f"train[0:{tb.TRAIN_POOL}]",
-                "held_out": f"train[{tb.HELD_OUT.start}:{tb.HELD_OUT.stop}]", "test_images": len(self.test),
+                "held_out": f"train[{self.held_out_range.start}:{self.held_out_range.stop}]", "test_images": len(self.test),
                 "reference_top1": {s: v.top1 for s, v in self._ref.items()},
                 "probe_top1": {s: self.probe_row[s]["top1"] for s in ("held_out", "test")},
                 "interval": "paired normal 95 % over the same images vs the converged reference; exact McNemar p"}
@@ -80,7 +83,8 @@ class TestBed:
                 f"Reference = the converged FP32 model (probe + end-to-end CE fine-tune on {self.cfg.n_train} training "
                 f"images): held-out {m['reference_top1']['held_out']:.2f} %, test {m['reference_top1']['test']:.2f} % "
                 f"(probe only: {m['probe_top1']['held_out']:.2f} / {m['probe_top1']['test']:.2f}). "
-                f"Held-out = train[50000:51000] (1,000 images; every choice is made here); test = {len(self.test):,} "
+                f"Held-out = train[{self.held_out_range.start}:{self.held_out_range.stop}] ({len(self.held_out):,} "
+                f"images; every choice is made here); test = {len(self.test):,} "
                 f"test images (reported only). Every training step draws from train[0:50000]. "
                 f"Δ = paired difference to the reference over the same images, [95 % interval]; a row is better or "
                 f"worse only when its interval excludes 0.",

@@ -283,9 +283,16 @@ def stack_images(ds: Dataset, indices: Sequence[int]) -> torch.Tensor:
 
 
 def input_size(model) -> Tuple[int, ...]:
-    """(C, H, W) the model takes, from its timm config (224 px when it names none)."""
+    """(C, H, W) the model takes: its timm config (224 px when it names none), with the patch embedding's
+    own image size when that differs (`timm.create_model(..., img_size=112)` keeps the checkpoint's 224)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    return tuple(cfg.get("input_size", (3, 224, 224)))
+    c, h, w = tuple(cfg.get("input_size", (3, 224, 224)))
+    pe = getattr(model, "patch_embed", None)
+    size = getattr(pe, "img_size", None)
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size) \
+            and not getattr(pe, "dynamic_img_size", False):
+        h, w = size
+    return (c, h, w)
 
 
 def synthetic_images(model, n: int, seed: int = 0) -> torch.Tensor:

@@ -20,6 +20,9 @@ from ..base import Backend, BenchOptions, BuildData, BuildOptions, BuildResult
 FORMAT = "lraqvit-deploy/android/1"
 DEFAULT_MIN_AGREEMENT = 0.995
 NOISE_MARGIN = 0.01  # INT8: allowed shortfall below the simulator's own agreement with itself
+# the Arm check's default size: images per emulated CPU within this compute (torch's count, a multiply-add = 2)
+ARM_GFLOP_BUDGET = 24.0
+ARM_IMAGES_MIN, ARM_IMAGES_MAX = 2, 32
 # Minimum logit SQNR vs the reference, per lowering: FP32 differs only in float order (~100 dB
 # seen); the artifact's INT8 in XNNPACK's rounding of the same scales (55-130 dB seen on tiny
 # models); PT2E-from-FP32 is a different quantizer, so it is only reported.
@@ -58,8 +61,10 @@ class AndroidBuildOptions(BuildOptions):
     arm_cpus: str = option("cortex-a55,cortex-a76,cortex-a710,max", "qemu CPU models for the Arm check "
                            "(a55: little cores; a76: dotprod big cores; a710: Armv9 i8mm ~ Cortex-X3; max: SME)",
                            metavar="CPU,CPU")
-    arm_images: int = option(32, "verification images run on each emulated CPU (emulation is ~100x slower)",
-                             min=1, max=100_000, metavar="N")
+    arm_images: Optional[int] = option(None, f"verification images run on each emulated CPU (emulation is ~100x "
+                                             f"slower; default: as many as fit {ARM_GFLOP_BUDGET:g} GFLOPs per CPU, "
+                                             f"{ARM_IMAGES_MIN}..{ARM_IMAGES_MAX}: 32 at 56 px, 2 for DeiT-S at 224)",
+                                       min=1, max=100_000, metavar="N")
     arm_min_agreement: float = option(0.99, "an emulated CPU below this agreement with the simulator is reported "
                                             "as failed (the build itself still completes)", min=0, max=1, metavar="F")
 
@@ -211,6 +216,18 @@ def _verify(model, pte: Path, scheme: str, options: AndroidBuildOptions, data: B
                              "synthetic": v_data.synthetic}}
 
 
+def arm_image_count(model) -> int:
+    """The Arm check's default image count: as many as fit `ARM_GFLOP_BUDGET` GFLOPs on each emulated CPU
+    (qemu runs ~100x slower than the host; a Cortex-A55 without dotprod slower still)."""
+    from lraqvit_deploy.evaluate import count_gflops
+
+    try:
+        gflops = count_gflops(model)
+    except Exception:  # a model torch's counter cannot trace: the smallest check
+        return ARM_IMAGES_MIN
+    return int(min(ARM_IMAGES_MAX, max(ARM_IMAGES_MIN, ARM_GFLOP_BUDGET // max(gflops, 1e-9))))
+
+
 def _arm_verify(model, pte: Path, options: AndroidBuildOptions, data: BuildData) -> Dict[str, Any]:
     """The program on emulated phone cores (qemu-aarch64) against the simulator; per-CPU results, never raises."""
     import torch
@@ -224,8 +241,9 @@ def _arm_verify(model, pte: Path, options: AndroidBuildOptions, data: BuildData)
         if options.progress:
             print(f"note: Arm check skipped: {toolchain.reason}")
         return {"skipped": toolchain.reason, "cpus": {}}
-    v = data.verification(options.arm_images)
-    images = v.images[: options.arm_images]
+    n = options.arm_images if options.arm_images is not None else arm_image_count(model)
+    v = data.verification(n)
+    images = v.images[:n]
     with torch.no_grad():
         reference = model.eval()(images)
     if options.progress:

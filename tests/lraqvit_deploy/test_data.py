@@ -79,3 +79,19 @@ def test_image_folder_errors(tmp_path):
         load_dataset(str(tmp_path / "missing"), CFG)
     with pytest.raises(DeployError):
         load_dataset(str(tmp_path), CFG)  # empty: no class folders
+
+
+def test_input_size_follows_the_patch_embedding():
+    """A timm model created with img_size=112 keeps the checkpoint's 224 in pretrained_cfg; the input size
+    the SDK feeds it (synthetic images, FLOP counts, exports) must be the one its patch embedding checks."""
+    import timm
+
+    from lraqvit_deploy.data import input_size, synthetic_images
+
+    m = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=112)
+    assert m.pretrained_cfg["input_size"] == (3, 224, 224)
+    assert input_size(m) == (3, 112, 112)
+    with torch.no_grad():
+        assert m(synthetic_images(m, 2)).shape == (2, 4)
+    # no patch embedding: the config's size, 224 px when it names none
+    assert input_size(torch.nn.Linear(2, 2)) == (3, 224, 224)

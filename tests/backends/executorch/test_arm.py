@@ -153,3 +153,23 @@ def test_host_bench_with_the_native_runner(tiny_q8, tmp_path):
     with pytest.raises(SystemExit) as e:  # a bad choice: one line, exit 1
         main(["bench", "--target", "host", str(path), "--runtime", "cpp"])
     assert e.value.code == 1
+
+
+def test_default_image_count_follows_the_model_compute():
+    """The Arm check's default size fits ARM_GFLOP_BUDGET per emulated CPU: all 32 images for a small
+    model, the minimum for DeiT-S at 224 px (whose 32 images took minutes per CPU under qemu)."""
+    import timm
+
+    from lraqvit_deploy.backends.executorch import backend
+
+    assert backend.AndroidBuildOptions().arm_images is None  # the default is the compute-sized count
+    assert backend.arm_image_count(make_tiny("vit")) == backend.ARM_IMAGES_MAX
+    deit_s = timm.create_model("deit_small_patch16_224", pretrained=False, num_classes=10)
+    assert backend.arm_image_count(deit_s) == backend.ARM_IMAGES_MIN
+    # in between: the budget divided by the model's GFLOPs
+    budget_model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=10, img_size=112)
+    from lraqvit_deploy.evaluate import count_gflops
+
+    expected = int(backend.ARM_GFLOP_BUDGET // count_gflops(budget_model))
+    assert backend.ARM_IMAGES_MIN < expected < backend.ARM_IMAGES_MAX
+    assert backend.arm_image_count(budget_model) == expected
