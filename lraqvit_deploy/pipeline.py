@@ -79,10 +79,12 @@ def _describe(data: Any, default: str) -> str:
 
 def _check_model(model: nn.Module, recipe: Recipe) -> None:
     from .layers import QuantLinear
+    from .vit_layout import check_replaceable
 
     if getattr(model, "lraqvit_spec", None) is None:
         raise DeployError("the model has no lraqvit_spec; create it with lraqvit_deploy.create_model(...) or load "
                           "an artifact with lraqvit_deploy.load_artifact(...).")
+    check_replaceable(model)
     if recipe.empty:
         raise DeployError("nothing to do: the recipe has neither a low-rank method (--method lra|rb-lra) nor a "
                           "quantization method (--quant METHOD).")

@@ -61,6 +61,22 @@ def encoder_blocks(model: nn.Module) -> Dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if _BLOCK.search(n)}
 
 
+def check_replaceable(model: nn.Module) -> None:
+    """Refuse, in one line, a model whose attention reads `qkv.weight` directly.
+
+    timm's Eva (`vit_*_qkvb`, `vit_*_rope_*`), BEiT and Swin V2 keep separate q/v biases and compute
+    `F.linear(x, self.qkv.weight, cat(q_bias, k_bias, v_bias))`: replacing `qkv` by a low-rank or
+    quantized module would fail deep inside the forward pass.
+    """
+    for name, block in encoder_blocks(model).items():
+        attn = getattr(block, "attn", None)
+        if isinstance(attn, nn.Module) and any(getattr(attn, b, None) is not None for b in ("q_bias", "v_bias")):
+            raise DeployError(
+                f"{name}.attn ({type(attn).__name__}) computes qkv from qkv.weight with separate q/v biases, so "
+                f"its qkv cannot be replaced by a low-rank or INT8 layer; supported are timm's VisionTransformer "
+                f"(ViT, DeiT, DeiT III, DINOv2) and Swin (v1) blocks, or Eva models without separate q/v biases.")
+
+
 def is_encoder_linear(name: str, module: nn.Module) -> bool:
     """True for a Linear inside an encoder block or a Swin patch merging (not patch embedding or head)."""
     return isinstance(module, nn.Linear) and _IN_ENCODER.search(name) is not None

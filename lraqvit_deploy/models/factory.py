@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..errors import DeployError, WeightsNotFoundError
 
-FAMILIES = ("deit", "vit", "swin")
+FAMILIES = ("deit", "deit3", "vit", "swin")  # name prefixes; vit_layout.check_replaceable checks the blocks
 TESTBED = "testbed"
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
@@ -66,7 +66,10 @@ def check_arch(name: str) -> None:
             f"{', '.join(f'{f}_' for f in FAMILIES)} (e.g. deit_tiny_patch16_224) or '{TESTBED}'."
         )
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*{name.split('_')[1] if '_' in name else ''}*")[:8]
+        import difflib
+
+        family = [n for n in timm.list_models() if n.split("_")[0] in FAMILIES]
+        close = difflib.get_close_matches(name, family, n=8, cutoff=0.6)
         raise DeployError(f"timm has no model {name!r}. Similar names: {', '.join(close) or 'none'}.")
 
 

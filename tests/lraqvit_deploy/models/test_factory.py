@@ -153,3 +153,9 @@ def test_random_weights_are_recognised_for_the_gates():
 def test_testbed_weights_name_the_reference():
     with pytest.raises(DeployError, match="'auto' \\(the converged reference\\) or 'probe'"):
         create_model("testbed", "timm-cache")
+
+
+def test_deit3_is_a_vit_family_model():
+    """DeiT III (timm's VisionTransformer with LayerScale) is named deit3_*, not deit_*."""
+    m = create_model("deit3_small_patch16_224", "random", num_classes=10, img_size=32)
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 10)
