@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import torch
 import torch.nn as nn
 
 from .errors import DeployError
