@@ -28,7 +28,10 @@ from typing import Any, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import TestBed  # noqa: E402
 
+import torch  # noqa: E402
+
 from lraqvit_deploy.artifacts import versions  # noqa: E402
+from lraqvit_deploy.evaluate import EvalResult  # noqa: E402
 from lraqvit_deploy.io import atomic_write, write_json  # noqa: E402
 from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig  # noqa: E402
 from lraqvit_deploy.models import testbed as tb  # noqa: E402
@@ -36,13 +39,14 @@ from lraqvit_deploy.pipeline import compress  # noqa: E402
 from lraqvit_deploy.recipe import Recipe  # noqa: E402
 
 HELD_OUT_WIDE = range(tb.HELD_OUT.start, 60000)  # every training image no step draws from
+DEFAULT_ROW = "RB-LRA + KD, CE weight 1, lr 3e-05, {steps} steps -45%"  # the library default (paired against)
 
 
 def plan(steps: int, long_steps: int) -> List[Dict[str, Any]]:
     kd = DistillConfig(steps=steps)
     rows = [{"row": "RB-LRA (WR, no fine-tune) -45%", "kd": None}]
     for alpha in (1.0, 0.0):
-        for lr in (3e-5, 1e-5) if alpha else (3e-5, 1e-4):
+        for lr in (3e-5, 1e-5, 3e-6) if alpha else (3e-5, 1e-4, 3e-4):
             rows.append({"row": f"RB-LRA + KD, CE weight {alpha:g}, lr {lr:g}, {steps} steps -45%",
                          "kd": dataclasses.replace(kd, alpha=alpha, lr=lr)})
     rows.append({"row": f"RB-LRA + KD, best of the above, {long_steps} steps -45%", "kd": "best", "steps": long_steps})
@@ -55,11 +59,15 @@ def markdown(bed: TestBed, rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> 
         "tables: the rows differ by less than that set's interval.",
         f"RB-LRA (WR) at -45 % params, activation-aware SVD, batch 16, AdamW, warm-up + cosine, Σ per-block NMSE "
         f"(teacher = the reference) + α · CE(labels), factors trainable. {meta['choice']}", "",
-        f"| method | {TestBed.CELL_HEADER} | KD loss first -> last | s |", f"|---|{TestBed.CELL_RULE}|---|---:|"]
+        f"`vs default` = paired difference to the default row ({DEFAULT_ROW.format(steps=meta['steps'])}) over the "
+        "same images.", "",
+        f"| method | {TestBed.CELL_HEADER} | vs default, held-out | vs default, test | KD loss first -> last | s |",
+        f"|---|{TestBed.CELL_RULE}|---|---|---|---:|"]
     for r in [bed.reference_row] + rows:
         kdl = f"{r['kd_first_loss']:.3f} -> {r['kd_final_loss']:.3f}" if r.get("kd_first_loss") is not None else ""
         secs = f"{r['seconds']:.0f}" if r.get("seconds") is not None else ""
-        out.append(f"| {r['row']} | {TestBed.cells(r)} | {kdl} | {secs} |")
+        vs = [TestBed.vs_cell(r, s) if s in r else "" for s in ("held_out", "test")]
+        out.append(f"| {r['row']} | {TestBed.cells(r)} | {vs[0]} | {vs[1]} | {kdl} | {secs} |")
     return "\n".join(out) + "\n"
 
 
@@ -69,21 +77,37 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--steps", type=int, default=240, help="distillation steps of the objective rows")
     p.add_argument("--long-steps", type=int, default=960, help="steps of the best objective's long row (0: skip)")
+    p.add_argument("--extra", default="", help="more rows after the plan, ALPHA:LR:STEPS,... (e.g. 0:3e-4:240)")
+    p.add_argument("--append", action="store_true", help="keep the rows of OUT/kd_objective.json and run only --extra")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     progress = not args.quiet
     bed = TestBed(args.profile, progress=progress, held_out=HELD_OUT_WIDE)
-    meta = {**bed.meta(), "choice": "", "versions": versions()}
+    meta = {**bed.meta(), "choice": "", "steps": args.steps, "versions": versions()}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / "kd_objective"
     rows: List[Dict[str, Any]] = []
+    specs = [] if args.append else plan(args.steps, args.long_steps)
+    if args.append:
+        import json
+
+        old = json.loads(stem.with_suffix(".json").read_text())
+        rows, meta["choice"] = old["rows"], old["meta"].get("choice", "")
+        for r in rows:  # the kept rows' per-image results, so new rows pair with them
+            for split, bits in (r.get("correct") or {}).items():
+                bed._results[(r["row"], split)] = EvalResult(r[split]["top1"], len(bits), 0, 0.0, 0.0,
+                                                             correct=torch.tensor([b == "1" for b in bits]))
+    for item in filter(None, (x.strip() for x in args.extra.split(","))):
+        alpha, lr, steps = item.split(":")
+        kd = DistillConfig(steps=int(steps), alpha=float(alpha), lr=float(lr))
+        specs.append({"row": f"RB-LRA + KD, CE weight {kd.alpha:g}, lr {kd.lr:g}, {kd.steps} steps -45%", "kd": kd})
 
     def save():
         write_json(stem.with_suffix(".json"), {"meta": meta, "reference": bed.reference_row, "rows": rows})
         with atomic_write(stem.with_suffix(".md"), "w") as fh:
             fh.write(markdown(bed, rows, meta))
 
-    for spec in plan(args.steps, args.long_steps):
+    for spec in specs:
         kd = spec["kd"]
         if kd == "best":
             if not args.long_steps:
@@ -99,10 +123,14 @@ def main(argv=None) -> int:
         recipe = Recipe(low_rank=LowRankConfig(method="rb-lra", param_reduction=0.45, svd="activation"), distill=kd)
         report = compress(model, recipe, train_data=bed.train, alloc_data=bed.train, evaluate=False, progress=progress)
         dist = (report.compression or {}).get("distill") or {}
-        row = bed.score(spec["row"], model, kd_alpha=None if kd is None else kd.alpha,
+        default_row = DEFAULT_ROW.format(steps=args.steps)
+        versus = default_row if (default_row, "test") in bed._results else None
+        row = bed.score(spec["row"], model, versus=versus, kd_alpha=None if kd is None else kd.alpha,
                         kd_lr=None if kd is None else kd.lr, kd_steps=None if kd is None else kd.steps,
                         kd_first_loss=dist.get("first_loss"), kd_final_loss=dist.get("final_loss"),
                         seconds=time.perf_counter() - t0)
+        row["correct"] = {split: "".join("1" if c else "0" for c in bed._results[(spec["row"], split)].correct.tolist())
+                          for split in ("held_out", "test")}  # per image: later pairings without a re-run
         rows.append(row)
         print(f"   held-out {row['held_out']['top1']:.2f}  test {row['test']['top1']:.2f}", flush=True)
         save()
