@@ -40,7 +40,6 @@ VALID = {
     ("--kd-workers", "0"): "load data in the training process",
     ("--kd-weight-decay", "0"): "no weight decay",
     ("--kd-alpha", "0"): "no CE term (feature loss only)",
-    ("--kd-beta", "0"): "no feature term (CE only)",
     ("--wads-iters", "0"): "0 search steps keeps alpha = 1",
     ("--min-agreement", "0"): "no agreement gate",
     ("--arm-min-agreement", "0"): "never report an emulated CPU as failed",
