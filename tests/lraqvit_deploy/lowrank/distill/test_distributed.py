@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     compress_(student, LowRankConfig(method="rb-lra", param_reduction=0.3))
     g = torch.Generator().manual_seed(0)
     ds = torch.utils.data.TensorDataset(torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g))
-    res = distill_(student, teacher, ds, DistillConfig(steps=4, batch_size=4, lr=1e-3), progress=False)
+    res = distill_(student, teacher, ds, DistillConfig(steps=4, batch_size=4, lr=1e-3, alpha=1.0), progress=False)
     torch.save(student.state_dict(), os.path.join({out!r}, f"rank{{rank}}.pt"))
     json.dump({{"world": res.world_size, "losses": res.losses}}, open(os.path.join({out!r}, f"rank{{rank}}.json"), "w"))
 """)
@@ -54,7 +54,7 @@ def test_two_gloo_processes_match_one_process_at_double_batch(tmp_path):
         g = torch.Generator().manual_seed(0)
         ds = torch.utils.data.TensorDataset(torch.randn(32, 3, 32, 32, generator=g),
                                             torch.randint(0, 10, (32,), generator=g))
-        distill_(student, teacher, ds, DistillConfig(steps=4, batch_size=8, lr=1e-3), progress=False)
+        distill_(student, teacher, ds, DistillConfig(steps=4, batch_size=8, lr=1e-3, alpha=1.0), progress=False)
     finally:
         torch.set_num_threads(threads)
     moved = 0
