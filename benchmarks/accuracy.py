@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_scale import cpu_line, lscpu  # noqa: E402  benchmarks/: the one CPU description
 
 from lraqvit_deploy.data import FashionMNIST, seeded_subset  # noqa: E402
-from lraqvit_deploy.evaluate import evaluate  # noqa: E402
+from lraqvit_deploy.evaluate import EvalResult, evaluate  # noqa: E402
 from lraqvit_deploy.models import create_model  # noqa: E402
 from lraqvit_deploy.models import testbed as tb  # noqa: E402
 from lraqvit_deploy.stats import format_difference  # noqa: E402
@@ -62,6 +62,21 @@ class TestBed:
                 row.update(params=r.params, gflops=r.gflops, size_mb=r.size_mb)
         row.update(extra)
         return row
+
+    def scored(self, name: str) -> bool:
+        """Whether the row `name` was scored (or restored) here, so `score(..., versus=name)` can pair with it."""
+        return all((name, s) in self._results for s in ("held_out", "test"))
+
+    def per_image(self, name: str) -> Dict[str, str]:
+        """The row's per-image correctness on both splits as '0'/'1' strings: JSON-storable, read by `restore`."""
+        return {s: "".join("1" if c else "0" for c in self._results[(name, s)].correct.tolist())
+                for s in ("held_out", "test")}
+
+    def restore(self, row: Dict[str, Any]) -> None:
+        """Register a stored row (with its `per_image` strings under "correct") for pairing, without a re-run."""
+        for split, bits in (row.get("correct") or {}).items():
+            self._results[(row["row"], split)] = EvalResult(row[split]["top1"], len(bits), 0, 0.0, 0.0,
+                                                            correct=torch.tensor([b == "1" for b in bits]))
 
     @property
     def reference_row(self) -> Dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -28,10 +29,7 @@ from typing import Any, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import TestBed  # noqa: E402
 
-import torch  # noqa: E402
-
 from lraqvit_deploy.artifacts import versions  # noqa: E402
-from lraqvit_deploy.evaluate import EvalResult  # noqa: E402
 from lraqvit_deploy.io import atomic_write, write_json  # noqa: E402
 from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig  # noqa: E402
 from lraqvit_deploy.models import testbed as tb  # noqa: E402
@@ -87,16 +85,13 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / "kd_objective"
     rows: List[Dict[str, Any]] = []
+    default_row = DEFAULT_ROW.format(steps=args.steps)
     specs = [] if args.append else plan(args.steps, args.long_steps)
     if args.append:
-        import json
-
         old = json.loads(stem.with_suffix(".json").read_text())
         rows, meta["choice"] = old["rows"], old["meta"].get("choice", "")
         for r in rows:  # the kept rows' per-image results, so new rows pair with them
-            for split, bits in (r.get("correct") or {}).items():
-                bed._results[(r["row"], split)] = EvalResult(r[split]["top1"], len(bits), 0, 0.0, 0.0,
-                                                             correct=torch.tensor([b == "1" for b in bits]))
+            bed.restore(r)
     for item in filter(None, (x.strip() for x in args.extra.split(","))):
         alpha, lr, steps = item.split(":")
         kd = DistillConfig(steps=int(steps), alpha=float(alpha), lr=float(lr))
@@ -126,14 +121,12 @@ def main(argv=None) -> int:
         recipe = Recipe(low_rank=LowRankConfig(method="rb-lra", param_reduction=0.45, svd="activation"), distill=kd)
         report = compress(model, recipe, train_data=bed.train, alloc_data=bed.train, evaluate=False, progress=progress)
         dist = (report.compression or {}).get("distill") or {}
-        default_row = DEFAULT_ROW.format(steps=args.steps)
-        versus = default_row if (default_row, "test") in bed._results else None
+        versus = default_row if bed.scored(default_row) else None
         row = bed.score(spec["row"], model, versus=versus, kd_alpha=None if kd is None else kd.alpha,
                         kd_lr=None if kd is None else kd.lr, kd_steps=None if kd is None else kd.steps,
                         kd_first_loss=dist.get("first_loss"), kd_final_loss=dist.get("final_loss"),
                         seconds=time.perf_counter() - t0)
-        row["correct"] = {split: "".join("1" if c else "0" for c in bed._results[(spec["row"], split)].correct.tolist())
-                          for split in ("held_out", "test")}  # per image: later pairings without a re-run
+        row["correct"] = bed.per_image(spec["row"])  # later pairings (--append) without a re-run
         rows.append(row)
         print(f"   held-out {row['held_out']['top1']:.2f}  test {row['test']['top1']:.2f}", flush=True)
         save()
