@@ -25,7 +25,7 @@ HELP = "low-rank compress (LRA / RB-LRA + block distillation) and/or INT8-quanti
 DESCRIPTION = f"""\
 Replace every Linear inside the encoder blocks (qkv, proj, fc1, fc2) by a rank-r pair chosen
 for a target parameter reduction of the whole model, then (by default) distil the compressed
-model from the original block by block (CE + per-block loss, AdamW + cosine), merge the RB-LRA
+model from the original block by block (per-block feature loss; add the paper's CE term with --kd-alpha 1; AdamW + cosine), merge the RB-LRA
 branch, optionally quantize to INT8 (--quant), evaluate the result beside the dense model and
 save it as an artifact that `deploy eval DIR` and `deploy build DIR` reload.
 
