@@ -371,7 +371,9 @@ def test_resume_checks_the_checkpoint_before_any_work(tmp_path, capsys, monkeypa
     _checkpoint(ckpt, lr=3e-4)
     argv = ["compress", *TINY, "--out", str(tmp_path / "o"), *KD, "--resume", "--checkpoint", str(ckpt), "--quiet"]
     rc, err = run(argv, capsys)
-    assert_one_line_error(rc, err, "--kd-lr 0.0003 there, 3e-05 here", argv)
+    from lraqvit_deploy.lowrank.configs import DEFAULT_KD_LR
+
+    assert_one_line_error(rc, err, f"--kd-lr 0.0003 there, {DEFAULT_KD_LR:g} here", argv)
     assert "without --resume" in err
     with pytest.raises(HeavyWork):  # the options it was made with: accepted, on to the model
         run(argv + ["--kd-lr", "3e-4"], capsys)
