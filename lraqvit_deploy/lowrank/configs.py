@@ -89,7 +89,7 @@ class DistillConfig:
     """Block-level knowledge distillation (LRA-QViT §3.4): L = α CE + β Σ_l MSE(f_t^l(x_l), f_s^l(x_l)).
 
     The paper weights both terms (α = β = 1); the default here is α = 0, feature KD only: against a
-    converged teacher the hard-label CE term cost accuracy at every lr tried, and without it a 10x
+    converged teacher the hard-label CE term cost accuracy at every lr tried, and without it a ~30x
     higher lr helps (benchmarks/results/kd_objective.md, chosen on held-out training images).
 
     `block_inputs="teacher"` feeds the teacher's block input x_l to both blocks (the paper's
