@@ -44,7 +44,10 @@ def custom_modules(model) -> Dict[str, Dict[str, Any]]:
 
 
 def save_model_artifact(out_dir: PathLike, model, extra: Dict[str, Any] | None = None) -> Path:
-    """Write `model` (weights + structure + provenance) to `out_dir` atomically; returns the dir."""
+    """Write `model` (weights + structure + provenance) to `out_dir` atomically; returns the dir.
+
+    Non-finite weights or scales (NaN/inf) are refused in one line before anything is written.
+    """
     from safetensors.torch import save
 
     spec = getattr(model, "lraqvit_spec", None)
@@ -57,6 +60,11 @@ def save_model_artifact(out_dir: PathLike, model, extra: Dict[str, Any] | None =
         **(extra or {}),
         "versions": versions(),
     }
+    from .finite import check_finite_weights
+
+    check_finite_weights(model, f"refusing to save {out_dir}",
+                         "nothing was written. A diverged distillation is the usual cause (lower --kd-lr / "
+                         "--kd-branch-lr), else weights that already held them (check --weights).")
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_dir(out_dir) as tmp:
         (tmp / MODEL_FILE).write_bytes(save(tensors))
@@ -126,4 +134,5 @@ def load_model_artifact(path: PathLike):
                        " ".join(str(e).split())[:200]) from None
     model.lraqvit_spec = spec
     model.lraqvit_manifest = manifest
+    model.lraqvit_path = str(path)  # where it was loaded from (named by the checks that refuse it)
     return model.eval()

@@ -72,13 +72,22 @@ def count_gflops(model: nn.Module, shape: Optional[Sequence[int]] = None) -> flo
 
 @torch.no_grad()
 def predict(model: nn.Module, ds: Dataset, batch_size: int = 64, progress: bool = True, desc: str = "eval"):
-    """Predicted classes and labels over the whole dataset."""
+    """Predicted classes and labels over the whole dataset.
+
+    Non-finite logits (NaN/inf) are a `DeployError` naming the non-finite weights, if any: a NaN's
+    argmax is an arbitrary class, so such a model has no accuracy to report (`finite.py`).
+    """
     from tqdm import tqdm
 
+    from .finite import check_finite_outputs
+
     model.eval()
-    preds, labels = [], []
+    preds, labels, seen = [], [], 0
     for x, y in tqdm(make_loader(ds, batch_size), desc=desc, disable=not progress, leave=False):
-        preds.append(model(x).argmax(-1))
+        logits = model(x)
+        seen += len(logits)
+        check_finite_outputs(logits, "the reference" if desc == "reference" else "the model", model, seen)
+        preds.append(logits.argmax(-1))
         labels.append(torch.as_tensor(y))
     return torch.cat(preds), torch.cat(labels)
 

@@ -72,7 +72,8 @@ def build(model: ModelOrArtifact, out, options: Any = "android", *, data: Any = 
         data_limit: verify on a seeded subset of this many images.
         skip_bad_images: leave out ImageFolder images that cannot be read (counted in the result's
             `skipped_images`) instead of failing on the first one, which is named.
-    `out` is written atomically: a failed build leaves an existing `out` as it was.
+    `out` is written atomically: a failed build leaves an existing `out` as it was. A model whose
+    weights or scales hold NaN/inf is refused before lowering (`lraqvit_deploy.finite`).
     """
     from .backends.base import BuildData
     from .data import check_data_spec
@@ -85,6 +86,13 @@ def build(model: ModelOrArtifact, out, options: Any = "android", *, data: Any = 
     check_data_spec(data, "data (--data)")
     check_data_spec(calib_data, "calib_data (--calib-data)")
     model = as_model(model)
+    from .finite import check_finite_weights
+
+    spec = getattr(model, "lraqvit_spec", None)
+    name = getattr(model, "lraqvit_path", None) or (spec.name if spec else type(model).__name__)
+    check_finite_weights(model, f"refusing to build {name}",
+                         "nothing was lowered. Recompress it (`deploy compress` refuses to save such weights) or "
+                         "check --weights.")
     data = BuildData(model, data, calib_data, data_limit, skip_bad_images=skip_bad_images)
     result = backend.build(model.eval(), out, opts, data)
     result.skipped_images = len(data.skipped)
