@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from lraqvit_deploy.errors import DeployError
+from lraqvit_deploy.finite import below, nonfinite_rows
 
 SCHEMA = "lraqvit-deploy/arm-verification/1"
 QEMU_MAJOR = 10  # the tested major; trixie's qemu-user 1:10.0.x (install.sh)
@@ -476,7 +477,8 @@ def compare_logits(out: torch.Tensor, ref: torch.Tensor, labels: Optional[torch.
     cos = torch.nn.functional.cosine_similarity(out, ref, dim=1)
     res = {"agreement": (out.argmax(-1) == ref.argmax(-1)).double().mean().item(),
            "min_cosine": cos.min().item(),
-           "sqnr_db": None if noise == 0 else 10 * math.log10(max(ref.pow(2).sum().item(), 1e-300) / noise),
+           "sqnr_db": None if noise == 0 else (10 * math.log10(max(ref.pow(2).sum().item(), 1e-300) / noise)
+                                               if math.isfinite(noise) else float("nan")),
            "max_abs_diff": diff.abs().max().item(), "bit_exact": noise == 0, "top1": None}
     if labels is not None:
         lab = torch.as_tensor(labels)[: len(out)]
@@ -507,7 +509,8 @@ def arm_verification(pte, images: torch.Tensor, reference_logits: torch.Tensor,
                          "xnnpack_ukernels": [...], "family", "expected", "matches_expected",
                          "int8_instructions": {mnemonic: blocks}, "other_kleidiai", "how"}}}}
 
-    `min_agreement`: a CPU below it is "failed" (default None: only execution failures fail).
+    `min_agreement`: a CPU below it is "failed" (default None: only execution failures and NaN/inf
+    logits fail; a CPU whose logits hold a NaN or an inf always fails).
     """
     tc = toolchain if toolchain is not None else find_toolchain()
     ref = torch.as_tensor(reference_logits)
@@ -539,8 +542,12 @@ def arm_verification(pte, images: torch.Tensor, reference_logits: torch.Tensor,
                      features=info.get("cpu_features", {}).get("features"))
         if "kernels" in info:
             entry["kernels"] = info["kernels"]
-        if min_agreement is not None and metrics["agreement"] < min_agreement:
-            entry.update(status="failed", reason=f"agreement {metrics['agreement']:.4f} < {min_agreement}")
+        bad = nonfinite_rows(out)
+        if bad:  # always a failure, whatever min_agreement says
+            entry.update(status="failed", reason=f"NaN/inf logits on {bad} of {len(out)} images")
+        elif min_agreement is not None and below(metrics["agreement"], min_agreement):  # NaN-safe: not (a >= min)
+            entry.update(status="failed", reason=f"agreement {metrics['agreement']:.4f} < {min_agreement} with the "
+                                                  f"reference (min cosine {metrics['min_cosine']:.4f})")
     return result
 
 

@@ -6,6 +6,7 @@ lowering, not the quantization. For PT2E INT8 of an FP32 model, the reference is
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
 
@@ -33,6 +34,10 @@ class Verification:
     # shared with the Jetson gate): the gate (`gated_agreement`) counts them as agreeing; they stay
     # visible here and in `agreement`
     near_tie_flips: int = 0
+    # images whose logits hold a NaN or an inf: any is a failure (a NaN's argmax is an arbitrary class and
+    # NaN compares false with every threshold); the reference's own, too
+    nonfinite_outputs: int = 0
+    nonfinite_reference: int = 0
 
     @property
     def gated_agreement(self) -> float:
@@ -53,17 +58,24 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
 
     method, _ = load_forward(path)
     reference = reference.eval()
+    from lraqvit_deploy.finite import nonfinite_rows
+
     preds, ref_preds, pert_preds, diff, outs, refs = [], [], [], 0.0, [], []
     signal = noise = 0.0
     min_cos = 1.0
+    bad_out = bad_ref = 0
     for start in tqdm(range(0, len(images), batch_size), desc="verify .pte", disable=not progress, leave=False):
         chunk = images[start : start + batch_size]
         ref = reference(chunk)
         out = torch.cat([method.execute([chunk[i : i + 1].contiguous()])[0] for i in range(len(chunk))])
-        diff = max(diff, (out - ref).abs().max().item())
+        bad_out += nonfinite_rows(out)
+        bad_ref += nonfinite_rows(ref)
+        d = (out - ref).abs().max().item()
+        diff = d if math.isnan(d) else max(diff, d)  # Python's max drops a NaN that comes second
         signal += ref.double().pow(2).sum().item()
         noise += (out - ref).double().pow(2).sum().item()
-        min_cos = min(min_cos, torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=-1).min().item())
+        c = torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=-1).min().item()
+        min_cos = c if math.isnan(c) else min(min_cos, c)
         p, r = out.argmax(-1), ref.argmax(-1)
         outs.append(out)
         refs.append(ref)
@@ -81,9 +93,10 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
         top1 = 100.0 * (preds_t == labels).float().mean().item()
         ref_top1 = 100.0 * (ref_t == labels).float().mean().item()
     self_agree = (torch.tensor(pert_preds) == ref_t).float().mean().item() if self_check else None
-    import math
-
-    sqnr = None if noise == 0 else 10 * math.log10(max(signal, 1e-300) / noise)
+    if math.isfinite(noise) and math.isfinite(signal):
+        sqnr = None if noise == 0 else 10 * math.log10(max(signal, 1e-300) / noise)
+    else:
+        sqnr = float("nan")  # non-finite logits: no SQNR, and a NaN fails every gate
     return Verification(len(preds), (preds_t == ref_t).float().mean().item(), top1, ref_top1, diff,
                         reference_name, data_name, self_agree, None if sqnr is None else round(sqnr, 2),
-                        round(min_cos, 6), near_ties)
+                        round(min_cos, 6), near_ties, bad_out, bad_ref)
