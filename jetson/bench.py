@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from ..backends.base import BenchOptions
 from ..benchmark import SCHEMA, BenchResult
-from ..errors import DeployError
+from ..errors import DeployError, ToleranceError
 from ..options import option
 
 PRECISIONS = ("int8", "fp16", "fp32")
@@ -43,10 +43,22 @@ def _collect(path: Path, precision: str) -> BenchResult:
     data = read_json_object(found, what)
     if data.get("schema") != SCHEMA or data.get("target") != "jetson":
         raise DeployError(f"{found}: not a jetson bench result (schema {data.get('schema')!r}, want {SCHEMA}).")
+    refuse_failed(data, found)
     try:
         return BenchResult.from_dict(data)
     except (TypeError, ValueError, KeyError) as e:
         raise DeployError(f"{found}: not a complete bench result ({e}).") from None
+
+
+def refuse_failed(data, where) -> None:
+    """A result whose engine failed its output gates on the device is no latency: one DeployError line."""
+    from .run import gate_failure
+
+    why = gate_failure(data)
+    if why:
+        raise ToleranceError(f"{where}: {why}; its timing is not a latency of the model and is refused. Rebuild the "
+                          "bundle (deploy build --target jetson) and rerun jetson/run.py; the file stays as it is "
+                          "for inspection.")
 
 
 def bench(path, options: JetsonBenchOptions) -> BenchResult:
@@ -59,6 +71,7 @@ def bench(path, options: JetsonBenchOptions) -> BenchResult:
         raise DeployError(f"{path}: not a folder written by `deploy build --target jetson` (no jetson/{run.BUNDLE_FILE}).")
     result = run.bench_precision(str(path), options.precision, options.iterations, options.warmup,
                                  options.trtexec, options.workspace_mb)
+    refuse_failed(result.to_dict(), result.artifact)
     for w in result.extra.get("power", {}).get("warnings", []):
         print(f"warning: {w}")
     return result

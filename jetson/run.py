@@ -9,7 +9,9 @@ simulator for INT8, the float model for FP16/FP32: agreement, SQNR, cosine, agai
 in `jetson/bundle.json`), times it with CUDA events (warm-up, N iterations, median/p90/p99),
 optionally with trtexec too, records the power mode and clock state, and writes the same JSON
 schema as `deploy bench` on other targets. It exits with status 2 when an engine fails its
-output gates (the results are still written).
+output gates (NaN/inf logits always do); the result is still written, for inspection, with
+`extra.verification.passed = false`, and `deploy bench --target jetson` and `deploy table` refuse
+it: a wrong engine's latency never enters a table.
 """
 from __future__ import annotations
 
@@ -72,6 +74,8 @@ def compare_logits(got, ref, labels=None) -> Dict[str, Any]:
     * `top1` / `top1_reference` (percent) when `labels` (N,) are given and all >= 0;
     * `near_tie_flips` (`near_tie_flips()`): flipped rows whose reference logits were a near tie;
       `gated_agreement` counts those as agreeing. The Android gate uses the same function.
+    * `nonfinite` / `nonfinite_reference`: rows of `got` / `ref` holding a NaN or an inf; then SQNR
+      and cosine are NaN (never the 200 dB cap or a cosine of 1), and `check_gates` fails them.
     Top-1 agreement alone is ill-conditioned when logits are nearly tied (random-weight models,
     synthetic inputs), SQNR and cosine are not: gate on those for every model.
     """
@@ -81,18 +85,27 @@ def compare_logits(got, ref, labels=None) -> Dict[str, Any]:
     ref = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
     if got.shape != ref.shape:
         raise ValueError(f"logits shape {got.shape} != reference shape {ref.shape}")
-    err = float(((ref - got) ** 2).sum())
-    sig = float((ref ** 2).sum())
-    sqnr = SQNR_CAP_DB if err == 0 else min(SQNR_CAP_DB, 10 * math.log10(max(sig, 1e-300) / err))
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-    cos = np.where(norms > 0, (ref * got).sum(1) / np.maximum(norms, 1e-300), 1.0)
+    bad_got = int((~np.isfinite(got)).any(axis=1).sum())
+    bad_ref = int((~np.isfinite(ref)).any(axis=1).sum())
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = float(((ref - got) ** 2).sum())
+        sig = float((ref ** 2).sum())
+        if bad_got or bad_ref or not (math.isfinite(err) and math.isfinite(sig)):
+            sqnr = float("nan")  # min(200, nan) would be 200: a NaN must stay a NaN
+        else:
+            sqnr = SQNR_CAP_DB if err == 0 else min(SQNR_CAP_DB, 10 * math.log10(max(sig, 1e-300) / err))
+        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+        cos = np.where(norms > 0, (ref * got).sum(1) / np.maximum(norms, 1e-300), 1.0)
+        cos = np.where(np.isfinite(norms), cos, np.nan)  # a NaN norm is not "> 0": it must not read as cosine 1
     agreement = float((ref.argmax(1) == got.argmax(1)).mean())
     near = near_tie_flips(got, ref)
     out: Dict[str, Any] = {
         "n_images": int(len(ref)), "agreement": agreement, "near_tie_flips": near,
+        "nonfinite": bad_got, "nonfinite_reference": bad_ref,
         "gated_agreement": agreement + near / max(len(ref), 1),
         "sqnr_db": float(sqnr), "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-        "max_abs_diff": float(np.abs(ref - got).max()), "reference_max_abs": float(np.abs(ref).max()),
+        "max_abs_diff": float(np.abs(ref - got).max()) if not (bad_got or bad_ref) else float("nan"),
+        "reference_max_abs": float(np.abs(ref).max()),
         "top1": None, "top1_reference": None,
     }
     if labels is not None:
@@ -128,23 +141,38 @@ def near_tie_flips(got, ref) -> int:
     return int((gap <= 2 * typical).sum())
 
 
+def _below(value: Any, threshold: float) -> bool:
+    """`not value >= threshold`: a NaN (or a missing value) fails, where `value < threshold` would pass it."""
+    try:
+        return not (float(value) >= threshold)
+    except (TypeError, ValueError):
+        return True
+
+
 def check_gates(metrics: Dict[str, Any], gates: Dict[str, Optional[float]]) -> List[str]:
     """The gates `metrics` (from `compare_logits`) fail, as sentences; empty when all pass.
 
     `gates`: `min_agreement` (on `gated_agreement`; applied only when `metrics` has a top-1, i.e.
     real labelled images), `min_sqnr_db`, `min_cosine` (mean row cosine); a None gate is not applied.
+    NaN/inf logits (`nonfinite`, or a NaN metric) always fail, whatever the gates say.
     """
     failed = []
+    bad, bad_ref = int(metrics.get("nonfinite") or 0), int(metrics.get("nonfinite_reference") or 0)
+    n = metrics.get("n_images", "?")
+    if bad:
+        failed.append(f"NaN/inf logits on {bad} of {n} images")
+    if bad_ref:
+        failed.append(f"the reference logits hold NaN/inf on {bad_ref} of {n} images")
     a = gates.get("min_agreement")
     gated = metrics.get("gated_agreement", metrics["agreement"])  # near-tie flips count as agreeing
-    if a is not None and metrics.get("top1") is not None and gated < a:
+    if a is not None and metrics.get("top1") is not None and _below(gated, a):
         failed.append(f"top-1 agreement {100 * gated:.2f}% < {100 * a:.1f}% (near-tie flips counted as agreeing: "
                       f"{metrics.get('near_tie_flips', 0)})")
     s = gates.get("min_sqnr_db")
-    if s is not None and metrics["sqnr_db"] < s:
+    if s is not None and _below(metrics["sqnr_db"], s):
         failed.append(f"logit SQNR {metrics['sqnr_db']:.1f} dB < {s:.1f} dB")
     c = gates.get("min_cosine")
-    if c is not None and metrics["cosine_mean"] < c:
+    if c is not None and _below(metrics["cosine_mean"], c):
         failed.append(f"mean logit cosine {metrics['cosine_mean']:.5f} < {c}")
     return failed
 
@@ -180,11 +208,36 @@ def verify_outputs(bundle_dir: str, precision: str, infer: Callable[[Any], Any],
     return {"runner": runner, "reference": what, **metrics, "gates": gates, "passed": not failed, "failed": failed}
 
 
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf floats as null (strict JSON has neither); the verdict (`passed`, `failed`) says what they were."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def gate_failure(result: Dict[str, Any]) -> Optional[str]:
+    """Why a result (a `BenchResult.to_dict()` this script wrote) is not a latency of a correct engine, or None.
+
+    A result whose engine failed its output gates is still written (for inspection), with
+    `extra.verification.passed = false`; `deploy bench --target jetson` and the table harness
+    refuse it with this reason.
+    """
+    v = (result.get("extra") or {}).get("verification") if isinstance(result.get("extra"), dict) else None
+    if isinstance(v, dict) and v.get("passed") is not True:
+        why = "; ".join(str(f) for f in (v.get("failed") or [])) or "passed is not true"
+        return f"the engine failed its output gates on the device ({why})"
+    return None
+
+
 def _write_json(path: str, data: Dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
+        json.dump(_json_safe(data), f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
 

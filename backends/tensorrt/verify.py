@@ -322,7 +322,7 @@ def require_gates(result: Dict[str, Any], gates: Dict[str, Optional[float]], wha
 
 
 def require_agreement(result: Dict[str, float], minimum: float, what: str) -> None:
-    if result["agreement"] < minimum:
+    if not (result["agreement"] >= minimum):  # NaN fails
         raise ToleranceError(f"{what}: onnxruntime agrees with the PyTorch simulator on only "
                              f"{100 * result['agreement']:.2f}% of predictions (< {100 * minimum:.1f}%). The "
                              "export is wrong; lower --min-agreement only to inspect the output.")

@@ -25,6 +25,19 @@ def not_measured(reason: str) -> str:
     return f"not measured ({short(reason)})"
 
 
+def failed(reason: str) -> str:
+    """A cell whose program or engine failed its correctness gates: no latency is shown."""
+    return f"FAILED ({short(reason)})"
+
+
+def latency_text(lat: Dict[str, Any]) -> str:
+    if "median_ms" in lat:
+        return fmt_ms(lat["median_ms"])
+    if "failed" in lat:
+        return failed(lat["failed"])
+    return not_measured(lat.get("not_measured", ""))
+
+
 def fmt_ms(v: float) -> str:
     return f"{v:.2f}" if v < 10 else f"{v:.1f}"
 
@@ -45,8 +58,7 @@ def table4_rows(results: Dict[str, Any]) -> List[List[str]]:
         size = fmt_num(r["size_mb"]) if r.get("size_mb") is not None else not_measured(r.get("size_not_measured", ""))
         cells = [r["model_label"], r["method_label"], r["prec"], size]
         for c in cols:
-            lat = r["latency"][c["id"]]
-            cells.append(fmt_ms(lat["median_ms"]) if "median_ms" in lat else not_measured(lat["not_measured"]))
+            cells.append(latency_text(r["latency"][c["id"]]))
         rows.append(cells)
     return rows
 
@@ -108,15 +120,20 @@ def notes(results: Dict[str, Any]) -> List[str]:
                f"{s['threads']} thread(s), batch 1. Size: the shipped program when built, else the weights.")
     devices: Dict[str, set] = {}
     reasons: Dict[str, set] = {}
+    failures: Dict[str, set] = {}
     for r in results["rows"]:
         for c in results["columns"]:
             lat = r["latency"][c["id"]]
             if lat.get("device"):
                 devices.setdefault(c["label"], set()).add(lat["device"])
+            elif "failed" in lat:
+                failures.setdefault(c["label"], set()).add(f"{r['model_label']} {r['method_label']}: {lat['failed']}")
             elif "not_measured" in lat and short(lat["not_measured"]) != " ".join(lat["not_measured"].split()):
                 reasons.setdefault(c["label"], set()).add(lat["not_measured"])
     for label, devs in devices.items():
         out.append(f"{label}: " + "; ".join(sorted(devs)))
+    for label, rs in failures.items():
+        out += [f"{label} FAILED (no latency shown): {x}" for x in sorted(rs)]
     for label, rs in reasons.items():
         out += [f"{label} not measured: {x}" for x in sorted(rs)]
     run = results.get("run", {})

@@ -48,6 +48,9 @@ def _stamp_run(plan: Plan, step: Step) -> Optional[str]:
 def latency_cell(plan: Plan, cell: Cell, outcomes: Dict[str, Outcome]) -> Dict[str, Any]:
     step, reason = _state(cell, outcomes)
     if step is None:
+        o = outcomes.get(cell.key) if not isinstance(cell, str) else None
+        if o is not None and o.gate_failed:  # a wrong program or engine: FAILED, never a latency
+            return {"failed": reason}
         return {"not_measured": reason}
     data = _read(step, step.kind)
     out = {k: data.get(k) for k in BENCH_KEYS if data.get(k) is not None}

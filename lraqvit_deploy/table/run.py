@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 
 from ..artifacts import read_json, write_json
 from ..benchmark import SCHEMA, BenchResult
-from ..errors import DeployError
+from ..errors import DeployError, ToleranceError
 from .plan import Plan, Step
 
 Runner = Callable[[Step, Plan], None]
@@ -26,6 +26,10 @@ class Outcome:
     status: str  # ran | reused | failed | skipped
     reason: str = ""
     seconds: float = 0.0
+    # the step (or the step it depends on) failed a correctness gate (ToleranceError: a program that
+    # disagrees with its reference, a Jetson result whose engine failed its output gates): its cell
+    # reads "FAILED (...)", never a latency nor a plain "not measured"
+    gate_failed: bool = False
 
 
 @contextlib.contextmanager
@@ -106,6 +110,11 @@ def collect_result_file(step: Step) -> None:
     if data.get("schema") != SCHEMA or data.get("target") != "jetson":
         raise DeployError(f"{src} is not a Jetson `deploy bench` result (schema {data.get('schema')!r}, "
                           f"target {data.get('target')!r}; want {SCHEMA}, 'jetson')")
+    from ..jetson.run import gate_failure
+
+    why = gate_failure(data)
+    if why:  # shown as FAILED in the table, never as a latency
+        raise ToleranceError(f"{src.name}: {why}")
     try:
         result = BenchResult.from_dict(data)
     except TypeError as e:
@@ -167,7 +176,7 @@ def run_plan(plan: Plan, resume: bool = False, progress: bool = True, runner: Op
         bar.set_postfix_str(step.name, refresh=True)
         failed = [outcomes[d.key] for d in step.deps if outcomes[d.key].status in ("failed", "skipped")]
         if failed:
-            outcomes[step.key] = Outcome("skipped", failed[0].reason)
+            outcomes[step.key] = Outcome("skipped", failed[0].reason, gate_failed=failed[0].gate_failed)
             continue
         if plan.is_done(step) and (resume or not step.measurement):
             outcomes[step.key] = Outcome("reused")
@@ -177,7 +186,8 @@ def run_plan(plan: Plan, resume: bool = False, progress: bool = True, runner: Op
             runner(step, plan)
         except DeployError as e:
             reason = str(e) if step.kind == "collect" else f"{step.kind} failed: {e}"
-            outcomes[step.key] = Outcome("failed", reason, time.perf_counter() - t0)
+            outcomes[step.key] = Outcome("failed", reason, time.perf_counter() - t0,
+                                         gate_failed=isinstance(e, ToleranceError))
             tqdm.write(f"  {step.name}: {reason}") if progress else echo(f"  {step.name}: {reason}")
             continue
         seconds = time.perf_counter() - t0

@@ -46,3 +46,25 @@ def test_bench_cli_registers_jetson_options():
 
     args = build_parser().parse_args(["bench", "--target", "jetson", "out", "--jetson-precision", "fp16"])
     assert options_from_args(JetsonBenchOptions, args, shared=("iterations", "warmup")).precision == "fp16"
+
+
+@pytest.mark.skipif(HAS_TRT, reason="tensorrt imports here")
+def test_a_result_that_failed_its_gates_is_refused(tmp_path):
+    """jetson/run.py writes the file of an engine that failed its output gates (exit 2); it is no latency."""
+    from lraqvit_deploy.errors import ToleranceError
+    from lraqvit_deploy.jetson import run
+
+    r = _result(tmp_path)
+    ok = dict(r.to_dict(), extra={"precision": "int8", "verification": {"passed": True, "failed": []}})
+    run._write_json(str(tmp_path / "results" / "int8.json"), ok)
+    assert bench(tmp_path, JetsonBenchOptions()).median_ms == r.median_ms  # the control
+    failed = dict(ok, extra={"precision": "int8", "verification": {
+        "passed": False, "sqnr_db": float("nan"), "failed": ["NaN/inf logits on 32 of 32 images"]}})
+    run._write_json(str(tmp_path / "results" / "int8.json"), failed)
+    data = json.loads((tmp_path / "results" / "int8.json").read_text())  # strict JSON: NaN written as null
+    assert data["extra"]["verification"]["sqnr_db"] is None
+    with pytest.raises(ToleranceError, match=r"int8.json: the engine failed its output gates on the device "
+                                             r"\(NaN/inf logits on 32 of 32 images\); its timing is not a latency"):
+        bench(tmp_path, JetsonBenchOptions())
+    with pytest.raises(ToleranceError, match="failed its output gates"):
+        bench(tmp_path / "results" / "int8.json", JetsonBenchOptions())

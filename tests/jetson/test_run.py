@@ -58,3 +58,31 @@ def test_near_tie_flips_are_counted_apart_in_the_agreement_gate():
     gates = {"min_agreement": 0.99, "min_sqnr_db": None, "min_cosine": None}
     assert "near-tie flips counted as agreeing: 1" in run.check_gates(m, gates)[0]
     assert run.check_gates(m, {**gates, "min_agreement": 0.95}) == []
+
+
+def test_nan_and_inf_fail_every_gate():
+    """NaN compares false with everything: a `<` gate passed it, min(200, nan) read as 200 dB, a NaN norm as cosine 1."""
+    ref = np.eye(4) * 3 + 0.1
+    gates = {"min_agreement": 0.9, "min_sqnr_db": 12.0, "min_cosine": 0.97}
+    assert run.check_gates(run.compare_logits(ref, ref, np.arange(4)), gates) == []  # the control
+    for bad_value in (math.nan, math.inf, -math.inf):
+        got = ref.copy()
+        got[2, 1] = bad_value
+        m = run.compare_logits(got, ref, np.arange(4))
+        assert m["nonfinite"] == 1 and math.isnan(m["sqnr_db"]) and math.isnan(m["cosine_min"])
+        failed = run.check_gates(m, gates)
+        assert failed[0] == "NaN/inf logits on 1 of 4 images" and any("SQNR nan dB" in f for f in failed)
+        # no gate configured at all: still a failure
+        assert run.check_gates(m, {"min_agreement": None, "min_sqnr_db": None, "min_cosine": None})
+    m = run.compare_logits(ref, np.where(np.eye(4) > 0, np.nan, ref))  # the reference itself is broken
+    assert "the reference logits hold NaN/inf on 4 of 4 images" in run.check_gates(m, gates)
+    # a metric that is NaN without a counted row (e.g. from an older result) fails its gate too
+    nan = {"agreement": 1.0, "sqnr_db": math.nan, "cosine_mean": math.nan, "top1": None}
+    assert len(run.check_gates(nan, gates)) == 2
+
+
+def test_gate_failure_of_a_result_file():
+    assert run.gate_failure({"extra": {"verification": {"passed": True, "failed": []}}}) is None
+    assert run.gate_failure({"extra": {}}) is None  # run with --no-verify: nothing to refuse on
+    why = run.gate_failure({"extra": {"verification": {"passed": False, "failed": ["a", "b"]}}})
+    assert why == "the engine failed its output gates on the device (a; b)"

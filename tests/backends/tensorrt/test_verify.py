@@ -95,3 +95,24 @@ def test_gates():
     assert len(check_gates({**m, "sqnr_db": 10.0, "cosine_mean": 0.9}, {**g, "min_agreement": None})) == 2
     assert verify.gates_for("int8", min_sqnr_db=3.0)["min_sqnr_db"] == 3.0
     assert verify.gates_for("int8")["min_sqnr_db"] == verify.HOST_GATES["int8"]["min_sqnr_db"]
+
+
+def test_host_gates_fail_on_nan_onnx_logits():
+    """onnxruntime logits holding a NaN fail `require_gates` in one line, whatever the gates (NaN < x is False)."""
+    import math
+
+    from lraqvit_deploy.errors import ToleranceError
+
+    ref = np.eye(5, dtype=np.float32) * 4
+    labels = np.arange(5)
+    ok = verify.compare_logits(ref + 0.01, ref, labels)
+    verify.require_gates(ok, verify.gates_for("int8"), "m_qdq.onnx")  # the control
+    got = ref.copy()
+    got[0, 0] = math.nan
+    bad = verify.compare_logits(got, ref, labels)
+    for gates in (verify.gates_for("int8"), {"min_agreement": 0.0, "min_sqnr_db": 0.0, "min_cosine": -1.0}):
+        with pytest.raises(ToleranceError, match=r"m_qdq.onnx: .*NaN/inf logits on 1 of 5 images") as e:
+            verify.require_gates(bad, gates, "m_qdq.onnx")
+        assert "\n" not in str(e.value)
+    with pytest.raises(ToleranceError, match="agrees with the PyTorch simulator on only nan%"):
+        verify.require_agreement({"agreement": math.nan}, 0.9, "m_qdq.onnx")

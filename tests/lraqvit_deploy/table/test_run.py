@@ -129,3 +129,24 @@ def test_missing_targets_and_cli(config_file, tmp_path):
     assert cells["deit_tiny_patch16_224"]["median_ms"] == json.loads(src.read_text())["median_ms"]
     assert "not_measured" in cells["vit_tiny_patch16_224"]
     assert results["steps"] == {"reused": 2, "ran": 1, "failed": 1}
+
+
+def test_a_result_whose_engine_failed_its_gates_is_shown_failed_never_as_a_latency(config_file, tmp_path):
+    """jetson/run.py writes its result file even when the engine fails its output gates (for inspection):
+    the harness refuses it, and Table 4 reads FAILED in that cell."""
+    src = json.loads((Path(__file__).parents[2] / "data" / "table" / "xavier" / "testbed_fp32.json").read_text())
+    (config_file.parent / "xavier").mkdir()
+    good = {**src, "extra": {**src["extra"], "verification": {"passed": True, "failed": []}}}
+    bad = {**src, "median_ms": 1.234, "extra": {**src["extra"], "verification": {
+        "passed": False, "failed": ["NaN/inf logits on 32 of 32 images", "logit SQNR nan dB < 12.0 dB"]}}}
+    (config_file.parent / "xavier" / "deit_tiny_patch16_224_fp32.json").write_text(json.dumps(good))
+    (config_file.parent / "xavier" / "vit_tiny_patch16_224_fp32.json").write_text(json.dumps(bad))
+    out = tmp_path / "out"
+    results = run_table(load_config(config_file), out, progress=False)
+    cells = {r["model"]: r["latency"]["jetson"] for r in results["rows"]}
+    assert cells["deit_tiny_patch16_224"]["median_ms"] == src["median_ms"]  # the control
+    failed = cells["vit_tiny_patch16_224"]
+    assert set(failed) == {"failed"} and "failed its output gates on the device (NaN/inf logits" in failed["failed"]
+    md = (out / "table4.md").read_text()
+    assert "FAILED (vit_tiny_patch16_224_fp32.json: the engine failed its output gates" in md
+    assert "1.23" not in md and "FAILED (no latency shown)" in md  # the timing of a wrong engine never shows
