@@ -17,6 +17,7 @@ weight quantization (each row's scale moves with it), so the folds of different 
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -167,3 +168,18 @@ def linear_shapes(linears: Dict[str, nn.Module]) -> Dict[str, Tuple[int, int]]:
 
 __all__ = ["ROLES", "ROLE_PATHS", "REDUCTION", "FoldSite", "EncoderLinear", "encoder_blocks", "is_encoder_linear",
            "encoder_layers", "encoder_linears", "quantizable_linears", "linear_shapes"]
+
+
+@contextlib.contextmanager
+def unfused_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily set timm's per-module `fused_attn` to False (the explicit q @ k.T / softmax / @ v that
+    exporters lower whole; `F.scaled_dot_product_attention` leaves `where`/`any` ops outside XNNPACK)."""
+    mods = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    saved = [m.fused_attn for m in mods]
+    for m in mods:
+        m.fused_attn = False
+    try:
+        yield model
+    finally:
+        for m, v in zip(mods, saved):
+            m.fused_attn = v

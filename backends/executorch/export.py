@@ -10,15 +10,15 @@ decomposition leaves `where`/`any` ops outside XNNPACK, while the explicit `q @ 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from lraqvit_deploy.errors import DeployError
+from lraqvit_deploy.vit_layout import unfused_attention  # noqa: F401  (re-exported: callers import it from here)
 
 from .delegation import DelegationReport, delegation_report
 
@@ -32,20 +32,6 @@ class LoweredProgram:
     quantization: str  # "none" | "quant_linear" (artifact scales) | "pt2e_dynamic"
     delegation: DelegationReport
     input_shape: Tuple[int, ...]
-
-
-@contextlib.contextmanager
-def unfused_attention(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily set timm's per-module `fused_attn` to False."""
-    mods = [m for m in model.modules() if hasattr(m, "fused_attn")]
-    saved = [m.fused_attn for m in mods]
-    for m in mods:
-        m.fused_attn = False
-    try:
-        yield model
-    finally:
-        for m, v in zip(mods, saved):
-            m.fused_attn = v
 
 
 def example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
@@ -62,10 +48,11 @@ def lower_to_xnnpack(model: nn.Module, precision: str = "fp32",
     from executorch.exir import to_edge_transform_and_lower
 
     from .shape_passes import pre_partition_passes
-    from .quant_lowering import has_quant_linear, lower_quant_linears_
+    from .quant_lowering import check_xnnpack_forms, has_quant_linear, lower_quant_linears_
 
     if precision not in PRECISIONS:
         raise DeployError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    check_xnnpack_forms(model)  # a layer XNNPACK cannot run is refused before any copying or tracing
     model = copy.deepcopy(model).eval()
     x = example if example is not None else example_input(model)
     quantized = has_quant_linear(model)

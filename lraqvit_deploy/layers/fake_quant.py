@@ -2,12 +2,15 @@
 
 Weight scales are per output row: `per_channel_weight_scale` (max |W[o, :]|, what QuantLinear and
 every backend use) or `clip_scale` (the clip ratio of max |w| chosen per row to minimise the
-rounding MSE, for the low-bit weights of MLoRQ plans). Activations are per tensor / per token with
+rounding MSE, for the low-bit weights of MLoRQ plans), or per block of `group_size` consecutive
+input columns of a row (blockwise 4-bit, XNNPACK's `qb4w`): shape (out, in // group_size). Group
+scales are stored by XNNPACK as bfloat16, so they are rounded to bfloat16 here (`bf16_scale`) and
+the integers are computed with the rounded scale: the simulator and the program hold the same numbers. Activations are per tensor / per token with
 static scales, or per token with run-time scales (`fake_quant_per_token_dynamic`).
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -66,3 +69,45 @@ def quantize_rows(w: torch.Tensor, bits: int) -> Tuple[torch.Tensor, torch.Tenso
     """(dequantized weight, per-row scale) at `bits`, symmetric, MSE-clipped per row (`clip_scale`)."""
     s = clip_scale(w.float(), bits)
     return fake_quant_symmetric(w.float(), s[:, None], bits).to(w.dtype), s
+
+
+def bf16_scale(scale: torch.Tensor) -> torch.Tensor:
+    """`scale` rounded to the nearest bfloat16 (what XNNPACK stores for blockwise scales), never zero."""
+    return scale.float().clamp_min(1e-30).to(torch.bfloat16).float().clamp_min(float(torch.finfo(torch.bfloat16).tiny))
+
+
+def expand_scale(scale: torch.Tensor, in_features: int) -> torch.Tensor:
+    """A (out,) per-channel or (out, in // g) group scale as an (out, in) tensor matching the weight."""
+    if scale.dim() == 1:
+        return scale[:, None].expand(-1, in_features)
+    return scale.repeat_interleave(in_features // scale.shape[1], dim=1)
+
+
+def weight_scale(w: torch.Tensor, bits: int, group_size: Optional[int] = None, mse_clip: bool = False) -> torch.Tensor:
+    """Symmetric weight scale per output row (`group_size` None) or per (row, block of `group_size` inputs).
+
+    `mse_clip` picks each row's (or block's) clip ratio to minimise the rounding error (`clip_scale`);
+    otherwise the scale is max |w| / qmax. Group scales are rounded to bfloat16 (`bf16_scale`).
+    """
+    w = w.detach().float()
+    out_f, in_f = w.shape
+    if group_size is None:
+        return clip_scale(w, bits) if mse_clip else per_channel_weight_scale(w, bits)
+    if group_size <= 0 or in_f % group_size:
+        raise ValueError(f"group_size {group_size} does not divide in_features {in_f}")
+    blocks = w.reshape(out_f * (in_f // group_size), group_size)
+    s = clip_scale(blocks, bits) if mse_clip else per_channel_weight_scale(blocks, bits)
+    return bf16_scale(s.reshape(out_f, in_f // group_size))
+
+
+def quantize_weight(w: torch.Tensor, bits: int, group_size: Optional[int] = None,
+                    mse_clip: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(dequantized weight, scale) at `bits`, per row or per block of `group_size` inputs (`weight_scale`)."""
+    s = weight_scale(w, bits, group_size, mse_clip)
+    wq = fake_quant_symmetric(w.float(), expand_scale(s, w.shape[1]), bits)
+    return wq.to(w.dtype), s
+
+
+def fake_quant_weight(w: torch.Tensor, bits: int, group_size: Optional[int] = None, ste: bool = False) -> torch.Tensor:
+    """Q(W) with max-abs scales per row or per block (`weight_scale`); `ste` passes the gradient through rounding."""
+    return fake_quant_symmetric(w, expand_scale(weight_scale(w, bits, group_size), w.shape[1]).to(w.device), bits, ste)

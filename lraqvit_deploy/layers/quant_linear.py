@@ -3,7 +3,10 @@
 A QuantLinear holds the FP32 Linear whose weights already have any WADS/SmoothQuant channel
 scales folded in, plus the numbers a backend needs to execute the same arithmetic:
 
-  * `w_scale` (out,)   symmetric per-channel weight scale: W_q = clamp(round(W / s), -qmax, qmax)
+  * `w_scale` (out,)   symmetric per-channel weight scale: W_q = clamp(round(W / s), -qmax - 1, qmax);
+              (out, in // w_group_size) for blockwise weights (`w_group_size` consecutive input
+              columns of a row share a scale; bfloat16-representable, as XNNPACK stores them)
+  * `w_bits`          8, or 4 (XNNPACK's qc4w per channel / qb4w blockwise); the simulator takes 2..8
   * `act_scheme`       one of ACT_SCHEMES (below)
   * `act_scale`        ()  for per_tensor_static, (T,) for per_token_static (one per token
                        position: x is viewed as (-1, T, C), so Swin's (B, H, W, C) has T = H*W),
@@ -28,7 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._registry import register_module_type
-from .fake_quant import fake_quant_per_token_dynamic, fake_quant_symmetric, per_channel_weight_scale, round_ste  # noqa: F401
+from .fake_quant import (expand_scale, fake_quant_per_token_dynamic, fake_quant_symmetric,  # noqa: F401
+                         per_channel_weight_scale, round_ste, weight_scale)
 
 ACT_SCHEMES = ("none", "per_tensor_static", "per_token_static", "per_token_dynamic")
 
@@ -37,14 +41,19 @@ class QuantLinear(nn.Module):
     """Fake-quantized Linear: per-channel int weights, activations per `act_scheme`."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, act_scheme: str = "per_token_dynamic",
-                 w_bits: int = 8, a_bits: int = 8, act_symmetric: bool = True, num_tokens: Optional[int] = None):
+                 w_bits: int = 8, a_bits: int = 8, act_symmetric: bool = True, num_tokens: Optional[int] = None,
+                 w_group_size: Optional[int] = None):
         super().__init__()
         if act_scheme not in ACT_SCHEMES:
             raise ValueError(f"act_scheme must be one of {ACT_SCHEMES}, got {act_scheme!r}")
+        if w_group_size is not None and (w_group_size <= 0 or in_features % w_group_size):
+            raise ValueError(f"w_group_size {w_group_size} must divide in_features {in_features}")
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.in_features, self.out_features = in_features, out_features
         self.act_scheme, self.w_bits, self.a_bits, self.act_symmetric = act_scheme, w_bits, a_bits, act_symmetric
-        self.register_buffer("w_scale", torch.ones(out_features))
+        self.w_group_size = w_group_size
+        self.register_buffer("w_scale", torch.ones(out_features) if w_group_size is None
+                             else torch.ones(out_features, in_features // w_group_size))
         shape = {"per_tensor_static": (), "per_token_static": (num_tokens or 0,)}.get(act_scheme, (0,))
         self.register_buffer("act_scale", torch.ones(shape))
         self.register_buffer("input_scale", torch.ones(0))
@@ -60,22 +69,35 @@ class QuantLinear(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def weight_only(cls, weight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor],
-                    bits: int) -> "QuantLinear":
-        """A weight-only QuantLinear (act_scheme 'none') holding `weight` (out, in) with per-row `scale` at `bits`."""
-        q = cls(weight.shape[1], weight.shape[0], bias is not None, act_scheme="none", w_bits=bits)
+    def from_weight(cls, weight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor], bits: int,
+                    group_size: Optional[int] = None, act_scheme: str = "none",
+                    act_symmetric: bool = True) -> "QuantLinear":
+        """A QuantLinear holding `weight` (out, in) with the given `scale` ((out,), or (out, in // group_size))."""
+        q = cls(weight.shape[1], weight.shape[0], bias is not None, act_scheme=act_scheme, w_bits=bits,
+                act_symmetric=act_symmetric, w_group_size=group_size)
         q.linear.weight.copy_(weight)
         if bias is not None:
             q.linear.bias.copy_(bias)
         q.w_scale = scale.to(weight.dtype).clone()
         return q
 
+    @classmethod
+    def weight_only(cls, weight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor],
+                    bits: int) -> "QuantLinear":
+        """A weight-only QuantLinear (act_scheme 'none', float activations: simulation only)."""
+        return cls.from_weight(weight, scale, bias, bits)
+
     def update_weight_scale(self) -> None:
-        """Recompute `w_scale` from the (folded) FP32 weight."""
-        self.w_scale = per_channel_weight_scale(self.linear.weight, self.w_bits)
+        """Recompute `w_scale` from the (folded) FP32 weight (max |w| per row, or per block)."""
+        self.w_scale = weight_scale(self.linear.weight, self.w_bits, self.w_group_size)
 
     def quantized_weight(self) -> torch.Tensor:
-        return fake_quant_symmetric(self.linear.weight, self.w_scale[:, None], self.w_bits)
+        return fake_quant_symmetric(self.linear.weight, expand_scale(self.w_scale, self.in_features), self.w_bits)
+
+    @property
+    def weight_format(self) -> str:
+        """`w8`, `w4` (per channel) or `w4g32` (blockwise, group 32)."""
+        return f"w{self.w_bits}" + (f"g{self.w_group_size}" if self.w_group_size else "")
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_scale.numel():
@@ -104,19 +126,20 @@ class QuantLinear(nn.Module):
 
     def artifact_entry(self) -> dict:
         return {"type": "quant_linear", "act_scheme": self.act_scheme, "w_bits": self.w_bits, "a_bits": self.a_bits,
+                "w_group_size": self.w_group_size,
                 "act_symmetric": self.act_symmetric, "num_tokens": int(self.act_scale.numel())
                 if self.act_scheme == "per_token_static" else None, "input_scale": bool(self.input_scale.numel())}
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, act={self.act_scheme}, "
-                f"w{self.w_bits}a{self.a_bits}")
+                f"w{self.w_bits}a{self.a_bits}" + (f", group={self.w_group_size}" if self.w_group_size else ""))
 
 
 @register_module_type("quant_linear")
 def _build(original: nn.Module, entry: dict) -> nn.Module:
     m = QuantLinear(original.in_features, original.out_features, original.bias is not None, entry["act_scheme"],
                     entry.get("w_bits", 8), entry.get("a_bits", 8), entry.get("act_symmetric", True),
-                    entry.get("num_tokens"))
+                    entry.get("num_tokens"), entry.get("w_group_size"))
     if entry.get("input_scale"):
         m.input_scale = torch.ones(original.in_features)
     return m

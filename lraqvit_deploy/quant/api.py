@@ -57,6 +57,12 @@ def quantize_layers_(model: nn.Module, config: BaseQuantConfig, calib_images: to
     if not targets:
         raise DeployError("no encoder-block Linear found to quantize (expected timm ViT/DeiT/Swin blocks with "
                           "attn.qkv, attn.proj, mlp.fc1, mlp.fc2).")
+    g = config.w_group_size
+    bad = [t for t in targets if g is not None and t.linear.in_features % g]
+    if bad:
+        raise DeployError(f"{bad[0].name}: w_group_size {g} does not divide its {bad[0].linear.in_features} input "
+                          f"columns ({len(bad)} layer(s) like it); choose a group size that divides every layer's "
+                          "in_features (e.g. 32), or None for per-channel scales.")
     summary = CalibrationSummary(config.method, config.act_scheme, len(calib_images), len(targets))
     t0 = time.perf_counter()
     chosen = (select(targets) if select is not None else targets) if scale is not None else []
@@ -114,7 +120,12 @@ def _swap(model: nn.Module, t: Target, stats: InputStats, config: BaseQuantConfi
         with torch.no_grad():
             linear.weight.mul_(input_scale[None, :].to(linear.weight))
     q = QuantLinear.from_linear(linear, config.act_scheme, w_bits=config.w_bits, a_bits=config.a_bits,
-                                act_symmetric=config.act_symmetric, num_tokens=stats.token_absmax.numel())
+                                act_symmetric=config.act_symmetric, num_tokens=stats.token_absmax.numel(),
+                                w_group_size=config.w_group_size)
+    if config.w_mse_clip:
+        from ..layers.fake_quant import weight_scale
+
+        q.w_scale = weight_scale(q.linear.weight, config.w_bits, config.w_group_size, mse_clip=True)
     with torch.no_grad():
         if config.act_scheme == "per_tensor_static":
             q.act_scale.copy_(stats.tensor_absmax.clamp_min(1e-8) / qmax)
@@ -128,12 +139,12 @@ def _swap(model: nn.Module, t: Target, stats: InputStats, config: BaseQuantConfi
 
 
 def quantized_size_mb(model: nn.Module) -> float:
-    """Deployed size in MB (1e6): QuantLinear weights at w_bits (int8: 1 byte), everything else FP32."""
-    low_bit = {f"{name}.linear.weight": m.w_bits for name, m in model.named_modules() if isinstance(m, QuantLinear)}
-    total = 0.0
-    for key, t in model.state_dict().items():
-        total += t.numel() * (-(-low_bit[key] // 8) if key in low_bit else t.element_size())
-    return total / 1e6
+    """Stored size in MB (1e6) of the weights as a program holds them: QuantLinear weights packed at w_bits
+    (4-bit: two per byte) with their scales, everything else at its own width (`forms.program_bytes`
+    without the program's structure records)."""
+    from .forms import program_bytes
+
+    return program_bytes(model, structure=False) / 1e6
 
 
 def float_copy(model: nn.Module) -> nn.Module:

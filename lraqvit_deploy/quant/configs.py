@@ -34,7 +34,11 @@ class BaseQuantConfig:
             method's own (`default_act_scheme`). per_token_dynamic is what XNNPACK runs on Android.
         act_symmetric: None means asymmetric (scale + zero point per row, XNNPACK's qd8) for
             per_token_dynamic and symmetric for the static schemes (what TensorRT can run).
-        w_bits / a_bits: weight / activation bits, 2..8.
+        w_bits / a_bits: weight / activation bits, 2..8 (XNNPACK runs w_bits 8 and 4, TensorRT 8).
+        w_group_size: None: one weight scale per output channel; 32, 64, 128...: one per block of that
+            many input columns (blockwise, 4-bit on XNNPACK); it must divide every layer's in_features.
+        w_mse_clip: choose each weight row's (block's) clip ratio to minimise the rounding error
+            instead of max |w| (round-to-nearest, the default).
         batch_size: calibration batch; progress: show progress bars (the alpha searches count layers,
             with a rate); seed: the alpha searches' row sampling.
     """
@@ -47,6 +51,8 @@ class BaseQuantConfig:
     act_symmetric: Optional[bool] = None
     w_bits: int = 8
     a_bits: int = 8
+    w_group_size: Optional[int] = None
+    w_mse_clip: bool = False
     batch_size: int = 32
     progress: bool = True
     seed: int = 0
@@ -66,10 +72,18 @@ class BaseQuantConfig:
             raise DeployError(f"w_bits/a_bits must be in 2..8, got {self.w_bits}/{self.a_bits}.")
         if self.batch_size < 1:
             raise DeployError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.w_group_size is not None and (isinstance(self.w_group_size, bool) or not isinstance(
+                self.w_group_size, int) or not 1 <= self.w_group_size <= 65_536):
+            raise DeployError(f"w_group_size must be a whole number of input columns per weight scale (e.g. 32), "
+                              f"or None for one scale per output channel; got {self.w_group_size!r}.")
+        if not isinstance(self.w_mse_clip, bool):
+            raise DeployError(f"w_mse_clip must be true or false, got {self.w_mse_clip!r}.")
 
     def to_dict(self) -> Dict[str, Any]:
         d = {"method": self.method}
         for f in dataclasses.fields(self):
+            if f.name in ("w_group_size", "w_mse_clip") and not getattr(self, f.name):
+                continue  # absent unless set: manifests of per-channel INT8 keep their version-1 keys
             if f.name != "progress":
                 d[self._manifest_keys.get(f.name, f.name)] = getattr(self, f.name)
         return d

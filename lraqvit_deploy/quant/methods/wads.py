@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ...layers.fake_quant import fake_quant_per_token_dynamic, fake_quant_symmetric, per_channel_weight_scale
+from ...layers.fake_quant import fake_quant_per_token_dynamic, fake_quant_symmetric, fake_quant_weight
 from .._registry import register_quant_handler
 from ..api import quantize_layers_, scalable
 from ..calibrate import InputStats
@@ -26,10 +26,10 @@ from ..configs import WADSConfig, AlphaSearchConfig
 from ..fold import Target
 
 
-def weight_error(weight: torch.Tensor, bits: int = 8) -> float:
-    """L(w) = ||Q(W) - W||^2 with symmetric per-channel scales."""
+def weight_error(weight: torch.Tensor, bits: int = 8, group_size: Optional[int] = None) -> float:
+    """L(w) = ||Q(W) - W||^2 with symmetric per-channel (or per-block) scales."""
     w = weight.detach().float()
-    return float((fake_quant_symmetric(w, per_channel_weight_scale(w, bits)[:, None], bits) - w).pow(2).sum())
+    return float((fake_quant_weight(w, bits, group_size) - w).pow(2).sum())
 
 
 def select_layers(errors: Dict[str, float]) -> List[str]:
@@ -106,7 +106,7 @@ class _Objective:
     """
 
     def __init__(self, x: torch.Tensor, weight: torch.Tensor, scheme: str, w_bits: int, a_bits: int,
-                 symmetric: bool, weight_term, normalize: bool = False):
+                 symmetric: bool, weight_term, normalize: bool = False, group_size: Optional[int] = None):
         if scheme not in ("per_tensor_static", "per_token_static", "per_token_dynamic"):
             raise ValueError(f"unknown activation scheme {scheme!r}")
         weight_term = {True: "literal", False: "none"}.get(weight_term, weight_term)
@@ -117,6 +117,7 @@ class _Objective:
         self.x = x.reshape(-1, x.shape[-1])  # (rows, C)
         self.w = weight.detach().float().to(self.x.device)
         self.scheme, self.w_bits, self.a_bits, self.symmetric = scheme, w_bits, a_bits, symmetric
+        self.group_size = group_size
         self.weight_term = weight_term
         self.rows = self.x.shape[0]
         self.ref = self.x @ self.w.T  # (rows, out), constant
@@ -154,7 +155,7 @@ class _Objective:
         else:
             xq = fake_quant_symmetric(xa, self._static_scale(alpha, rows), self.a_bits, ste)
         aw = self.w * alpha[None, :]
-        wq = fake_quant_symmetric(aw, per_channel_weight_scale(aw, self.w_bits)[:, None], self.w_bits, ste)
+        wq = fake_quant_weight(aw, self.w_bits, self.group_size, ste)
         loss = (xq @ wq.T - ref).pow(2).sum() * (self.rows / xq.shape[0]) / self.ref_sq
         if self.weight_term == "literal":  # Eq. 14 as printed: ||Q(aW) - W||^2, about ||(a - 1) W||^2
             loss = loss + (wq - self.w).pow(2).sum() / self.w_sq
@@ -166,7 +167,8 @@ class _Objective:
 def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token_dynamic", iters: int = 300,
                  lr: float = 1e-2, w_bits: int = 8, a_bits: int = 8, symmetric: bool = True,
                  weight_term=True, max_rows: int = 4096, seed: int = 0,
-                 sampling: str = "fresh", normalize: bool = False, patience: int = 0) -> AlphaSearch:
+                 sampling: str = "fresh", normalize: bool = False, patience: int = 0,
+                 group_size: Optional[int] = None) -> AlphaSearch:
     """Minimise Eq. 14 (Eq. 12 with `weight_term=False`) over alpha; never returns a worse alpha than 1.
 
     Adam on log alpha, `iters` steps, each on `max_rows` rows (all rows when there are no more),
@@ -180,7 +182,7 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
     """
     if sampling not in ("fresh", "fixed"):
         raise ValueError(f"sampling must be 'fresh' or 'fixed', got {sampling!r}")
-    obj = _Objective(x, weight, scheme, w_bits, a_bits, symmetric, weight_term, normalize)
+    obj = _Objective(x, weight, scheme, w_bits, a_bits, symmetric, weight_term, normalize, group_size)
     dev = obj.x.device
     log_alpha = torch.zeros(weight.shape[1], device=dev, requires_grad=True)
     opt = torch.optim.Adam([log_alpha], lr=lr)
@@ -240,7 +242,8 @@ def alpha_search(config: AlphaSearchConfig, weight_term: bool) -> Callable[[Targ
                            config.w_bits, config.a_bits, config.act_symmetric,
                            weight_term=config.wads_weight_term if weight_term else "none",
                            max_rows=config.wads_max_rows, seed=config.seed, sampling=config.wads_sampling,
-                           normalize=config.wads_normalize, patience=config.wads_patience)
+                           normalize=config.wads_normalize, patience=config.wads_patience,
+                           group_size=config.w_group_size)
         return res.alpha if res.loss_final < res.loss_init else None
 
     return scale
@@ -249,7 +252,7 @@ def alpha_search(config: AlphaSearchConfig, weight_term: bool) -> Callable[[Targ
 @register_quant_handler(WADSConfig)
 def _wads_transform(model, config: WADSConfig, calib_images):
     def select(targets: List[Target]) -> List[Target]:
-        errors = {t.name: weight_error(t.linear.weight, config.w_bits) for t in targets}
+        errors = {t.name: weight_error(t.linear.weight, config.w_bits, config.w_group_size) for t in targets}
         below = set(select_layers(errors))
         return [t for t in targets if t.name in below and scalable(t, config.fc2)]
 
