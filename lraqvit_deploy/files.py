@@ -299,7 +299,7 @@ def native_stderr(lines: List[str]) -> Iterator[None]:
     """Collect what native code writes to file descriptor 2 during the block into `lines` (not the terminal).
 
     Runtimes written in C++ log their errors there; the caller turns them into the reason of one
-    DeployError line, or, on success, passes them on to stderr unchanged.
+    DeployError line, or, on success, hands them to `pass_on_native_log` (shown only with --debug).
     """
     try:
         fd = sys.stderr.fileno()
@@ -320,7 +320,27 @@ def native_stderr(lines: List[str]) -> Iterator[None]:
             lines.extend(line for line in tmp.read().decode("utf-8", "replace").splitlines() if line.strip())
 
 
+_NATIVE_LOG = {"show": False}
+
+
+def show_native_log(show: bool = True) -> None:
+    """Whether the C++ runtimes' log lines of successful calls reach stderr (`deploy --debug` turns this on).
+
+    ExecuTorch logs informational lines on every program load (`[cpuinfo_utils.cpp:71] Reading file
+    ...`); they say nothing to a user, so they are dropped unless asked for. A failure's lines are
+    never dropped: they become the reason of its one-line error.
+    """
+    _NATIVE_LOG["show"] = bool(show)
+
+
+def pass_on_native_log(lines: List[str]) -> None:
+    """Print what `native_stderr` collected from a call that succeeded, if `show_native_log` asked for it."""
+    if lines and _NATIVE_LOG["show"]:
+        print("\n".join(lines), file=sys.stderr)
+
+
 __all__ = ["BadImageError", "SKIP_FLAG", "WEIGHT_SUFFIXES", "bad_file", "check_dir", "check_file", "check_image",
            "check_output_dir", "check_output_file", "check_pte", "is_kd_checkpoint", "native_stderr", "open_image",
+           "pass_on_native_log", "show_native_log",
            "read_json", "read_json_object", "read_kd_checkpoint", "read_safetensors", "read_state_dict", "read_text",
            "read_toml", "short_reason", "torch_load"]

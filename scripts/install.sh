@@ -33,13 +33,28 @@ deploy eval --quiet
 #     `apt-get download` from a private source list and private state dirs, so this machine's apt
 #     configuration is not touched; only usr/bin/qemu-aarch64 is unpacked, to
 #     $LRAQVIT_CACHE/arm/qemu/. (bookworm's qemu 7.2 emulates SME wrongly; the SDK refuses it.)
+#     The Debian mirror is the one this machine's apt already uses (the first .../debian URI in
+#     /etc/apt/sources.list and /etc/apt/sources.list.d/*.list|*.sources); LRAQVIT_DEBIAN_MIRROR
+#     overrides it, and a machine whose apt names no Debian mirror (Ubuntu) must set it.
 #   * pte_runner built for the host and for linux-aarch64 (android_runner/native/build.sh all).
 # Nothing here can fail the install: a missing part prints a note, and the Arm checks skip later
 # with the same reason. A second run only re-checks (a few seconds).
 arm_note() { echo "note: Arm emulation checks unavailable: $*" >&2; }
+# The Debian archive URI this machine's apt sources name (one-line `deb [opts] URI suite ...` in
+# *.list, deb822 `URIs:` in *.sources; comments, deb-src and disabled files ignored): the first
+# whose path ends in /debian (not debian-security). Prints nothing when there is none.
+# APT_SOURCES_DIR (default /etc/apt) is for tests.
+debian_mirror() {
+  local etc=${APT_SOURCES_DIR:-/etc/apt} f
+  for f in "$etc/sources.list" "$etc"/sources.list.d/*.list "$etc"/sources.list.d/*.sources; do
+    [ -r "$f" ] || continue
+    sed -e 's/#.*//' -e 's/\[[^]]*\]//g' "$f" |
+      awk '$1 == "deb" { print $2 } tolower($1) == "uris:" { for (i = 2; i <= NF; i++) print $i }'
+  done | grep -E '^(https?|ftp)://[^[:space:]]+/debian/?$' | head -1 | sed 's#/$##' || true
+}
 install_arm_toolchain() {
   local cache=${LRAQVIT_CACHE:-$HOME/.cache/lraqvit_deploy}/arm
-  local qemu_dir="$cache/qemu" want='^1:10\.' mirror=${LRAQVIT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+  local qemu_dir="$cache/qemu" want='^1:10\.' mirror=${LRAQVIT_DEBIAN_MIRROR:-$(debian_mirror)}
   if [ "$(uname -m)" != "x86_64" ]; then arm_note "this installer handles x86_64 hosts only"; return 0; fi
   if ! command -v aarch64-linux-gnu-g++ >/dev/null; then
     if command -v apt-get >/dev/null; then
@@ -51,6 +66,9 @@ install_arm_toolchain() {
   fi
   if [ -x "$qemu_dir/qemu-aarch64" ] && "$qemu_dir/qemu-aarch64" --version 2>/dev/null | grep -q "version 10\."; then
     :  # already installed
+  elif [ -z "$mirror" ]; then
+    arm_note "this machine's apt sources name no Debian mirror to fetch trixie's qemu-user from; set " \
+             "LRAQVIT_DEBIAN_MIRROR to a Debian archive URI (scheme://host/debian) and rerun"
   elif ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
     arm_note "no apt-get/dpkg-deb to fetch Debian trixie's qemu-user"
   else

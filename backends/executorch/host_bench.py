@@ -26,18 +26,15 @@ def bench(path, options) -> BenchResult:
     `options.runtime == "native"` times the same calls in the C++ pte_runner instead (its own process,
     `--threads` XNNPACK threads); the op profile, when asked for, always comes from the Python runtime.
     """
-    import sys
-
-    from lraqvit_deploy.files import native_stderr
+    from lraqvit_deploy.files import native_stderr, pass_on_native_log
 
     from .runtime import resolve_program
 
     pte = resolve_program(path)
-    logged = []  # the runtime's C++ log lines (fd 2): passed on after a run, dropped with an error (one line)
+    logged = []  # the runtime's C++ log lines (fd 2): shown after a run only with --debug, dropped with an error
     with native_stderr(logged):
         result = _bench_native(pte, options) if getattr(options, "runtime", "python") == "native" else _bench(pte, options)
-    if logged:
-        print("\n".join(logged), file=sys.stderr)
+    pass_on_native_log(logged)
     return result
 
 

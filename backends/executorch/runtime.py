@@ -47,7 +47,7 @@ def load_forward(path, method: str = "forward") -> Tuple[object, float]:
     """(method, load time in ms). Loading also runs XNNPACK's init (weight packing)."""
     from executorch.runtime import Runtime
 
-    from lraqvit_deploy.files import bad_file, native_stderr, short_reason
+    from lraqvit_deploy.files import bad_file, native_stderr, pass_on_native_log, short_reason
 
     path = resolve_program(path)
     t0 = time.perf_counter()
@@ -64,8 +64,21 @@ def load_forward(path, method: str = "forward") -> Tuple[object, float]:
         why = logged[-1].split("] ", 1)[-1] if logged else short_reason(e)
         raise bad_file(path, "an ExecuTorch program the runtime can load", f"{why}; {short_reason(e)}"
                        if logged else why) from None
-    if logged:
-        import sys
-
-        print("\n".join(logged), file=sys.stderr)
+    pass_on_native_log(logged)  # ExecuTorch's `[cpuinfo_utils.cpp:...]` lines: shown only with --debug
     return m, (time.perf_counter() - t0) * 1e3
+
+
+def execute(method, inputs, path) -> list:
+    """`method.execute(inputs)` with the runtime's C++ log lines (fd 2) collected: shown only with --debug,
+    and on a failure the reason of one DeployError line naming `path`."""
+    from lraqvit_deploy.files import native_stderr, pass_on_native_log, short_reason
+
+    logged: list = []
+    try:
+        with native_stderr(logged):
+            out = method.execute(inputs)
+    except Exception as e:
+        why = logged[-1].split("] ", 1)[-1] if logged else short_reason(e)
+        raise DeployError(f"{path}: the ExecuTorch runtime could not run it ({why}).") from None
+    pass_on_native_log(logged)
+    return out

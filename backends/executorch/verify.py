@@ -54,7 +54,7 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
     """Execute the program on each image (batch 1, as exported) and score it against `reference`."""
     from tqdm import tqdm
 
-    from .runtime import load_forward
+    from .runtime import execute, load_forward
 
     method, _ = load_forward(path)
     reference = reference.eval()
@@ -67,7 +67,7 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
     for start in tqdm(range(0, len(images), batch_size), desc="verify .pte", disable=not progress, leave=False):
         chunk = images[start : start + batch_size]
         ref = reference(chunk)
-        out = torch.cat([method.execute([chunk[i : i + 1].contiguous()])[0] for i in range(len(chunk))])
+        out = torch.cat([execute(method, [chunk[i : i + 1].contiguous()], path)[0] for i in range(len(chunk))])
         bad_out += nonfinite_rows(out)
         bad_ref += nonfinite_rows(ref)
         d = (out - ref).abs().max().item()

@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
         g.add_argument("--threads", type=int, default=None,
                        help="CPU threads (torch; for bench, the runtime's; default: torch's choice, bench 1)")
-        g.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
+        g.add_argument("--debug", action="store_true", help="show the traceback of an internal error, and the C++ "
+                                                            "runtimes' own log lines (ExecuTorch's [cpuinfo_utils.cpp] "
+                                                            "lines on every program load)")
     return parser
 
 
@@ -68,6 +70,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     prog = f"deploy {args.command}"
+    from ..files import show_native_log
+
+    show_native_log(bool(getattr(args, "debug", False)))  # ExecuTorch's C++ log lines: only with --debug
     try:
         if args.threads is not None:
             if not 1 <= args.threads <= 4096:
