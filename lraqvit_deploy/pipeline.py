@@ -169,8 +169,11 @@ def check_checkpoint(checkpoint, resume: bool, recipe: Recipe, model: Optional[n
         raise bad_file(path, what, "its settings record (fingerprint) is unreadable",
                        f"delete it or pass another {flag}") from None
     ours = json.loads(_fingerprint_of(recipe, model, svd))
+    from .lowrank.distill.loop import lowered_lr  # a lower lr resumes a diverged run (docs/compress.md)
+
     diffs = [f"{_KD_FLAGS.get(k, 'distill.' + k)} {stored_cfg.get(k)!r} there, {ours['config'].get(k)!r} here"
-             for k in sorted(set(stored_cfg) | set(ours["config"])) if stored_cfg.get(k) != ours["config"].get(k)]
+             for k in sorted(set(stored_cfg) | set(ours["config"])) if stored_cfg.get(k) != ours["config"].get(k)
+             and not lowered_lr(k, stored_cfg.get(k), ours["config"].get(k), stored_cfg, ours["config"])]
     if model is not None:
         if stored_extra.get("model") != ours["extra"]["model"]:
             there = (stored_extra.get("model") or {})

@@ -22,6 +22,14 @@ from .distributed import data_parallel, init_distributed, is_main_process, proce
 from .loss import BlockKDStudent, block_kd_loss, encoder_blocks, teacher_pass
 
 CHECKPOINT_FORMAT = "lraqvit-deploy/kd-checkpoint/1"
+# Divergence (docs/compress.md, "Divergence"): the run stops when its KD loss stays above
+# DIVERGENCE_FACTOR x its running minimum for DIVERGENCE_STEPS consecutive steps, and at once on a
+# NaN/inf loss (or NaN/inf gradients without a gradient scaler). The test bed's default run (240
+# steps, lr 1e-3) never exceeds 1.42x its running minimum after its first steps; the diverging run
+# of the issue (branch lr 1e-2: 0.224 -> 39.5) crosses 4x and stays there.
+DIVERGENCE_FACTOR = 4.0
+DIVERGENCE_STEPS = 10
+LR_CUT = 10.0  # the suggested resume lr: a tenth of the one that diverged
 
 
 def kd_parameters(model: nn.Module, trainable: str = "low_rank") -> List[nn.Parameter]:
@@ -160,14 +168,100 @@ def _save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
         torch.save(state, f)
 
 
+def lowered_lr(key: str, there: Any, here: Any, there_cfg: Dict[str, Any], here_cfg: Dict[str, Any]) -> bool:
+    """Whether a checkpoint setting `key` that differs (`there` vs `here`) is an lr lowered for a resume.
+
+    A run that diverged keeps its last good checkpoint and is resumed with a lower --kd-lr and/or
+    --kd-branch-lr (docs/compress.md, "Divergence"); every other setting must match. A branch lr
+    must be given on both sides or on neither (the optimizer's parameter groups follow it).
+    """
+    if key not in ("lr", "branch_lr") or ("branch_lr" in there_cfg) != ("branch_lr" in here_cfg):
+        return False
+    try:
+        return 0 < float(here) <= float(there)
+    except (TypeError, ValueError):
+        return False
+
+
+def _same_settings(stored: str, ours: str) -> bool:
+    """The stored fingerprint equals ours, but for lowered lrs (`lowered_lr`)."""
+    if stored == ours:
+        return True
+    try:
+        a, b = json.loads(stored), json.loads(ours)
+        ca, cb = dict(a.pop("config")), dict(b.pop("config"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    diff = {k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k)}
+    return a == b and all(lowered_lr(k, ca.get(k), cb.get(k), ca, cb) for k in diff)
+
+
 def _load_checkpoint(path: Path, fingerprint: str) -> Dict[str, Any]:
     from ...files import read_kd_checkpoint  # one line naming the file for any unreadable or foreign file
 
     state = read_kd_checkpoint(path, CHECKPOINT_FORMAT)
-    if state["fingerprint"] != fingerprint:
+    if not _same_settings(state["fingerprint"], fingerprint):
         raise DeployError(f"{path} was written by a run with a different model, compression or distillation "
                           "config; rerun without --resume (or with the original options), or delete it.")
     return state
+
+
+class DivergenceWatch:
+    """The divergence rule on the loss history: the running minimum and the current run of steps above
+    `factor` x it (`DIVERGENCE_FACTOR`, `DIVERGENCE_STEPS`). A resumed run replays its stored losses."""
+
+    def __init__(self, losses: List[float] = (), factor: float = DIVERGENCE_FACTOR, steps: int = DIVERGENCE_STEPS):
+        self.factor, self.steps = factor, steps
+        self.best, self.streak = math.inf, 0
+        for v in losses:
+            self.update(v)
+
+    def update(self, loss: float) -> Optional[str]:
+        """Record one step's loss; the reason to stop, or None."""
+        if not math.isfinite(loss):
+            return f"the KD loss is {loss} (not finite)"
+        if loss > self.factor * self.best:
+            self.streak += 1
+        else:
+            self.streak = 0
+        self.best = min(self.best, loss)
+        if self.streak >= self.steps:
+            return (f"the KD loss {loss:.4g} has stayed above {self.factor:g}x its running minimum {self.best:.4g} for "
+                    f"{self.streak} steps")
+        return None
+
+    @property
+    def suspect(self) -> bool:
+        """The last loss was above the limit: a checkpoint now might hold a diverging state."""
+        return self.streak > 0
+
+
+def _lr_hint(config: DistillConfig) -> str:
+    flags = f"--kd-lr {config.lr / LR_CUT:.1g}"
+    if config.branch_lr is not None:
+        flags += f" --kd-branch-lr {config.branch_lr / LR_CUT:.1g}"
+    return flags
+
+
+def _diverged(why: str, step: int, total: int, config: DistillConfig, path: Optional[Path],
+              saved_step: Optional[int]) -> DeployError:
+    lrs = f"lr {config.lr:g}" + (f", branch lr {config.branch_lr:g}" if config.branch_lr is not None else "")
+    head = (f"distillation diverged at step {step}/{total} ({lrs}): {why} (the rule: docs/compress.md, "
+            f"'Divergence'); nothing was saved.")
+    if path is not None and saved_step is not None:
+        return DeployError(f"{head} The last good checkpoint (step {saved_step}) is kept at {path}: rerun the same "
+                           f"command with --resume {_lr_hint(config)} to continue it at a lower lr.")
+    return DeployError(f"{head} No checkpoint was written before it; rerun with a lower lr, e.g. {_lr_hint(config)}.")
+
+
+def _set_lrs(opt, sched, config: DistillConfig, factor) -> None:
+    """After loading a checkpoint made at a higher lr: this run's peak lrs, on the schedule where it was."""
+    groups = [config.branch_lr, config.lr] if config.branch_lr is not None else [config.lr]
+    for g, lr in zip(opt.param_groups, groups):  # _param_groups' order: the branch first
+        g["initial_lr"] = lr
+        g["lr"] = lr * factor(sched.last_epoch)
+    sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
+    sched._last_lr = [g["lr"] for g in opt.param_groups]
 
 
 def warmup_cosine(total: int, warmup: int):
@@ -226,6 +320,8 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
         if scaler is not None and state.get("scaler"):  # absent in checkpoints of older versions
             scaler.load_state_dict(state["scaler"])
         start, losses = int(state["step"]), list(state["losses"])
+        if state["fingerprint"] != fingerprint:  # a lower lr after a divergence (`lowered_lr`)
+            _set_lrs(opt, sched, config, warmup_cosine(total, config.warmup(total)))
         if is_main_process() and progress:
             print(f"resuming distillation at step {start}/{total} from {path}")
 
@@ -241,6 +337,8 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
     def autocast():
         return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, dtype=amp_dtype)
 
+    watch = DivergenceWatch(losses)
+    saved_step = start if (path is not None and resume and start > 0) else None  # the last checkpoint on disk
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=start, desc=f"block KD (x{world})" if world > 1 else "block KD",
                disable=not (progress and rank == 0), dynamic_ncols=True)
@@ -254,6 +352,18 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
             # the loss in FP32 whatever the forwards ran in
             loss, ce, mse = block_kd_loss(logits.float(), [s.float() for s in s_out], [t.float() for t in t_out],
                                           y, config)
+            value = loss.item()
+            # the divergence rule, before this step's update: a run that stops keeps its last good state
+            why = watch.update(value)
+            if world > 1:  # every process stops together (each sees its own batch)
+                import torch.distributed as dist
+
+                flag = torch.tensor([0.0 if why is None else 1.0], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                if flag.item() and why is None:
+                    why = "another process's KD loss diverged or was not finite"
+            if why is not None:
+                raise _diverged(why, step + 1, total, config, path, saved_step)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -261,7 +371,10 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
             else:
                 loss.backward()
             if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                if scaler is None and not math.isfinite(float(norm)):  # a scaler skips such steps itself
+                    raise _diverged(f"the gradients are not finite (norm {float(norm)})", step + 1, total, config,
+                                    path, saved_step)
             if scaler is not None:
                 scaler.step(opt)  # skipped when the scaled gradients overflowed
                 scaler.update()
@@ -270,12 +383,15 @@ def distill_(student: nn.Module, teacher: nn.Module, train_ds: Dataset, config: 
             sched.step()
             step += 1
             images += x.shape[0]
-            losses.append(loss.item())
+            losses.append(value)
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", ce=f"{ce.item():.3f}", mse=f"{float(mse.detach()):.4f}",
                             lr=f"{sched.get_last_lr()[0]:.2e}",
                             **{"img/s": f"{images / max(time.perf_counter() - t0, 1e-9):.0f}"})
-            if path is not None and rank == 0 and (step % config.checkpoint_every == 0 or step == total):
+            due = step % config.checkpoint_every == 0 and not watch.suspect  # never a suspect state as "last good"
+            if path is not None and (due or step == total):
+                saved_step = step
+            if path is not None and rank == 0 and (due or step == total):
                 _save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "step": step,
                                         "student": student.state_dict(), "optimizer": opt.state_dict(),
                                         "scheduler": sched.state_dict(), "losses": losses,
