@@ -29,6 +29,7 @@ MAX_RANK_MULTIPLE = 65_536
 MAX_STEPS = 10 ** 9  # distillation steps
 MAX_WORKERS = 256  # data-loading processes
 MLORQ_TARGETS = ("sim", "executorch", "xnnpack", "tensorrt", "onnx")
+TARGETS = ("android", "jetson")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,14 @@ class AllocationConfig(Options):
     activation_aware: bool = option(True, "energy: rank by W whitened by the calibration activations")
     calib_images: int = option(128, "training images whose activations calibrate the allocation and the "
                                     "activation-aware SVD", min=1, max=1_000_000)
-    memory_budget_mb: Optional[float] = option(None, "mlorq: weight memory of the whole model in MB (1e6 bytes)",
+    size_budget_mb: Optional[float] = option(None, "the size of the built program for `target` in MB (1e6 bytes): "
+                                                   "MLoRQ chooses each layer's rank and weight form (android: int8 / "
+                                                   "int4 per channel or blockwise; jetson: int8) to fit it",
+                                             min=0, min_exclusive=True, max=1e9)
+    target: Optional[str] = option(None, "the deployment target the plan is for (its weight forms and program "
+                                         "size): android or jetson", choices=TARGETS)
+    memory_budget_mb: Optional[float] = option(None, "mlorq in simulation: weight memory of the whole model in MB "
+                                                     "(1e6 bytes) at any bits (mlorq_bits); not a built program",
                                                min=0, min_exclusive=True, max=1e9)
     mlorq_bits: Tuple[int, ...] = option((2, 3, 4, 6, 8), "mlorq: dense weight bit-widths it may pick")
     mlorq_factor_bits: Tuple[int, ...] = option((3, 4, 6, 8), "mlorq: bit-widths of low-rank factors it may pick")
@@ -54,21 +62,32 @@ class AllocationConfig(Options):
             if not bits or any(b < 2 or b > 8 for b in bits):
                 raise DeployError(f"{name} = {getattr(self, name)!r}: bit-widths must lie within 2..8, e.g. (4, 8).")
             object.__setattr__(self, name, bits)
-        if self.method == "mlorq" and self.memory_budget_mb is None:
-            raise DeployError("rank allocation mlorq needs memory_budget_mb (--memory-budget-mb, e.g. 12 for the "
-                              "test bed at ~4 bits).")
+        if self.size_budget_mb is not None:
+            if self.method == "energy":
+                raise DeployError("size_budget_mb is planned by MLoRQ (rank and weight form per layer); rank "
+                                  "allocation energy takes a parameter reduction instead. Drop one of them.")
+            object.__setattr__(self, "method", "mlorq")
+            if self.target is None:
+                raise DeployError("size_budget_mb is the size of a built program: name its target (--target android "
+                                  "or jetson).")
+            if self.memory_budget_mb is not None:
+                raise DeployError("give either size_budget_mb (the built program, for a target) or memory_budget_mb "
+                                  "(simulated weight memory), not both.")
+        if self.method == "mlorq" and self.memory_budget_mb is None and self.size_budget_mb is None:
+            raise DeployError("rank allocation mlorq needs a budget: size_budget_mb with a target (--size-budget-mb MB "
+                              "--target android), or memory_budget_mb for a simulation at any bits.")
 
     def target_bits(self) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
-        """(dense bits, factor bits) restricted to what `mlorq_target` runs."""
+        """(dense bits, factor bits) restricted to what the target (or `mlorq_target`) runs."""
         from .rank_alloc.mlorq import TARGET_WEIGHT_BITS
 
-        ok = TARGET_WEIGHT_BITS[self.mlorq_target]
+        ok = TARGET_WEIGHT_BITS[self.target or self.mlorq_target]
         if ok is None:
             return self.mlorq_bits, self.mlorq_factor_bits
         dense = tuple(b for b in self.mlorq_bits if b in ok)
         factor = tuple(b for b in self.mlorq_factor_bits if b in ok)
         if not dense and not factor:
-            raise DeployError(f"none of the requested bit-widths runs on {self.mlorq_target} "
+            raise DeployError(f"none of the requested bit-widths runs on {self.target or self.mlorq_target} "
                               f"(it runs {sorted(ok)}-bit weights).")
         return dense, factor
 
@@ -108,7 +127,7 @@ class Recipe:
             raise DeployError(f"quant_calib_images = {self.quant_calib_images!r}: give a positive number of "
                               f"calibration images (--calib-images), e.g. 32 (at most {MAX_IMAGES:,}).")
         self._check_limits()
-        if self.low_rank is None and self.distill is not None:
+        if self.low_rank is None and self.distill is not None and self.allocation.method != "mlorq":
             raise DeployError("distillation trains the low-rank factors: give a low-rank config (--method lra|rb-lra) "
                               "or drop the distillation settings.")
         if self.distill is not None and self.distill.branch_lr is not None and self.low_rank is not None \
@@ -121,9 +140,6 @@ class Recipe:
         if self.allocation.method == "energy" and self.low_rank is not None and self.low_rank.param_reduction is None:
             raise DeployError("rank allocation energy chooses the ranks itself: give a parameter reduction "
                               "(--param-reduction), not per-layer ranks.")
-        if self.allocation.method == "mlorq" and self.distill is not None:
-            raise DeployError("rank allocation mlorq quantizes weights while allocating; distillation is not "
-                              "supported on top of it. Drop the distillation (--kd-steps 0).")
         if self.allocation.method == "mlorq" and self.quant is not None:
             raise DeployError("rank allocation mlorq already chooses weight bits; drop --quant.")
 

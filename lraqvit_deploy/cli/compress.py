@@ -12,7 +12,7 @@ from typing import Any, Dict
 
 from ..lowrank.configs import AMP_MODES, FEATURE_LOSSES, INITS, METHODS, TRAINABLE, DistillConfig, LowRankConfig
 from ..errors import DeployError
-from ..recipe import ALLOC_METHODS, MAX_SEED, MLORQ_TARGETS, AllocationConfig
+from ..recipe import ALLOC_METHODS, MAX_SEED, MLORQ_TARGETS, TARGETS, AllocationConfig
 from .args import add_data_arg, add_json_arg, add_model_args, add_skip_arg, check_count, check_inputs, load_model, name_flags
 
 
@@ -31,6 +31,12 @@ save it as an artifact that `deploy eval DIR` and `deploy build DIR` reload.
 
 Distillation defaults ({_d(DistillConfig, 'batch_size')}-image batches, lr {_d(DistillConfig, 'lr'):g}) are sized
 for the test bed on 2 CPU cores (a few minutes). --kd-steps 0 skips distillation (plain LRA).
+A size budget instead of a parameter fraction: --size-budget-mb MB --target android|jetson plans
+each layer's rank and weight form (android: int8 or int4, per channel or blockwise; jetson: int8)
+with MLoRQ so that the built program fits the budget (the report shows the planned size; `deploy
+build` the built one). Add --method lra to distil the planned low-rank layers before they are
+quantized. A budget below the smallest program is refused in one line that names that size.
+
 A timm model needs its images: --train-data for distillation, --calib-data for --quant, --data to
 be scored (without --data it is measured — params, GFLOPs, size — but not scored).
 On several GPUs or hosts run the same command under torchrun:
@@ -41,7 +47,10 @@ examples:
   deploy compress --method lra --param-reduction 0.30 --kd-steps 0 --out out/lra-30
   deploy compress out/rb45 --quant per-token --out out/rb45-q8        # quantize an existing artifact
   deploy compress --method rb-lra --rank-alloc energy --param-reduction 0.6 --out out/mixed-60
-  deploy compress --method lra --rank-alloc mlorq --memory-budget-mb 12 --out out/mlorq-12
+  deploy compress --size-budget-mb 10.8 --target android --out out/android-10.8mb
+  deploy compress --size-budget-mb 16 --target android --method lra --out out/mlorq-16-kd   # + distillation
+  deploy compress --size-budget-mb 22 --target jetson --out out/jetson-22mb                 # int8 forms only
+  deploy compress --method lra --rank-alloc mlorq --memory-budget-mb 12 --out out/mlorq-12  # simulation, any bits
   deploy compress --model deit_small_patch16_224 --weights deit_s.safetensors --method rb-lra \\
       --param-reduction 0.45 --train-data /data/imagenet/train --data /data/imagenet/val --out out/deit-s
   deploy compress ... --resume         # continue an interrupted distillation from its checkpoint
@@ -54,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, type=Path, help="artifact folder to write (replaced atomically)")
     add_model_args(p)
     add_recipe_args(p)
+    p.add_argument("--target", "-t", choices=TARGETS, default=None,
+                   help="the deployment target a --size-budget-mb plan is for: its weight forms and program size")
     e = p.add_argument_group("evaluation")
     add_data_arg(e, "--data", "labelled evaluation images; default: the test bed's test subset")
     e.add_argument("--limit", type=int, default=None, help="evaluate a seeded subset of N images")
@@ -89,8 +100,13 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="uniform (default): one rank ratio everywhere (LRA-QViT); energy: greedy mixed rank on the "
                         "(activation-weighted) SVD energy (Azizi et al. Alg. 1); mlorq: rank and bit-width per layer "
                         "by an ILP under --memory-budget-mb")
+    a.add_argument("--size-budget-mb", type=float, default=None, metavar="MB",
+                   help="the built program's size for --target in MB (1e6 bytes), e.g. 10.8 (12.5%% of the test "
+                        "bed's FP32 .pte): MLoRQ picks every layer's rank and weight form (android: int8/int4, per "
+                        "channel or blockwise 32/64/128; jetson: int8) to fit it; implies --rank-alloc mlorq")
     a.add_argument("--memory-budget-mb", type=float, default=None, metavar="MB",
-                   help="mlorq: weight memory of the whole model in MB (1e6 bytes); e.g. 12.5-20%% of the FP32 size")
+                   help="mlorq in simulation: weight memory of the whole model in MB at any of --mlorq-bits (2-8); "
+                        "the result may not build for any target (use --size-budget-mb for that)")
     a.add_argument("--no-activation-aware", dest="activation_aware", action="store_false", default=None,
                    help="energy: rank by the plain SVD of W instead of W whitened by the calibration activations")
     a.add_argument("--alloc-calib-images", type=int, default=None, metavar="N",
@@ -167,7 +183,7 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
 ALLOC_FLAGS = {"method": "--rank-alloc", "activation_aware": "--no-activation-aware",
                "calib_images": "--alloc-calib-images", "memory_budget_mb": "--memory-budget-mb",
                "mlorq_bits": "--mlorq-bits", "mlorq_factor_bits": "--mlorq-factor-bits",
-               "mlorq_target": "--mlorq-target"}
+               "mlorq_target": "--mlorq-target", "size_budget_mb": "--size-budget-mb", "target": "--target"}
 DATA_FLAGS = ("--data", "--train-data", "--calib-data", "--alloc-calib-data")
 ACT_SCHEMES = {"per-tensor": "per_tensor_static", "per-token-static": "per_token_static",
                "per-token-dynamic": "per_token_dynamic"}
@@ -195,16 +211,24 @@ def _read_ranks(path: Path) -> Dict[str, int]:
     return data
 
 
-def recipe_from_args(args: argparse.Namespace):
-    """The `Recipe` the flags describe (validated: a bad value fails here, before any model is loaded)."""
+def recipe_from_args(args: argparse.Namespace, building: bool = False):
+    """The `Recipe` the flags describe (validated: a bad value fails here, before any model is loaded).
+
+    `building`: `deploy build`, whose --target is the build's own (a --size-budget-mb plan is for it).
+    """
     from ..quant import quant_config
     from ..recipe import Recipe
 
     name_flags(AllocationConfig, ALLOC_FLAGS)
     check_count(args.seed, "--seed", 0, MAX_SEED, "the random seed")
+    budget = args.size_budget_mb
+    target = getattr(args, "target", None) if budget is not None else None
+    if budget is None and getattr(args, "target", None) is not None and not building:
+        raise DeployError("--target names the target of a --size-budget-mb plan; add --size-budget-mb MB.")
     alloc = AllocationConfig(**_given(
         method=args.rank_alloc, activation_aware=args.activation_aware, calib_images=args.alloc_calib_images,
-        memory_budget_mb=args.memory_budget_mb, mlorq_target=args.mlorq_target,
+        memory_budget_mb=args.memory_budget_mb, mlorq_target=args.mlorq_target, size_budget_mb=budget,
+        target=target,
         mlorq_bits=None if args.mlorq_bits is None else _bits(args.mlorq_bits, "--mlorq-bits"),
         mlorq_factor_bits=None if args.mlorq_factor_bits is None else _bits(args.mlorq_factor_bits,
                                                                             "--mlorq-factor-bits")))
@@ -227,14 +251,16 @@ def recipe_from_args(args: argparse.Namespace):
                       beta=args.kd_beta, feature_loss=args.kd_feature_loss, trainable=args.kd_trainable,
                       block_inputs=args.kd_block_inputs, num_workers=args.kd_workers,
                       amp=args.kd_amp)
-    wants_kd = low_rank is not None and args.kd_steps != 0 and alloc.method != "mlorq"
+    # MLoRQ distils when a low-rank method is named (--method lra): planned ranks in float, KD, then quantized
+    wants_kd = args.kd_steps != 0 and (low_rank is not None if alloc.method != "mlorq" else args.method is not None)
     if wants_kd:
         distill = DistillConfig(**kd_flags, seed=args.seed)
     elif kd_flags:
         DistillConfig(**kd_flags, seed=args.seed)  # unused here, but a bad value is still an error
     elif args.kd_steps not in (None, 0) or args.kd_epochs is not None:
         raise DeployError("--kd-steps/--kd-epochs distil a low-rank model: give --method lra|rb-lra"
-                          + (" (mlorq does not distil)" if alloc.method == "mlorq" else "") + ".")
+                          + (" (with mlorq: --method lra distils the planned ranks)" if alloc.method == "mlorq"
+                             else "") + ".")
     quant = None
     q_flags = _given(act_scheme=None if args.act_scheme is None else ACT_SCHEMES[args.act_scheme],
                      wads_iters=args.wads_iters, fc2=args.wads_fc2)

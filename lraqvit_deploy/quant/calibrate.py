@@ -110,3 +110,39 @@ class CalibrationSummary:
     calib_seconds: float = 0.0
     search_seconds: float = 0.0
     layer_search_seconds: Dict[str, float] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def record_tensor_act_scales_(model: nn.Module, images: torch.Tensor, batch_size: int = 32) -> int:
+    """Set every QuantLinear's `tensor_act_scale` to max |x| / qmax of its input over `images` (in place).
+
+    What `quantize_` records for every scheme, for QuantLinears made another way (MLoRQ plans), so a
+    per-tensor backend (TensorRT's Q/DQ) can lower them without new images. Returns how many were set.
+    """
+    from ..layers.quant_linear import QuantLinear
+
+    qls = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    amax = {n: torch.zeros(()) for n in qls}
+
+    def hook(name):
+        def fn(mod, inputs):
+            x = inputs[0]
+            if mod.input_scale.numel():
+                x = x / mod.input_scale
+            amax[name] = torch.maximum(amax[name], x.detach().abs().amax().float().cpu())
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in qls.items()]
+    try:
+        was = model.training
+        model.eval()
+        for i in range(0, len(images), batch_size):
+            model(images[i : i + batch_size])
+        model.train(was)
+    finally:
+        for h in handles:
+            h.remove()
+    for n, m in qls.items():
+        qmax = 2 ** (m.a_bits - 1) - 1
+        m.tensor_act_scale.copy_((amax[n].clamp_min(1e-8) / qmax).to(m.tensor_act_scale))
+    return len(qls)

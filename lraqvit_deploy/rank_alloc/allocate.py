@@ -40,9 +40,11 @@ class Allocation:
 def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = None,
              memory_budget_mb: Optional[float] = None, images: Optional[torch.Tensor] = None,
              activation_aware: bool = True, compensation_fraction: float = 0.0, progress: bool = True,
-             stats: Optional[Mapping[str, LayerStats]] = None, **mlorq_kw) -> Allocation:
+             stats: Optional[Mapping[str, LayerStats]] = None, size_budget_mb: Optional[float] = None,
+             target: Optional[str] = None, **mlorq_kw) -> Allocation:
     """Allocate ranks (uniform / energy, to `param_reduction` of the whole model's parameters) or ranks and
-    bits (mlorq, to `memory_budget_mb` of weights). `images` (N, 3, H, W) calibrate the activation
+    bits (mlorq: to `size_budget_mb` of the built `target` program, "android" or "jetson"; or, in
+    simulation, to `memory_budget_mb` of weights at any bits). `images` (N, 3, H, W) calibrate the activation
     statistics when a method needs them; `compensation_fraction` > 0 reserves that share of each
     low-rank layer's dense size for error-compensation branches inside the same budget.
     """
@@ -57,9 +59,21 @@ def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = N
         if images is None:
             raise DeployError(f"--rank-alloc {method} needs calibration images (activation statistics).")
         stats = collect_stats(model, images, linears, progress=progress)
+    if method == "mlorq" and size_budget_mb is not None:
+        if target not in ("android", "jetson"):
+            raise DeployError(f"--size-budget-mb plans the program of a target: give --target android or jetson "
+                              f"(got {target!r}).")
+        from .mlorq import size_plan
+
+        kw = {k: v for k, v in mlorq_kw.items() if k in ("dense_bits", "factor_bits", "rank_fractions")}
+        plan, planned = size_plan(model, linears, stats, size_budget_mb, target, progress=progress, **kw)
+        return Allocation(method, plan, {"size_budget_mb": size_budget_mb, "target": target,
+                                         "planned_size_mb": round(planned / 1e6, 6),
+                                         "forms": _form_counts(plan)}, stats)
     if method == "mlorq":
         if memory_budget_mb is None:
-            raise DeployError("--rank-alloc mlorq needs --memory-budget-mb.")
+            raise DeployError("--rank-alloc mlorq needs --size-budget-mb with --target (or --memory-budget-mb "
+                              "for a simulation at any bits).")
         from .mlorq import memory_mb, mlorq_plan
 
         plan = mlorq_plan(model, linears, stats, memory_budget_mb, progress=progress, **mlorq_kw)
@@ -89,3 +103,12 @@ def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = N
                "compensation_fraction": compensation_fraction, "params_before": n_total, "params_after": kept,
                "achieved_reduction": 1 - kept / n_total}
     return Allocation(method, {n: LayerChoice(rank=r) for n, r in ranks.items()}, summary, stats)
+
+
+def _form_counts(plan: Mapping[str, LayerChoice]) -> Dict[str, int]:
+    """How many layers take each choice label (e.g. {"w4g32": 30, "r96:w8/w4": 8})."""
+    out: Dict[str, int] = {}
+    for c in plan.values():
+        key = c.label if c.rank is None else f"rank r:{c.label.split(':', 1)[1]}"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))

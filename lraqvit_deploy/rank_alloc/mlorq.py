@@ -1,4 +1,12 @@
-"""MLoRQ-style joint rank / bit-width allocation under a weight-memory budget (METHODS.md §3).
+"""MLoRQ-style joint rank / bit-width allocation under a weight-memory or program-size budget (METHODS.md §3).
+
+With a deployment `target` ("android", "jetson") the candidates are the weight forms that target
+runs (`quant.forms`: int8 and int4 per channel or blockwise on XNNPACK; int8 on TensorRT), and each
+candidate costs the bytes it adds to the built program (packed weights, scales, the matrix's
+records), so the budget is the program's size (`size_budget_mb`). Without one (`sim`) candidates
+span 2..8 bits and cost stored weight bits (`memory_budget_mb`), a simulation only.
+Candidates are cached on disk per layer (keyed by the weight, the activation statistics and the
+settings), so planning several budgets, or again, skips the search.
 
 Per layer, candidates are: the dense weight at b ∈ `dense_bits` (symmetric per-channel, MSE-clipped),
 float32 dense, and rank-r factors (activation-aware SVD, `down` quantized, `up` refitted to it,
@@ -21,7 +29,7 @@ from ..lowrank.activation_svd import ActivationSVD
 from ..lowrank.activations import LayerStats
 from ..errors import DeployError
 from ..evaluate import count_params
-from ..layers.fake_quant import quantize_rows
+from ..layers.fake_quant import quantize_weight
 from ..layers.low_rank_linear import break_even_rank
 from .plan import LayerChoice, Plan
 
@@ -37,11 +45,32 @@ class Candidate:
     bits: int  # stored weight memory
 
 
+def _target_forms(target: Optional[str], in_f: int, dense_bits, factor_bits):
+    """(dense forms, factor form function of the input width): the target's forms, or plain bits for sim."""
+    from ..quant.forms import WeightForm, layer_forms
+
+    if target in (None, "sim"):
+        return ([WeightForm(b) for b in dense_bits], lambda i: [WeightForm(b) for b in factor_bits])
+
+    def factor_forms(i: int):
+        # per channel 8 / 4 bit and the finest block (32) keep the factor search small; dense layers take all
+        return [f for f in layer_forms(target, i) if f.group in (None, 32)
+                and (f.bits in factor_bits or not factor_bits)]
+    return [f for f in layer_forms(target, in_f) if f.bits in dense_bits or not dense_bits], factor_forms
+
+
 @torch.no_grad()
 def layer_candidates(linear: nn.Linear, stats: LayerStats, dense_bits: Sequence[int] = DENSE_BITS,
                      factor_bits: Sequence[int] = FACTOR_BITS,
-                     rank_fractions: Sequence[float] = RANK_FRACTIONS, include_float: bool = True) -> List[Candidate]:
-    """Every candidate of one layer with its loss and memory (losses from XᵀX only: no activations kept)."""
+                     rank_fractions: Sequence[float] = RANK_FRACTIONS, include_float: bool = True,
+                     target: Optional[str] = None) -> List[Candidate]:
+    """Every candidate of one layer with its loss and cost (losses from XᵀX only: no activations kept).
+
+    `target` None / "sim": weight bits at `dense_bits` / `factor_bits`, cost = stored weight bits.
+    "android" / "jetson": the forms the target runs (restricted to those bit-widths), cost = 8 x the
+    bytes they add to the built program; no float candidate (every layer runs quantized).
+    """
+    deploy = target not in (None, "sim")
     w = linear.weight.detach().double()
     out_f, in_f = w.shape
     c = stats.second_moment.double()
@@ -52,30 +81,37 @@ def layer_candidates(linear: nn.Linear, stats: LayerStats, dense_bits: Sequence[
         e = w - wq.double()
         return float(((e @ c) * e).sum()) / ref
 
+    def cost(ch: LayerChoice) -> int:
+        return int(round(8 * ch.program_bytes(in_f, out_f))) if deploy else ch.weight_bits(in_f, out_f)
+
+    dense_forms, factor_forms = _target_forms(target, in_f, dense_bits, factor_bits)
     cands = []
-    if include_float:
-        cands.append(Candidate(LayerChoice(), 0.0, LayerChoice().weight_bits(in_f, out_f)))
-    for b in dense_bits:
-        ch = LayerChoice(w_bits=b)
-        cands.append(Candidate(ch, loss_dense(quantize_rows(w.float(), b)[0]), ch.weight_bits(in_f, out_f)))
+    if include_float and not deploy:
+        cands.append(Candidate(LayerChoice(), 0.0, cost(LayerChoice())))
+    for f in dense_forms:
+        ch = LayerChoice(w_bits=f.bits, group=f.group)
+        cands.append(Candidate(ch, loss_dense(quantize_weight(w.float(), f.bits, f.group)[0]), cost(ch)))
     asvd = ActivationSVD(w.float(), c)
     r_star = break_even_rank(in_f, out_f)
     ranks = sorted({max(1, int(f * r_star)) for f in rank_fractions})
+    if deploy:  # even ranks: a 4-bit `up` packs two weights per byte along r
+        ranks = sorted({r + (r % 2) for r in ranks})
     for r in ranks:
         up0, down0 = asvd.factors(r)
-        for bd in factor_bits:
-            dq = quantize_rows(down0, bd)[0].double()
+        for fd in factor_forms(in_f):
+            dq = quantize_weight(down0, fd.bits, fd.group)[0].double()
             dc = dq @ c  # (r, in)
             gram = dc @ dq.T  # D C Dᵀ
             rhs = dc @ w.T  # D C Wᵀ, (r, out)
             eye = torch.eye(r, dtype=gram.dtype)
             up = torch.linalg.solve(gram + 1e-10 * gram.diagonal().mean().clamp_min(1e-30) * eye, rhs).T
-            for bu in factor_bits:
-                uq = quantize_rows(up.float(), bu)[0].double()
+            for fu in factor_forms(r):
+                uq = quantize_weight(up.float(), fu.bits, fu.group)[0].double()
                 # tr(E C Eᵀ) with Ŵ = U D: tr(WCWᵀ) − 2 tr(U · DCWᵀ) + tr(U · DCDᵀ · Uᵀ)
                 err = ref - 2 * float((uq * rhs.T).sum()) + float(((uq @ gram) * uq).sum())
-                ch = LayerChoice(rank=r, factor_bits=(bu, bd))
-                cands.append(Candidate(ch, max(err, 0.0) / ref, ch.weight_bits(in_f, out_f)))
+                groups = None if fu.group is None and fd.group is None else (fu.group, fd.group)
+                ch = LayerChoice(rank=r, factor_bits=(fu.bits, fd.bits), factor_groups=groups)
+                cands.append(Candidate(ch, max(err, 0.0) / ref, cost(ch)))
     return cands
 
 
@@ -88,6 +124,14 @@ def pareto_front(cands: Sequence[Candidate]) -> List[Candidate]:
     return front
 
 
+class InfeasibleBudget(DeployError):
+    """The budget is below the smallest plan; `smallest_bits` is what the cheapest candidate of every layer needs."""
+
+    def __init__(self, message: str, smallest_bits: float):
+        super().__init__(message)
+        self.smallest_bits = smallest_bits
+
+
 def solve_ilp(candidates: Mapping[str, Sequence[Candidate]], budget_bits: float) -> Dict[str, Candidate]:
     """One candidate per layer, min Σ loss s.t. Σ bits ≤ budget (scipy.optimize.milp, exact)."""
     import numpy as np
@@ -98,9 +142,10 @@ def solve_ilp(candidates: Mapping[str, Sequence[Candidate]], budget_bits: float)
     flat = [(n, c) for n in names for c in candidates[n]]
     cost = np.array([c.loss for _, c in flat], dtype=float)
     mem = np.array([c.bits for _, c in flat], dtype=float)
-    if sum(min(c.bits for c in candidates[n]) for n in names) > budget_bits:
-        raise DeployError(f"even the smallest candidate of every layer needs more than the "
-                          f"{budget_bits / 8e6:.3f} MB budget; raise --memory-budget-mb.")
+    smallest = sum(min(c.bits for c in candidates[n]) for n in names)
+    if smallest > budget_bits:
+        raise InfeasibleBudget(f"even the smallest candidate of every layer needs more than the "
+                               f"{budget_bits / 8e6:.3f} MB budget; raise --memory-budget-mb.", smallest)
     onehot = lil_matrix((len(names), len(flat)))
     col = 0
     for row, n in enumerate(names):
@@ -127,16 +172,71 @@ def memory_mb(model: nn.Module, plan: Mapping[str, LayerChoice], linears: Mappin
     return bits / 8e6
 
 
+CACHE_VERSION = 2
+
+
+def _cache_key(linear: nn.Linear, stats: LayerStats, cand_kw: Mapping) -> str:
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for t in (linear.weight, stats.second_moment):
+        h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
+    settings = {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in sorted(cand_kw.items())}
+    h.update(json.dumps({"v": CACHE_VERSION, **settings}, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def _load_cached(path) -> Optional[List[Candidate]]:
+    import json
+
+    try:
+        rows = json.loads(path.read_text())
+        return [Candidate(LayerChoice(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in r["choice"].items()}),
+                          float(r["loss"]), int(r["bits"])) for r in rows]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable or from another version: searched again
+
+
 def mlorq_candidates(linears: Mapping[str, nn.Linear], stats: Mapping[str, LayerStats], progress: bool = True,
-                     **cand_kw) -> Dict[str, List[Candidate]]:
-    """All candidates of every layer (the expensive part; reuse it to solve several budgets)."""
+                     cache: bool = True, **cand_kw) -> Dict[str, List[Candidate]]:
+    """All candidates of every layer (the expensive part; reuse it to solve several budgets).
+
+    `cache`: each layer's candidates are kept under `$LRAQVIT_CACHE/mlorq/` keyed by its weight, its
+    activation statistics and the settings, so the same model and calibration plan in seconds later.
+    """
     from tqdm import tqdm
 
-    return {n: layer_candidates(m, stats[n], **cand_kw)
-            for n, m in tqdm(linears.items(), desc="MLoRQ candidates", disable=not progress, leave=False)}
+    from ..io import atomic_write
+    from ..paths import cache_dir
+
+    out: Dict[str, List[Candidate]] = {}
+    folder = cache_dir("mlorq") if cache else None
+    hits = 0
+    bar = tqdm(linears.items(), desc="MLoRQ candidates", unit="layer", disable=not progress, leave=False)
+    for n, m in bar:
+        path = folder / f"{_cache_key(m, stats[n], cand_kw)}.json" if folder is not None else None
+        found = _load_cached(path) if path is not None and path.is_file() else None
+        if found is not None:
+            out[n] = found
+            hits += 1
+            bar.set_postfix_str(f"{hits} cached", refresh=False)
+            continue
+        out[n] = layer_candidates(m, stats[n], **cand_kw)
+        if path is not None:
+            import json
+
+            rows = [{"choice": c.choice.to_dict(), "loss": c.loss, "bits": c.bits} for c in out[n]]
+            try:
+                with atomic_write(path, "w") as f:
+                    json.dump(rows, f)
+            except OSError:
+                pass  # a read-only or full cache only costs the search next time
+    return out
 
 
 def _allowed(c: Candidate, dense_bits: Sequence[int], factor_bits: Sequence[int]) -> bool:
+    """Whether a candidate uses only the allowed bit-widths (float candidates always)."""
     ch = c.choice
     if ch.rank is None:
         return ch.w_bits is None or ch.w_bits in dense_bits
@@ -164,8 +264,38 @@ def mlorq_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats: Mappin
     return {n: c.choice for n, c in solve_ilp(fronts, budget).items()}
 
 
-# What each deployment target executes (see RESEARCH.md): int8 weights everywhere; XNNPACK also 4-bit.
-TARGET_WEIGHT_BITS = {"sim": None, "executorch": {4, 8}, "xnnpack": {4, 8}, "tensorrt": {8}, "onnx": {8}}
+def size_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats: Mapping[str, LayerStats],
+              size_budget_mb: float, target: str, progress: bool = True,
+              candidates: Optional[Mapping[str, List[Candidate]]] = None, **cand_kw):
+    """The MLoRQ plan of `linears` whose built `target` program fits `size_budget_mb` (MB = 1e6 bytes).
+
+    Returns (plan, planned program bytes). The fixed part is everything the plan does not choose
+    (embeddings, LayerNorms, biases, the head, the program's records: `quant.forms.program_bytes` of
+    the float model less the planned weights); each layer adds its candidate's bytes. A budget below
+    the smallest plan is one line that names the smallest feasible size.
+    """
+    from ..quant.forms import program_bytes
+
+    fixed = program_bytes(model) - sum(4 * m.weight.numel() for m in linears.values())
+    budget_bits = size_budget_mb * 8e6 - 8 * fixed
+    if candidates is None:
+        candidates = mlorq_candidates(linears, stats, progress, target=target, **cand_kw)
+    fronts = {n: pareto_front(candidates[n]) for n in linears}
+    smallest = fixed + sum(min(c.bits for c in fronts[n]) for n in linears) / 8
+    if not math.isfinite(budget_bits) or smallest > size_budget_mb * 1e6:
+        raise InfeasibleBudget(f"--size-budget-mb {size_budget_mb:g}: the smallest {target} program of this model is "
+                               f"{smallest / 1e6:.3f} MB (every layer in its smallest form, {fixed / 1e6:.3f} MB "
+                               f"fixed: embeddings, norms, biases, head); give at least {smallest / 1e6:.3f}.",
+                               8 * smallest)
+    chosen = solve_ilp(fronts, budget_bits)
+    plan = {n: c.choice for n, c in chosen.items()}
+    return plan, fixed + sum(c.bits for c in chosen.values()) / 8
+
+
+# What each deployment target executes (see RESEARCH.md and quant/forms.py): int8 weights everywhere;
+# XNNPACK also 4-bit. The names of earlier releases (executorch, xnnpack, tensorrt, onnx) are kept.
+TARGET_WEIGHT_BITS = {"sim": None, "android": {4, 8}, "jetson": {8}, "executorch": {4, 8}, "xnnpack": {4, 8},
+                      "tensorrt": {8}, "onnx": {8}}
 
 
 def unsupported_layers(plan: Mapping[str, LayerChoice], target: str) -> Dict[str, str]:
