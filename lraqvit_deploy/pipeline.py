@@ -209,8 +209,11 @@ def _fingerprint_of(recipe: Recipe, model: Optional[nn.Module], svd: Optional[st
     from .lowrank.distill.loop import _fingerprint, resolve_amp
 
     amp, _ = resolve_amp(recipe.distill.amp, process_device(recipe.distill.device))
-    low_rank = recipe.low_rank if svd is None else dataclasses.replace(recipe.low_rank, svd=svd)
-    extra = {"model": None if model is None else model.lraqvit_spec.to_dict(), "low_rank": low_rank.to_dict()}
+    if recipe.low_rank is None:  # MLoRQ + distillation: the allocation stands for the low-rank settings
+        lr_dict = {"allocation": recipe.allocation.to_dict()}
+    else:
+        lr_dict = (recipe.low_rank if svd is None else dataclasses.replace(recipe.low_rank, svd=svd)).to_dict()
+    extra = {"model": None if model is None else model.lraqvit_spec.to_dict(), "low_rank": lr_dict}
     return _fingerprint(nn.Module(), recipe.distill, extra, amp)
 
 
@@ -388,7 +391,7 @@ def _low_rank(model: nn.Module, recipe: Recipe, svd: str, images, train_ds, chec
     low_rank, alloc = recipe.low_rank, recipe.allocation
     dense_params = count_params(model)
     if alloc.method == "mlorq":
-        return _mlorq(model, recipe, images, dense_params, progress)
+        return _mlorq(model, recipe, images, dense_params, progress, train_ds, checkpoint, resume, train_data)
     teacher = copy.deepcopy(model).eval() if recipe.distill is not None else None
     allocation = None
     if alloc.method == "energy":
@@ -420,19 +423,46 @@ def _low_rank(model: nn.Module, recipe: Recipe, svd: str, images, train_ds, chec
     return info
 
 
-def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress: bool) -> Dict[str, Any]:
-    """MLoRQ: per-layer (rank, weight bits) by an ILP under the memory budget; no distillation."""
+def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress: bool, train_ds=None,
+           checkpoint=None, resume: bool = False, train_data: Any = None) -> Dict[str, Any]:
+    """MLoRQ: per-layer (rank, weight form) by an ILP under the budget; with a distillation config, the
+    planned ranks are built in float, distilled block by block, then quantized as planned."""
     from .rank_alloc import allocate, apply_plan_, check_target
+    from .rank_alloc.plan import quantize_plan_
 
     alloc = recipe.allocation
     dense, factor = alloc.target_bits()
+    target = alloc.target
+    teacher = copy.deepcopy(model).eval() if recipe.distill is not None else None
     allocation = allocate(model, "mlorq", None, alloc.memory_budget_mb, images, alloc.activation_aware,
-                          progress=progress, dense_bits=dense, factor_bits=factor)
-    check_target(allocation.plan, alloc.mlorq_target)
-    apply_plan_(model, allocation.plan, allocation.stats)
+                          progress=progress, dense_bits=dense, factor_bits=factor,
+                          size_budget_mb=alloc.size_budget_mb, target=target)
+    check_target(allocation.plan, target or alloc.mlorq_target)
+    distill_info = None
+    if recipe.distill is None:
+        apply_plan_(model, allocation.plan, allocation.stats, target=target)
+    else:
+        from .lowrank import distill_, is_main_process
+
+        apply_plan_(model, allocation.plan, allocation.stats, quantize=False)  # float factors at the planned ranks
+        extra = {"model": model.lraqvit_spec.to_dict(), "low_rank": {"allocation": alloc.to_dict()}}
+        result = distill_(model, teacher, train_ds, recipe.distill, checkpoint=checkpoint, resume=resume,
+                          fingerprint_extra=extra, progress=progress)
+        distill_info = {"config": recipe.distill.to_dict(), "train_data": _describe(train_data, "fashion-mnist:train"),
+                        "train_images": len(train_ds), **result.to_dict()}
+        if is_main_process() and checkpoint is not None:
+            Path(checkpoint).unlink(missing_ok=True)
+        quantize_plan_(model, allocation.plan, target, allocation.stats)
+    if target == "jetson":  # per-tensor activation scales for the Q/DQ engine, recorded like quantize_ does
+        from .quant.calibrate import record_tensor_act_scales_
+
+        record_tensor_act_scales_(model, images)
     info = {"method": "lra" if recipe.low_rank is None else recipe.low_rank.method,  # MLoRQ: plain factors
-            "config": {"param_reduction": None, "rank_alloc": "mlorq", "memory_budget_mb": alloc.memory_budget_mb},
+            "config": {"param_reduction": None, "rank_alloc": "mlorq", "memory_budget_mb": alloc.memory_budget_mb,
+                       "size_budget_mb": alloc.size_budget_mb, "target": target},
             "ranks": {n: r for n, r in allocation.ranks.items() if r is not None},
-            "params_dense": dense_params, "distill": None, "rank_alloc": allocation.to_dict()}
+            "params_dense": dense_params, "distill": distill_info, "rank_alloc": allocation.to_dict()}
+    if "planned_size_mb" in allocation.summary:
+        info["planned_size_mb"] = allocation.summary["planned_size_mb"]
     model.lraqvit_compression = info
     return info
