@@ -67,7 +67,10 @@ class CompressionReport:
                 "kd_seconds": distill.get("seconds"), "kd_world_size": distill.get("world_size"),
                 "calib_seconds": quant.get("calib_seconds"), "wads_seconds": quant.get("search_seconds"),
                 "out": None if self.out is None else str(self.out), "skipped_images": self.skipped_images,
-                "ranks": info.get("ranks")}
+                "size_budget_mb": (info.get("config") or {}).get("size_budget_mb"),
+                "target": (info.get("config") or {}).get("target"), "planned_size_mb": info.get("planned_size_mb"),
+                "weight_forms": (info.get("rank_alloc") or {}).get("forms") if isinstance(info.get("rank_alloc"), dict)
+                else None, "ranks": info.get("ranks")}
 
 
 def _describe(data: Any, default: str) -> str:

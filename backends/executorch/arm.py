@@ -118,6 +118,23 @@ KAI_INT8_GEMMS = {
     "kai_run_matmul_clamp_f32_qai8dxp1x4_qsi8cxp4vlx4_1x4vl_sme2_dot":
         "xnn_qp8_f32_qc8w_gemm_minmax_ukernel_1x64c4__neonsme2",
 }
+# KleidiAI 4-bit-weight GEMMs (int8 dynamic activations x int4 weights) exported by the 1.5.1 aarch64 wheel's
+# XNNPACK library: qsi4cx = per output channel (XNNPACK qc4w), qsi4c32 = blocks of 32 inputs (qb4w; larger
+# groups are multiples of 32 and run the same kernels).
+KAI_INT4_GEMMS = {
+    "kai_run_matmul_clamp_f32_qai8dxp1x4_qsi4cxp4x4_1x4_neon_dotprod": "qc4w dotprod (1 row)",
+    "kai_run_matmul_clamp_f32_qai8dxp4x8_qsi4cxp4x4_16x4x32_neon_dotprod": "qc4w dotprod (16 rows)",
+    "kai_run_matmul_clamp_f32_qai8dxp1x8_qsi4cxp8x8_1x8x32_neon_dotprod": "qc4w dotprod (1 row, 8x8 packing)",
+    "kai_run_matmul_clamp_f32_qai8dxp4x8_qsi4cxp8x8_8x8x32_neon_i8mm": "qc4w i8mm",
+    "kai_run_matmul_clamp_f32_qai8dxp1x4_qsi4cxp4vlx4_1x4vl_sme_dot": "qc4w SME (1 row)",
+    "kai_run_matmul_clamp_f32_qai8dxp1vlx4_qsi4cxp4vlx4_1vlx4vl_sme_mopa": "qc4w SME",
+    "kai_run_matmul_clamp_f32_qai8dxp1x4_qsi4cxp4vlx4_1x4vl_sme2_sdot": "qc4w SME2 (1 row)",
+    "kai_run_matmul_clamp_f32_qai8dxp1vlx8_qsi4cxp4vlx8_1vlx4vl_sme2_mopa": "qc4w SME2",
+    "kai_run_matmul_clamp_f32_qai8dxp1x4_qsi4c32p4x4_1x4_neon_dotprod": "qb4w dotprod (1 row)",
+    "kai_run_matmul_clamp_f32_qai8dxp4x4_qsi4c32p4x4_16x4_neon_dotprod": "qb4w dotprod (16 rows)",
+    "kai_run_matmul_clamp_f32_qai8dxp1x8_qsi4c32p4x8_1x4x32_neon_dotprod": "qb4w dotprod (1 row, 4x8 packing)",
+    "kai_run_matmul_clamp_f32_qai8dxp4x8_qsi4c32p4x8_16x4x32_neon_i8mm": "qb4w i8mm",
+}
 # int8 multiply-accumulate instructions, counted in the translated blocks of the XNNPACK library
 _INT8_MNEMONICS = re.compile(r"^(sdot|udot|usdot|sudot|smmla|ummla|usmmla|smopa|sumopa|usmopa|umopa|smlal2?|"
                              r"fmopa|bfmopa|smstart|smstop)$")
@@ -449,13 +466,18 @@ def kernel_report(trace: Path, report: Dict[str, Any], tc: ArmToolchain, cpu: Di
         lib_path = (tc.aarch64_runner.parent / "lib" / XNNPACK_LIB) if tc.aarch64_runner else lib_path
     hits, mnem = trace_functions(trace, lib_path, int(lib["base"], 16))
     ran = sorted(k for k in hits if k in KAI_INT8_GEMMS)
-    other_kai = sorted(k for k in hits if k.startswith("kai_run_") and k not in KAI_INT8_GEMMS)
+    ran4 = sorted(k for k in hits if k.startswith("kai_run_") and "_qsi4" in k)
+    other_kai = sorted(k for k in hits if k.startswith("kai_run_") and k not in KAI_INT8_GEMMS and k not in ran4)
+    # 4-bit weights: the KleidiAI kernels that ran, each with its family (qc4w / qb4w and the ISA path)
+    out["int4_gemm"] = ran4
+    out["int4_families"] = sorted({KAI_INT4_GEMMS.get(k, "qsi4 (unlisted)") for k in ran4})
     how = ("observed: qemu -d in_asm guest PCs mapped onto the exported symbols of "
            f"{XNNPACK_LIB} (KleidiAI kai_run_* kernels are exported)")
-    if ran:
+    if ran or ran4:
         return dict(out, method="observed", int8_gemm=ran, xnnpack_ukernels=[KAI_INT8_GEMMS[k] for k in ran],
-                    family=expected["family"] if set(ran) <= set(expected["kai"]) else "unexpected: " + ", ".join(ran),
-                    matches_expected=set(ran) <= set(expected["kai"]), other_kleidiai=other_kai,
+                    family=(expected["family"] if set(ran) <= set(expected["kai"]) else "unexpected: " + ", ".join(ran))
+                    if ran else "int4 only: " + ", ".join(out["int4_families"]),
+                    matches_expected=set(ran) <= set(expected["kai"]) if ran else None, other_kleidiai=other_kai,
                     int8_instructions=dict(mnem), how=how)
     # No KleidiAI INT8 GEMM ran: XNNPACK's own (hidden-symbol) qd8 kernels, or no INT8 GEMM at all.
     return dict(out, method="inferred", int8_gemm=[], xnnpack_ukernels=expected["xnnpack"],
@@ -559,7 +581,9 @@ def format_table(result: Dict[str, Any]) -> str:
             rows.append(f"{cpu:<14} {e['status']:<8} {e.get('reason') or ''}")
             continue
         k = e.get("kernels") or {}
-        kern = ", ".join(k.get("xnnpack_ukernels") or []) + (f" [{k.get('method')}]" if k else "")
+        kern = ", ".join(k.get("xnnpack_ukernels") or []) \
+            + ("; int4: " + ", ".join(k["int4_families"]) if k.get("int4_families") else "") \
+            + (f" [{k.get('method')}]" if k else "")
         sq = "exact" if e["sqnr_db"] is None else f"{e['sqnr_db']:.1f}"
         rows.append(f"{cpu:<14} {e['status']:<8} {e['agreement']:>6.3f} {e['min_cosine']:>9.6f} {sq:>8} "
                     f"{e['max_abs_diff']:>9.2e} {e['seconds']:>6.1f}  {kern}")

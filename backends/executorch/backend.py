@@ -156,8 +156,9 @@ class AndroidBackend(Backend):
             "precision": precision,
             "quantization": {
                 "none": "none",
-                "quant_linear": "artifact QuantLinear scales: int8 per-channel weights (w_scale kept), XNNPACK qd8 "
-                                "dynamic per-token asymmetric activations",
+                "quant_linear": "artifact QuantLinear integers and scales kept: int8 / int4 per-channel weights "
+                                "(float32 scales; XNNPACK qc8w / qc4w) or blockwise int4 (bfloat16 scales; qb4w), "
+                                "XNNPACK qd8 dynamic per-token asymmetric activations",
                 "pt2e_dynamic": "PT2E XNNPACKQuantizer: int8 per-channel symmetric weights, dynamic per-token "
                                 "activations",
             }[lowered.quantization],
@@ -172,7 +173,15 @@ class AndroidBackend(Backend):
             "source": spec.to_dict() if spec else None,
         }
         if lowered.quantization == "quant_linear":
+            from lraqvit_deploy.quant.forms import forms_summary
+
             manifest["simulator_act_symmetric"] = sorted(act_symmetric_flags(model))
+            manifest["weight_forms"] = forms_summary(model)  # e.g. {"w4g32": 11, "w8": 31}: matrices per form
+        compression = getattr(model, "lraqvit_compression", None) or \
+            (getattr(model, "lraqvit_manifest", None) or {}).get("compression") or {}
+        if compression.get("planned_size_mb") is not None:  # a --size-budget-mb plan: planned beside built
+            manifest["size_budget_mb"] = (compression.get("config") or {}).get("size_budget_mb")
+            manifest["planned_size_mb"] = compression["planned_size_mb"]
         with atomic_dir(out) as tmp:
             pte = tmp / filename
             pte.write_bytes(lowered.buffer)

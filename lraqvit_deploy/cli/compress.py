@@ -311,5 +311,7 @@ def run(args: argparse.Namespace) -> int:
     if report.skipped_images and not args.quiet:
         print(f"note: {report.skipped_images} unreadable image(s) left out (--skip-bad-images).")
     method = (report.compression or {}).get("method", "none")
-    emit(report.to_dict(), args.json, title=f"compress --method {method} --quant {args.quant}: {args.out}")
+    what = (f"--size-budget-mb {args.size_budget_mb:g} --target {args.target}" if args.size_budget_mb is not None
+            else f"--method {method} --quant {args.quant}")
+    emit(report.to_dict(), args.json, title=f"compress {what}: {args.out}")
     return 0

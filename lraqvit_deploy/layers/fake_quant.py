@@ -83,7 +83,8 @@ def expand_scale(scale: torch.Tensor, in_features: int) -> torch.Tensor:
     return scale.repeat_interleave(in_features // scale.shape[1], dim=1)
 
 
-def weight_scale(w: torch.Tensor, bits: int, group_size: Optional[int] = None, mse_clip: bool = False) -> torch.Tensor:
+def weight_scale(w: torch.Tensor, bits: int, group_size: Optional[int] = None, mse_clip: bool = False,
+                 grid: int = 12) -> torch.Tensor:
     """Symmetric weight scale per output row (`group_size` None) or per (row, block of `group_size` inputs).
 
     `mse_clip` picks each row's (or block's) clip ratio to minimise the rounding error (`clip_scale`);
@@ -92,18 +93,18 @@ def weight_scale(w: torch.Tensor, bits: int, group_size: Optional[int] = None, m
     w = w.detach().float()
     out_f, in_f = w.shape
     if group_size is None:
-        return clip_scale(w, bits) if mse_clip else per_channel_weight_scale(w, bits)
+        return clip_scale(w, bits, grid) if mse_clip else per_channel_weight_scale(w, bits)
     if group_size <= 0 or in_f % group_size:
         raise ValueError(f"group_size {group_size} does not divide in_features {in_f}")
     blocks = w.reshape(out_f * (in_f // group_size), group_size)
-    s = clip_scale(blocks, bits) if mse_clip else per_channel_weight_scale(blocks, bits)
+    s = clip_scale(blocks, bits, grid) if mse_clip else per_channel_weight_scale(blocks, bits)
     return bf16_scale(s.reshape(out_f, in_f // group_size))
 
 
 def quantize_weight(w: torch.Tensor, bits: int, group_size: Optional[int] = None,
-                    mse_clip: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+                    mse_clip: bool = True, grid: int = 12) -> Tuple[torch.Tensor, torch.Tensor]:
     """(dequantized weight, scale) at `bits`, per row or per block of `group_size` inputs (`weight_scale`)."""
-    s = weight_scale(w, bits, group_size, mse_clip)
+    s = weight_scale(w, bits, group_size, mse_clip, grid)
     wq = fake_quant_symmetric(w.float(), expand_scale(s, w.shape[1]), bits)
     return wq.to(w.dtype), s
 

@@ -31,7 +31,7 @@ from ..errors import DeployError
 from ..evaluate import count_params
 from ..layers.fake_quant import quantize_weight
 from ..layers.low_rank_linear import break_even_rank
-from .plan import LayerChoice, Plan
+from .plan import CLIP_GRID, LayerChoice, Plan
 
 DENSE_BITS = (2, 3, 4, 6, 8)
 FACTOR_BITS = (3, 4, 6, 8)
@@ -77,9 +77,14 @@ def layer_candidates(linear: nn.Linear, stats: LayerStats, dense_bits: Sequence[
     wc = w @ c  # (out, in)
     ref = max(float((wc * w).sum()), 1e-30)  # tr(W C Wᵀ)
 
+    c32 = c.float()
+
     def loss_dense(wq: torch.Tensor) -> float:
-        e = w - wq.double()
-        return float(((e @ c) * e).sum()) / ref
+        e = (w.float() - wq.float())
+        return float(((e @ c32).double() * e.double()).sum()) / ref
+
+    def q(x: torch.Tensor, form) -> torch.Tensor:
+        return quantize_weight(x.float(), form.bits, form.group, grid=CLIP_GRID)[0]
 
     def cost(ch: LayerChoice) -> int:
         return int(round(8 * ch.program_bytes(in_f, out_f))) if deploy else ch.weight_bits(in_f, out_f)
@@ -90,7 +95,7 @@ def layer_candidates(linear: nn.Linear, stats: LayerStats, dense_bits: Sequence[
         cands.append(Candidate(LayerChoice(), 0.0, cost(LayerChoice())))
     for f in dense_forms:
         ch = LayerChoice(w_bits=f.bits, group=f.group)
-        cands.append(Candidate(ch, loss_dense(quantize_weight(w.float(), f.bits, f.group)[0]), cost(ch)))
+        cands.append(Candidate(ch, loss_dense(q(w, f)), cost(ch)))
     asvd = ActivationSVD(w.float(), c)
     r_star = break_even_rank(in_f, out_f)
     ranks = sorted({max(1, int(f * r_star)) for f in rank_fractions})
@@ -99,14 +104,14 @@ def layer_candidates(linear: nn.Linear, stats: LayerStats, dense_bits: Sequence[
     for r in ranks:
         up0, down0 = asvd.factors(r)
         for fd in factor_forms(in_f):
-            dq = quantize_weight(down0, fd.bits, fd.group)[0].double()
-            dc = dq @ c  # (r, in)
+            dq = q(down0, fd).double()
+            dc = (dq.float() @ c32).double()  # (r, in); float32 for the one large product
             gram = dc @ dq.T  # D C Dᵀ
             rhs = dc @ w.T  # D C Wᵀ, (r, out)
             eye = torch.eye(r, dtype=gram.dtype)
             up = torch.linalg.solve(gram + 1e-10 * gram.diagonal().mean().clamp_min(1e-30) * eye, rhs).T
             for fu in factor_forms(r):
-                uq = quantize_weight(up.float(), fu.bits, fu.group)[0].double()
+                uq = q(up, fu).double()
                 # tr(E C Eᵀ) with Ŵ = U D: tr(WCWᵀ) − 2 tr(U · DCWᵀ) + tr(U · DCDᵀ · Uᵀ)
                 err = ref - 2 * float((uq * rhs.T).sum()) + float(((uq @ gram) * uq).sum())
                 groups = None if fu.group is None and fd.group is None else (fu.group, fd.group)
@@ -172,7 +177,7 @@ def memory_mb(model: nn.Module, plan: Mapping[str, LayerChoice], linears: Mappin
     return bits / 8e6
 
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # bump when candidates are scored differently (grid, forms, costs)
 
 
 def _cache_key(linear: nn.Linear, stats: LayerStats, cand_kw: Mapping) -> str:

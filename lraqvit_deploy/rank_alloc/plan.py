@@ -115,12 +115,14 @@ def quantized_low_rank(asvd: ActivationSVD, rank: int, bits: Tuple[int, int],
     """
     gu, gd = groups or (None, None)
     up, down = asvd.factors(rank)
-    dq, ds = quantize_weight(down, bits[1], gd)
+    dq, ds = quantize_weight(down, bits[1], gd, grid=CLIP_GRID)
     if second_moment is not None:
         up = refit_up(asvd.weight, dq, second_moment).to(up.dtype)
-    uq, us = quantize_weight(up, bits[0], gu)
+    uq, us = quantize_weight(up, bits[0], gu, grid=CLIP_GRID)
     return (uq, us), (dq, ds)
 
+
+CLIP_GRID = 8  # clip ratios tried per row / block (MSE-clipped scales): what the candidates were scored with
 
 TARGET_ACT = {"android": ("per_token_dynamic", False), "jetson": ("per_token_dynamic", True)}
 
@@ -146,7 +148,7 @@ def build_layer(linear: nn.Linear, choice: LayerChoice, stats: Optional[LayerSta
     if choice.rank is None:
         if choice.w_bits is None or not quantize:
             return linear
-        wq, s = quantize_weight(linear.weight.detach(), choice.w_bits, choice.group)
+        wq, s = quantize_weight(linear.weight.detach(), choice.w_bits, choice.group, grid=CLIP_GRID)
         return _quant(wq, s, bias, choice.w_bits, choice.group, target)
     asvd = ActivationSVD(linear.weight, c)
     m = asvd.low_rank_linear(linear, choice.rank)
@@ -180,7 +182,7 @@ def quantize_plan_(model: nn.Module, plan: Mapping[str, LayerChoice], target: Op
         mod = model.get_submodule(name)
         if choice.rank is None:
             if choice.w_bits is not None:
-                wq, s = quantize_weight(mod.weight.detach(), choice.w_bits, choice.group)
+                wq, s = quantize_weight(mod.weight.detach(), choice.w_bits, choice.group, grid=CLIP_GRID)
                 bias = mod.bias.detach() if mod.bias is not None else None
                 replace_module(model, name, _quant(wq, s, bias, choice.w_bits, choice.group, target))
             continue
@@ -188,10 +190,10 @@ def quantize_plan_(model: nn.Module, plan: Mapping[str, LayerChoice], target: Op
             continue
         gu, gd = choice.factor_groups or (None, None)
         up, down = mod.up.weight.detach().float(), mod.down.weight.detach().float()
-        dq, ds = quantize_weight(down, choice.factor_bits[1], gd)
+        dq, ds = quantize_weight(down, choice.factor_bits[1], gd, grid=CLIP_GRID)
         if stats is not None and name in stats:
             up = refit_up(up @ down, dq, stats[name].second_moment)
-        uq, us = quantize_weight(up, choice.factor_bits[0], gu)
+        uq, us = quantize_weight(up, choice.factor_bits[0], gu, grid=CLIP_GRID)
         bias = mod.up.bias.detach() if mod.up.bias is not None else None
         mod.up = _quant(uq, us, bias, choice.factor_bits[0], gu, target)
         mod.down = _quant(dq, ds, None, choice.factor_bits[1], gd, target)
