@@ -63,6 +63,10 @@ class TestBed:
         row.update(extra)
         return row
 
+    def versus_reference(self, result: EvalResult, split: str = "test"):
+        """The paired difference of `result` (per-image correctness on `split`) to the reference's."""
+        return result.paired_with(self._ref[split])
+
     def scored(self, name: str) -> bool:
         """Whether the row `name` was scored (or restored) here, so `score(..., versus=name)` can pair with it."""
         return all((name, s) in self._results for s in ("held_out", "test"))

@@ -466,7 +466,7 @@ def kernel_report(trace: Path, report: Dict[str, Any], tc: ArmToolchain, cpu: Di
         lib_path = (tc.aarch64_runner.parent / "lib" / XNNPACK_LIB) if tc.aarch64_runner else lib_path
     hits, mnem = trace_functions(trace, lib_path, int(lib["base"], 16))
     ran = sorted(k for k in hits if k in KAI_INT8_GEMMS)
-    ran4 = sorted(k for k in hits if k.startswith("kai_run_") and "_qsi4" in k)
+    ran4 = sorted(k for k in hits if k.startswith("kai_run_matmul_") and "_qsi4" in k)  # not the packing routines
     other_kai = sorted(k for k in hits if k.startswith("kai_run_") and k not in KAI_INT8_GEMMS and k not in ran4)
     # 4-bit weights: the KleidiAI kernels that ran, each with its family (qc4w / qb4w and the ISA path)
     out["int4_gemm"] = ran4
@@ -492,12 +492,18 @@ def kernel_report(trace: Path, report: Dict[str, Any], tc: ArmToolchain, cpu: Di
 
 
 def compare_logits(out: torch.Tensor, ref: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Dict[str, Any]:
-    """agreement (argmax), min per-image cosine, SQNR dB (None when bit-exact), max |diff|, top1."""
+    """agreement (argmax), near-tie flips and the gated agreement that counts them as agreeing (the host
+    gate's rule, `lraqvit_deploy.jetson.run.near_tie_flips`), min per-image cosine, SQNR dB (None when
+    bit-exact), max |diff|, top1."""
+    from lraqvit_deploy.jetson.run import near_tie_flips
+
     out, ref = out.double().reshape(len(out), -1), ref.double().reshape(len(ref), -1)
     diff = out - ref
     noise = diff.pow(2).sum().item()
     cos = torch.nn.functional.cosine_similarity(out, ref, dim=1)
-    res = {"agreement": (out.argmax(-1) == ref.argmax(-1)).double().mean().item(),
+    near = near_tie_flips(out.numpy(), ref.numpy()) if len(out) else 0
+    agreement = (out.argmax(-1) == ref.argmax(-1)).double().mean().item()
+    res = {"agreement": agreement, "near_tie_flips": near, "gated_agreement": agreement + near / max(len(out), 1),
            "min_cosine": cos.min().item(),
            "sqnr_db": None if noise == 0 else (10 * math.log10(max(ref.pow(2).sum().item(), 1e-300) / noise)
                                                if math.isfinite(noise) else float("nan")),
@@ -512,7 +518,7 @@ def arm_verification(pte, images: torch.Tensor, reference_logits: torch.Tensor,
                      labels: Optional[torch.Tensor] = None, cpus: Sequence[str] = DEFAULT_CPUS,
                      threads: int = 1, min_agreement: Optional[float] = None, trace_kernels: bool = True,
                      timeout_per_cpu: Optional[float] = None, toolchain: Optional[ArmToolchain] = None,
-                     progress: bool = False) -> Dict[str, Any]:
+                     progress: bool = False, min_sqnr_db: Optional[float] = None) -> Dict[str, Any]:
     """Run `pte` on `images` under qemu-aarch64 for each CPU model and score it against the reference.
 
     Never raises for a CPU model that fails: its entry gets status "failed" and the reason. When
@@ -532,13 +538,17 @@ def arm_verification(pte, images: torch.Tensor, reference_logits: torch.Tensor,
                          "int8_instructions": {mnemonic: blocks}, "other_kleidiai", "how"}}}}
 
     `min_agreement`: a CPU below it is "failed" (default None: only execution failures and NaN/inf
-    logits fail; a CPU whose logits hold a NaN or an inf always fails).
+    logits fail; a CPU whose logits hold a NaN or an inf always fails). With `min_sqnr_db` also
+    given, a CPU below that SQNR fails, and the agreement compared is `gated_agreement` (near-tie
+    flips counted as agreeing, as the host gate does: such flips are noise of the logits' size,
+    and an error that is large everywhere fails the SQNR gate instead); without it, the raw
+    agreement.
     """
     tc = toolchain if toolchain is not None else find_toolchain()
     ref = torch.as_tensor(reference_logits)
     result: Dict[str, Any] = {"schema": SCHEMA, "program": str(pte), "n_images": int(len(images)),
                               "toolchain": tc.describe(), "skipped": None if tc else tc.reason,
-                              "min_agreement": min_agreement, "cpus": {}}
+                              "min_agreement": min_agreement, "min_sqnr_db": min_sqnr_db, "cpus": {}}
     for cpu in cpus:
         model = CPU_MATRIX.get(cpu)
         entry: Dict[str, Any] = {"qemu_cpu": cpu, "isa": model.isa if model else None,
@@ -565,11 +575,16 @@ def arm_verification(pte, images: torch.Tensor, reference_logits: torch.Tensor,
         if "kernels" in info:
             entry["kernels"] = info["kernels"]
         bad = nonfinite_rows(out)
+        agree = metrics["gated_agreement"] if min_sqnr_db is not None else metrics["agreement"]
         if bad:  # always a failure, whatever min_agreement says
             entry.update(status="failed", reason=f"NaN/inf logits on {bad} of {len(out)} images")
-        elif min_agreement is not None and below(metrics["agreement"], min_agreement):  # NaN-safe: not (a >= min)
-            entry.update(status="failed", reason=f"agreement {metrics['agreement']:.4f} < {min_agreement} with the "
-                                                  f"reference (min cosine {metrics['min_cosine']:.4f})")
+        elif min_sqnr_db is not None and metrics["sqnr_db"] is not None and below(metrics["sqnr_db"], min_sqnr_db):
+            entry.update(status="failed", reason=f"logit SQNR {metrics['sqnr_db']:.1f} dB < {min_sqnr_db:g} dB against "
+                                                  f"the reference (min cosine {metrics['min_cosine']:.4f})")
+        elif min_agreement is not None and below(agree, min_agreement):  # NaN-safe: not (a >= min)
+            near = f", near-tie flips counted: {metrics['near_tie_flips']}" if min_sqnr_db is not None else ""
+            entry.update(status="failed", reason=f"agreement {agree:.4f} < {min_agreement:g} with the reference "
+                                                  f"(min cosine {metrics['min_cosine']:.4f}{near})")
     return result
 
 

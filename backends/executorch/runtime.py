@@ -82,3 +82,23 @@ def execute(method, inputs, path) -> list:
         raise DeployError(f"{path}: the ExecuTorch runtime could not run it ({why}).") from None
     pass_on_native_log(logged)
     return out
+
+
+def predict_program(path, ds, batch_size: int = 64, progress: bool = True):
+    """(predicted classes, labels) of the .pte on every image of `ds` (batch 1 each, as exported).
+
+    With `lraqvit_deploy.evaluate.EvalResult(..., correct=preds == labels)` the program's top-1
+    pairs with any other model's over the same images (`EvalResult.paired_with`).
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    method, _ = load_forward(path)
+    preds, labels = [], []
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
+    for x, y in tqdm(loader, desc=f"{Path(str(path)).name} top-1", unit="batch", disable=not progress, leave=False):
+        out = torch.cat([execute(method, [x[i : i + 1].contiguous()], path)[0] for i in range(len(x))])
+        preds.append(out.argmax(-1))
+        labels.append(torch.as_tensor(y))
+    return torch.cat(preds), torch.cat(labels)

@@ -269,6 +269,9 @@ def mlorq_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats: Mappin
     return {n: c.choice for n, c in solve_ilp(fronts, budget).items()}
 
 
+SIZE_MARGIN = 0.01  # plan this fraction below a size budget (the size model's measured error, with room)
+
+
 def size_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats: Mapping[str, LayerStats],
               size_budget_mb: float, target: str, progress: bool = True,
               candidates: Optional[Mapping[str, List[Candidate]]] = None, **cand_kw):
@@ -282,15 +285,18 @@ def size_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats: Mapping
     from ..quant.forms import program_bytes
 
     fixed = program_bytes(model) - sum(4 * m.weight.numel() for m in linears.values())
-    budget_bits = size_budget_mb * 8e6 - 8 * fixed
+    # planned to SIZE_MARGIN below the budget: the size model is within ~0.3 % of built test-bed programs
+    # (1.6 % on tiny Swins, whose structure is a larger share), so the built program stays under the budget
+    budget_bits = size_budget_mb * (1 - SIZE_MARGIN) * 8e6 - 8 * fixed
     if candidates is None:
         candidates = mlorq_candidates(linears, stats, progress, target=target, **cand_kw)
     fronts = {n: pareto_front(candidates[n]) for n in linears}
-    smallest = fixed + sum(min(c.bits for c in fronts[n]) for n in linears) / 8
+    smallest = (fixed + sum(min(c.bits for c in fronts[n]) for n in linears) / 8) / (1 - SIZE_MARGIN)
     if not math.isfinite(budget_bits) or smallest > size_budget_mb * 1e6:
+        least = math.ceil(smallest / 1e3) / 1e3  # MB, rounded up: that budget plans
         raise InfeasibleBudget(f"--size-budget-mb {size_budget_mb:g}: the smallest {target} program of this model is "
-                               f"{smallest / 1e6:.3f} MB (every layer in its smallest form, {fixed / 1e6:.3f} MB "
-                               f"fixed: embeddings, norms, biases, head); give at least {smallest / 1e6:.3f}.",
+                               f"{least:.3f} MB (every layer in its smallest form, {fixed / 1e6:.3f} MB "
+                               f"fixed: embeddings, norms, biases, head); give at least {least:.3f}.",
                                8 * smallest)
     chosen = solve_ilp(fronts, budget_bits)
     plan = {n: c.choice for n, c in chosen.items()}
