@@ -110,6 +110,14 @@ def test_arm_check_fails_on_a_flipped_sign_and_on_nan(toolchain, tmp_path):
     assert res["cpus"]["cortex-a76"]["status"] == "ok"  # the control
     res = arm.arm_verification(pte, x, -ref, cpus=["cortex-a76"], min_agreement=0.99, toolchain=toolchain)
     assert res["cpus"]["cortex-a76"]["status"] == "failed" and "agreement 0.0000 < 0.99" in res["cpus"]["cortex-a76"]["reason"]
+    # with an SQNR gate (what the build passes) near-tie flips count as agreeing, and the SQNR catches the sign
+    res = arm.arm_verification(pte, x, -ref, cpus=["cortex-a76"], min_agreement=0.99, min_sqnr_db=60.0,
+                               toolchain=toolchain)
+    e = res["cpus"]["cortex-a76"]
+    assert e["status"] == "failed" and e["reason"].startswith("logit SQNR -6.0 dB < 60 dB"), e["reason"]
+    ok = arm.arm_verification(pte, x, ref, cpus=["cortex-a76"], min_agreement=0.99, min_sqnr_db=60.0,
+                              toolchain=toolchain)["cpus"]["cortex-a76"]
+    assert ok["status"] == "ok" and (ok["sqnr_db"] is None or ok["sqnr_db"] >= 60.0)
 
     with torch.no_grad():
         model.blocks[0].mlp.fc1.bias[0] = math.nan
@@ -136,7 +144,7 @@ def test_arm_failure_fails_the_build_and_keeps_the_program_aside(tmp_path, arm_f
     model = make_tiny("vit")
     out = tmp_path / "android"
     _keep(out)
-    with pytest.raises(ToleranceError, match=r"Arm check failed on emulated cortex-a76: agreement 0\.0000 < 0\.99.*"
+    with pytest.raises(ToleranceError, match=r"Arm check failed on emulated cortex-a76: logit SQNR -6\.0 dB < 60 dB.*"
                                              r"--accept-arm-failure") as e:
         _build(model, out, arm_verify=True, arm_cpus="cortex-a76", arm_images=4)
     assert "\n" not in str(e.value)
