@@ -59,6 +59,7 @@ CONTEXT = {
     "--param-reduction": ["--method", "lra", "--kd-steps", "0"],
     "--rank-multiple": LOW_RANK,
     "--memory-budget-mb": ["--method", "lra", "--rank-alloc", "mlorq", "--alloc-calib-data", "fashion-mnist:train"],
+    "--size-budget-mb": ["--target", "android", "--alloc-calib-data", "fashion-mnist:train"],
     "--alloc-calib-images": ["--method", "lra", "--param-reduction", "0.3", "--kd-steps", "0", "--rank-alloc", "energy",
                              "--alloc-calib-data", "fashion-mnist:train"],
     "--kd-steps": KD, "--kd-epochs": KD, "--kd-batch-size": KD, "--kd-lr": KD, "--kd-warmup-steps": KD,

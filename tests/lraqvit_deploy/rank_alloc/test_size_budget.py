@@ -115,3 +115,19 @@ def test_mlorq_with_distillation_trains_the_planned_ranks_then_quantizes(one_thr
     with torch.no_grad():
         assert torch.isfinite(model(x)).all()
         assert not torch.equal(model(x), teacher(x))
+
+
+TINY = ["--model", "deit_tiny_patch16_224", "--weights", "random", "--img-size", "32", "--num-classes", "10"]
+
+
+def test_cli_size_budget_is_one_line_when_infeasible_and_target_needs_a_budget(tmp_path, capsys):
+    from lraqvit_deploy.cli.main import main
+
+    rc = main(["compress", *TINY, "--out", str(tmp_path / "o"), "--quiet", "--target", "android"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "\n" not in err and "--size-budget-mb" in err
+    rc = main(["compress", *TINY, "--out", str(tmp_path / "o"), "--quiet", "--size-budget-mb", "0.01", "--target",
+               "android", "--alloc-calib-data", "fashion-mnist:train", "--alloc-calib-images", "8"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "\n" not in err and "give at least" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
