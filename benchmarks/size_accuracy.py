@@ -1,0 +1,178 @@
+"""Size-accuracy table on BUILT Android programs (issue 23): every row is compressed with the library,
+built into an XNNPACK .pte, and scored as the .pte in the ExecuTorch runtime on the test images, the
+simulator (the PyTorch model) beside it, with paired 95 % intervals against the converged reference.
+
+Rows: FP32; dense INT8 (per-token); RB-LRA -45 % + KD + WADS INT8; dense W4 per channel and blockwise
+(g32/64/128), round to nearest; W4 + WADS and W4 + SmoothQuant (per channel and g32; RepQ only
+re-parameterises for per-tensor static activations, which XNNPACK does not run); MLoRQ at 19.5 % and
+12.5 % of the FP32 .pte size (the MLoRQ poster's two points), without and with block distillation.
+The held-out images (train[50000:51000]) score the simulator only; the test images score both.
+
+    python benchmarks/size_accuracy.py --profile full [--rows NAME,NAME] [--quiet]
+
+Writes benchmarks/results/size_accuracy.{json,md,png} after every row; a re-run skips stored rows
+(their per-image results are kept for pairing). Settings and the CPU are in the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import TestBed  # noqa: E402
+
+import torch  # noqa: E402
+
+from lraqvit_deploy import Recipe, build, compress  # noqa: E402
+from lraqvit_deploy.backends.executorch.runtime import predict_program  # noqa: E402
+from lraqvit_deploy.data import calibration_batch  # noqa: E402
+from lraqvit_deploy.evaluate import EvalResult  # noqa: E402
+from lraqvit_deploy.io import atomic_write, read_json, write_json  # noqa: E402
+from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig  # noqa: E402
+from lraqvit_deploy.quant import quant_config  # noqa: E402
+from lraqvit_deploy.recipe import AllocationConfig  # noqa: E402
+from lraqvit_deploy.stats import format_difference  # noqa: E402
+
+OUT = Path(__file__).parent / "results"
+
+
+def w4(method: str, group=None, **kw):
+    return quant_config(method, w_bits=4, w_group_size=group, act_scheme="per_token_dynamic", act_symmetric=False,
+                        **kw)
+
+
+def recipes(fp32_mb: float):
+    """(row name, recipe or None for FP32, extra settings) in table order."""
+    q8 = quant_config("per-token", act_symmetric=False)
+    rows = [("FP32", None, {}), ("dense INT8 (w8, per-token)", Recipe(quant=q8), {}),
+            ("RB-LRA -45 % + KD + WADS INT8", Recipe(LowRankConfig("rb-lra", param_reduction=0.45),
+                                                     distill=DistillConfig(),
+                                                     quant=quant_config("wads", act_symmetric=False)), {})]
+    for g in (None, 32, 64, 128):
+        rows.append((f"dense W4 {'per channel' if g is None else f'g{g}'} (RTN)", Recipe(quant=w4("per-token", g)), {}))
+    for g in (None, 32):
+        tag = "per channel" if g is None else f"g{g}"
+        rows.append((f"dense W4 {tag} + WADS", Recipe(quant=w4("wads", g)), {}))
+        rows.append((f"dense W4 {tag} + SmoothQuant", Recipe(quant=w4("smoothquant", g)), {}))
+    for frac in (0.195, 0.125):
+        budget = round(fp32_mb * frac, 3)
+        alloc = AllocationConfig(size_budget_mb=budget, target="android")
+        rows.append((f"MLoRQ {frac:.1%} ({budget:g} MB)", Recipe(allocation=alloc), {"size_budget_mb": budget}))
+        rows.append((f"MLoRQ {frac:.1%} ({budget:g} MB) + KD", Recipe(allocation=alloc, distill=DistillConfig()),
+                     {"size_budget_mb": budget}))
+    return rows
+
+
+def run_row(bed: TestBed, name: str, recipe, work: Path, calib, progress: bool):
+    model = copy.deepcopy(bed.reference)
+    t0 = time.time()
+    info = {}
+    if recipe is not None:
+        rep = compress(model, recipe, train_data=bed.train, calib_data=calib, alloc_data=calib, evaluate=False,
+                       progress=progress)
+        info = {"planned_size_mb": (rep.compression or {}).get("planned_size_mb"),
+                "weight_forms": ((rep.compression or {}).get("rank_alloc") or {}).get("forms")
+                if isinstance((rep.compression or {}).get("rank_alloc"), dict) else None}
+    compress_s = time.time() - t0
+    row = bed.score(name, model)  # the simulator: held-out and test
+    t0 = time.time()
+    from lraqvit_deploy.backends.executorch.backend import AndroidBuildOptions
+
+    res = build(model, work / "pte", AndroidBuildOptions(verify_images=500, arm_verify=False, progress=progress))
+    build_s = time.time() - t0
+    pte = next((work / "pte").glob("*.pte"))
+    preds, labels = predict_program(pte, bed.test, progress=progress)
+    r = EvalResult(100.0 * (preds == labels).float().mean().item(), len(labels), 0, 0.0, 0.0,
+                   correct=preds == labels)
+    row["pte"] = {"top1": r.top1, "n_images": r.n_images, "vs_reference": bed.versus_reference(r).to_dict(),
+                  "size_mb": res.manifest["size_mb"],
+                  "host_verification": {k: res.manifest["verification"].get(k) for k in
+                                        ("agreement", "gated_agreement", "sqnr_db", "min_cosine", "n_images")}}
+    row.update(info, weight_forms_built=res.manifest.get("weight_forms"), compress_seconds=round(compress_s, 1),
+               build_seconds=round(build_s, 1), correct_pte="".join("1" if c else "0" for c in r.correct.tolist()))
+    return row
+
+
+def render(meta, rows, fp32_mb, out: Path) -> None:
+    lines = [f"# Size-accuracy on built Android programs ({meta['profile']} profile)", "",
+             *meta["header"], "", f"FP32 .pte: {fp32_mb:.2f} MB. Sizes are the built .pte files.", "",
+             "| row | .pte MB | % of FP32 | planned MB | .pte test top-1 | Δ .pte test [95 % CI] | simulator test "
+             "top-1 | Δ sim held-out [95 % CI] | host SQNR dB |", "|---|---:|---:|---:|---:|---|---:|---|---:|"]
+    for r in rows:
+        p = r["pte"]
+        lines.append(f"| {r['row']} | {p['size_mb']:.2f} | {100 * p['size_mb'] / fp32_mb:.1f} | "
+                     f"{r.get('planned_size_mb') or ''} | {p['top1']:.2f} | {format_difference(p['vs_reference'])} | "
+                     f"{r['test']['top1']:.2f} | {format_difference(r['held_out']['vs_reference'])} | "
+                     f"{p['host_verification'].get('sqnr_db')} |")
+    with atomic_write(out.with_suffix(".md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in rows:
+            p = r["pte"]
+            lo, hi = p["vs_reference"]["ci95_pt"]
+            ax.errorbar(100 * p["size_mb"] / fp32_mb, p["vs_reference"]["diff_pt"],
+                        yerr=[[p["vs_reference"]["diff_pt"] - lo], [hi - p["vs_reference"]["diff_pt"]]], fmt="o",
+                        capsize=3, label=r["row"])
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel("built .pte size, % of FP32")
+        ax.set_ylabel("Δ test top-1 vs reference (pt, 95 % CI)")
+        ax.legend(fontsize=6, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(out.with_suffix(".png"), dpi=120)
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=("quick", "full"), default="full")
+    ap.add_argument("--rows", default=None, help="comma-separated row-name prefixes to run (default: all)")
+    ap.add_argument("--calib-images", type=int, default=128)
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--out", type=Path, default=OUT / "size_accuracy", help="file stem of the .json/.md/.png")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/size_accuracy"))
+    args = ap.parse_args()
+    progress = not args.quiet
+    bed = TestBed(args.profile, progress=progress)
+    calib = calibration_batch(bed.train, args.calib_images, seed=1)
+    path = args.out.with_suffix(".json")
+    stored = read_json(path) if path.exists() else {}
+    rows = [r for r in stored.get("rows", []) if stored.get("meta", {}).get("profile") == args.profile]
+    for r in rows:
+        bed.restore({**r, "correct": r.get("per_image")})
+    fp32_mb = stored.get("fp32_pte_mb")
+    meta = {**bed.meta(), "header": bed.header()}
+    if fp32_mb is None:
+        row = run_row(bed, "FP32", None, args.work / "FP32", calib, progress)
+        row["per_image"] = bed.per_image("FP32")
+        fp32_mb = row["pte"]["size_mb"]
+        rows = [row]
+    done = {r["row"] for r in rows}
+    wanted = None if args.rows is None else [w.strip() for w in args.rows.split(",")]
+    for name, recipe, extra in recipes(fp32_mb):
+        if name in done or (wanted and not any(name.startswith(w) for w in wanted)):
+            continue
+        print(f"== {name}", flush=True)
+        row = run_row(bed, name, recipe, args.work / f"row{len(rows)}", calib, progress)
+        row.update(extra, per_image=bed.per_image(name))
+        rows.append(row)
+        write_json(path, {"meta": meta, "fp32_pte_mb": fp32_mb, "rows": rows,
+                          "settings": {"calib_images": args.calib_images, "build": "AndroidBuildOptions("
+                                       "verify_images=500, arm_verify=False)", "act": "int8 per-token asymmetric"}})
+        render(meta, rows, fp32_mb, args.out)
+    write_json(path, {"meta": meta, "fp32_pte_mb": fp32_mb, "rows": rows,
+                      "settings": {"calib_images": args.calib_images}})
+    render(meta, rows, fp32_mb, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The size-budget acceptance run (issue 23), as a user runs it, recorded: a budget in MB for Android,
+then the built .pte verified on this host and on emulated Arm CPUs, with its 4-bit kernels named.
+
+    deploy compress --model testbed --size-budget-mb 10.8 --target android --out A
+    deploy build --target android A --out B
+
+    python benchmarks/size_budget_check.py [--profile quick] [--budget-mb 10.8] [--work DIR]
+
+Writes benchmarks/results/size_budget_check.{json,md}: planned and built size, the weight forms, host
+agreement / SQNR, and per emulated CPU the agreement and the KleidiAI 4-bit and 8-bit GEMMs that ran.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from lraqvit_deploy import Recipe, build, compress, create_model
+from lraqvit_deploy.io import atomic_write, write_json
+from lraqvit_deploy.recipe import AllocationConfig
+
+OUT = Path(__file__).parent / "results" / "size_budget_check"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=("quick", "full"), default="quick")
+    ap.add_argument("--budget-mb", type=float, default=10.8)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/size_budget_check"))
+    ap.add_argument("--out", type=Path, default=OUT, help="file stem of the .json/.md")
+    args = ap.parse_args()
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from pipeline_scale import cpu_line, lscpu  # benchmarks/: the one CPU description
+
+    model = create_model("testbed", testbed_profile=args.profile)
+    t0 = time.time()
+    report = compress(model, Recipe(allocation=AllocationConfig(size_budget_mb=args.budget_mb, target="android")),
+                      out=args.work / "A")
+    compress_s = time.time() - t0
+    t0 = time.time()
+    res = build(args.work / "A", args.work / "B", "android")
+    build_s = time.time() - t0
+    m = res.manifest
+    cpus = {}
+    for cpu, e in (m.get("arm_verification") or {}).get("cpus", {}).items():
+        k = e.get("kernels") or {}
+        cpus[cpu] = {"status": e.get("status"), "agreement": e.get("agreement"), "sqnr_db": e.get("sqnr_db"),
+                     "n_images": (m.get("arm_verification") or {}).get("n_images"),
+                     "int8_gemm": k.get("int8_gemm"), "int4_gemm": k.get("int4_gemm"),
+                     "int4_families": k.get("int4_families"), "method": k.get("method")}
+    v = m["verification"]
+    result = {"commands": [f"deploy compress --model testbed --testbed-profile {args.profile} --size-budget-mb "
+                           f"{args.budget_mb:g} --target android --out A", "deploy build --target android A --out B"],
+              "cpu": lscpu(), "profile": args.profile, "size_budget_mb": args.budget_mb,
+              "planned_size_mb": m.get("planned_size_mb"), "built_size_mb": m["size_mb"],
+              "weight_forms": m.get("weight_forms"), "compress_top1": report.metrics.get("top1"),
+              "baseline_top1": report.metrics.get("baseline_top1"), "top1_diff_ci95": report.metrics.get("top1_diff_ci95"),
+              "host": {k: v.get(k) for k in ("agreement", "gated_agreement", "sqnr_db", "min_cosine", "n_images",
+                                               "min_agreement", "min_sqnr_db")},
+              "arm": cpus, "compress_seconds": round(compress_s, 1), "build_seconds": round(build_s, 1)}
+    write_json(args.out.with_suffix(".json"), result)
+    lines = [f"# Size budget {args.budget_mb:g} MB for Android: the test bed ({args.profile} profile)", "",
+             *[f"    {c}" for c in result["commands"]], "",
+             f"CPU: {cpu_line(result['cpu'])}; compress "
+             f"{compress_s:.0f} s, build {build_s:.0f} s (with the Arm check).", "",
+             f"- planned {result['planned_size_mb']} MB, built **{m['size_mb']} MB** (budget × 1.05 = "
+             f"{args.budget_mb * 1.05:.2f}); weight forms {result['weight_forms']}",
+             f"- simulator top-1 {result['compress_top1']} vs reference {result['baseline_top1']} "
+             f"(Δ 95 % CI {result['top1_diff_ci95']})",
+             f"- host runtime vs simulator: agreement {v.get('agreement')} (gated {v.get('gated_agreement')}), SQNR "
+             f"{v.get('sqnr_db')} dB on {v.get('n_images')} images", "",
+             "| qemu CPU | status | agreement | SQNR dB | int8 GEMM | int4 GEMMs |", "|---|---|---:|---:|---|---|"]
+    for cpu, e in cpus.items():
+        lines.append(f"| {cpu} | {e['status']} | {e['agreement']} | {e['sqnr_db'] and round(e['sqnr_db'], 1)} | "
+                     f"{', '.join(e['int8_gemm'] or [])} | {', '.join(e['int4_gemm'] or [])} |")
+    with atomic_write(args.out.with_suffix(".md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
