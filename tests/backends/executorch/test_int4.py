@@ -96,3 +96,13 @@ def test_a_form_xnnpack_cannot_run_is_refused_naming_the_layer():
     m.blocks[0].attn.proj.w_bits = 3
     with pytest.raises(DeployError, match=r"3-bit weights"):
         lower_to_xnnpack(m, "q8")
+
+
+def test_jetson_refuses_4bit_weights_before_any_work(tmp_path):
+    pytest.importorskip("onnx")
+    from lraqvit_deploy import build
+
+    m = _w4("vit", 32)
+    with pytest.raises(DeployError, match=r"Jetson \(TensorRT\) build cannot lower layer blocks\.0\.attn\.qkv: w4g32a8"):
+        build(m, tmp_path / "j", "jetson")
+    assert not (tmp_path / "j").exists()
