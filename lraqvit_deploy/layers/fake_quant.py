@@ -54,9 +54,15 @@ def clip_scale(w: torch.Tensor, bits: int, grid: int = 12, min_ratio: float = 0.
     qmax = 2 ** (bits - 1) - 1
     amax = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-8)
     best_err, best_s = None, None
+    with torch.no_grad():
+        w = w.detach()
+    buf = torch.empty_like(w)
     for ratio in torch.linspace(1.0, min_ratio, grid).tolist():
         s = amax * ratio / qmax
-        err = (fake_quant_symmetric(w, s, bits) - w).pow(2).sum(dim=1, keepdim=True)
+        # fake_quant_symmetric(w, s) - w, in one buffer (the same operations in the same order: same numbers)
+        torch.div(w, s, out=buf)
+        buf.round_().clamp_(-qmax - 1, qmax).mul_(s).sub_(w)
+        err = buf.pow_(2).sum(dim=1, keepdim=True)
         if best_err is None:
             best_err, best_s = err, s
         else:
