@@ -105,6 +105,9 @@ class DistillConfig:
     `amp` runs the teacher and student forwards under `torch.autocast` ("auto": bf16 on CUDA GPUs
     that support it, fp16 with a gradient scaler on older ones, off on the CPU); the loss stays FP32.
     `num_workers=None` picks the data-loading processes: 0 on the CPU, min(8, CPUs - 1) per GPU.
+    A run stops on a NaN/inf loss and when its loss stays above 4x its running minimum for 10
+    steps (`distill.loop.DIVERGENCE_FACTOR`, `DIVERGENCE_STEPS`); its last good checkpoint resumes
+    with a lower `lr` / `branch_lr` (docs/compress.md, "Non-finite values and divergence").
     """
 
     steps: Optional[int] = None  # optimizer steps; default DEFAULT_KD_STEPS unless epochs is set
