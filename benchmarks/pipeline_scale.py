@@ -154,6 +154,27 @@ def cpu_line(cpu: Dict[str, Any]) -> str:
     return " ".join(bits).replace(" ;", ";")
 
 
+def recorded_wads_config(res: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The WADS settings the run's calibrate steps used (their `wads_*` config fields), else `settings.wads_config`."""
+    for m in (res.get("models") or {}).values():
+        cfg = ((m.get("steps") or {}).get("calibrate") or {}).get("info", {}).get("wads_config")
+        if cfg:
+            return cfg
+    return (res.get("settings") or {}).get("wads_config")
+
+
+def wads_label(res: Dict[str, Any]) -> str:
+    """How long the WADS search was, from what the run recorded (never from today's library default)."""
+    s, cfg = res["settings"], recorded_wads_config(res)
+    which = "library default" if s.get("wads_iters") is None else "not the default"
+    if not cfg or cfg.get("wads_iters") is None:
+        return (f"{which}, iteration count not recorded" if s.get("wads_iters") is None
+                else f"{s['wads_iters']} iterations per layer ({which})")
+    extra = ", ".join(f"{k.removeprefix('wads_')} {cfg[k]}" for k in ("wads_lr", "wads_max_rows", "wads_sampling")
+                      if cfg.get(k) is not None)
+    return f"{cfg['wads_iters']} iterations per layer ({which}{'; ' + extra if extra else ''})"
+
+
 def _num(v: Optional[float], fmt: str = "{:.2f}", none: str = "—") -> str:
     return none if v is None else fmt.format(v)
 
@@ -178,8 +199,7 @@ def render_markdown(res: Dict[str, Any]) -> str:
               + (" (the machine was shared; latencies are noisier than on an idle one)"
                  if (host.get("loadavg_start") or 0) > 0.5 else ""),
               ""]
-    wads = "library default (300 iterations per layer)" if s.get("wads_iters") is None else \
-        f"{s['wads_iters']} iterations per layer (not the default)"
+    wads = wads_label(res)
     svd = ("activation-aware SVD (`svd=\"activation\"`) whitened by the calibration images' activations"
            if s["svd"] == "activation" else "plain SVD of the weights (`svd=\"plain\"`, data-free)")
     calib = ("Fashion-MNIST train (seeded subset, resized to the model's input, `num_classes=10` models)"
@@ -494,7 +514,8 @@ def _step_info(step: str, result) -> Dict[str, Any]:
         q = result.quantization or {}
         return {"calib_seconds": q.get("calib_seconds"), "search_seconds": q.get("search_seconds"),
                 "n_layers": q.get("n_layers"), "scaled_layers": len(q.get("scaled_layers") or []),
-                "gflops_wads": result.metrics.get("gflops"), "size_mb_wads": result.metrics.get("size_mb")}
+                "gflops_wads": result.metrics.get("gflops"), "size_mb_wads": result.metrics.get("size_mb"),
+                "wads_config": {k: v for k, v in (q.get("config") or {}).items() if k.startswith("wads_")}}
     man = result.manifest
     if step.startswith("android-"):
         v = man.get("verification") or {}

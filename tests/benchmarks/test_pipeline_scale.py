@@ -213,3 +213,28 @@ def test_reuse_needs_success_same_settings_and_the_output(ps, tmp_path):
     assert ps.step_digest({**cfg, "rounds": 9}, "android-fp32") == ps.step_digest(cfg, "android-fp32")
     (tmp_path / "compress.result.json").write_text(json.dumps({**rec, "ok": False}))
     assert ps.reusable("compress", cfg, tmp_path) is None
+
+
+def test_wads_label_comes_from_what_the_run_recorded(ps):
+    res = _synthetic_results(ps)
+    res["settings"]["wads_iters"] = None
+    # nothing recorded: say so, never today's default
+    assert ps.wads_label(res) == "library default, iteration count not recorded"
+    # the calibrate step's resolved config wins
+    res["models"]["deit_tiny_patch16_224"]["steps"]["calibrate"]["info"]["wads_config"] = {
+        "wads_iters": 7, "wads_lr": 0.5, "wads_max_rows": 64, "wads_sampling": "fresh"}
+    assert ps.wads_label(res) == "7 iterations per layer (library default; lr 0.5, max_rows 64, sampling fresh)"
+    assert "7 iterations per layer (library default" in ps.render_markdown(res)
+    # else the settings' record (a run that predates the per-step record)
+    del res["models"]["deit_tiny_patch16_224"]["steps"]["calibrate"]["info"]["wads_config"]
+    res["settings"].update(wads_iters=20, wads_config={"wads_iters": 20})
+    assert ps.wads_label(res) == "20 iterations per layer (not the default)"
+
+
+def test_the_committed_report_is_the_rendering_of_its_json(ps):
+    # benchmarks/results/pipeline_scale.md is never edited by hand: it is render_markdown(the committed JSON)
+    base = ROOT / "benchmarks" / "results" / "pipeline_scale"
+    res = json.loads(base.with_suffix(".json").read_text())
+    assert base.with_suffix(".md").read_text() == ps.render_markdown(res), \
+        "benchmarks/results/pipeline_scale.md differs from render_markdown(pipeline_scale.json)"
+    assert f"{res['settings']['wads_config']['wads_iters']} iterations per layer" in ps.render_markdown(res)
