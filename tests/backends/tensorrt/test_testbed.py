@@ -21,7 +21,7 @@ def test_testbed_qdq_bundle(tmp_path, testbed_model):
     assert man["fp32_onnx_agreement"] >= 0.99  # FP32 ONNX vs torch: float noise only
     assert man["agreement"] >= 0.9 and man["top1"] >= 75.0  # FP32 82.7; naive per-tensor PTQ costs ~1 point
     c8 = man["closeness"]["int8"]
-    assert c8["sqnr_db"] >= 15.0 and c8["cosine_mean"] >= 0.98  # measured 21.0 dB / 0.995 (docs/jetson.md)
+    assert c8["sqnr_db"] >= 15.0 and c8["cosine_mean"] >= 0.98  # the host INT8 gates (docs/jetson.md)
     assert man["closeness"]["fp32"]["sqnr_db"] >= 60.0
     assert man["engine_quantizer"]["mode"] == "requantize" and man["engine_quantizer"]["act_scheme"] == "per_tensor_static"
     # int8 weights: ~22M encoder weights at 1 byte, the rest (embeddings, head, norms) FP32
