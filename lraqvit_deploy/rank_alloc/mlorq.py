@@ -272,6 +272,33 @@ def mlorq_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats: Mappin
 SIZE_MARGIN = 0.01  # plan this fraction below a size budget (the size model's measured error, with room)
 
 
+def _smallest_bytes(linear: nn.Linear, target: str, cand_kw: Mapping) -> float:
+    """The cheapest choice of one layer (from shapes alone: the same ranks and forms the search tries)."""
+    out_f, in_f = linear.weight.shape
+    dense_forms, factor_forms = _target_forms(target, in_f, cand_kw.get("dense_bits", DENSE_BITS),
+                                              cand_kw.get("factor_bits", FACTOR_BITS))
+    costs = [LayerChoice(w_bits=f.bits, group=f.group).program_bytes(in_f, out_f) for f in dense_forms]
+    r_star = break_even_rank(in_f, out_f)
+    for frac in cand_kw.get("rank_fractions", RANK_FRACTIONS):
+        r = max(1, int(frac * r_star))
+        r += r % 2
+        for fd in factor_forms(in_f):
+            for fu in factor_forms(r):
+                ch = LayerChoice(rank=r, factor_bits=(fu.bits, fd.bits), factor_groups=(fu.group, fd.group))
+                costs.append(ch.program_bytes(in_f, out_f))
+    return min(costs)
+
+
+def _check_feasible(linears: Mapping[str, nn.Linear], size_budget_mb: float, target: str, fixed: float,
+                    cand_kw: Mapping) -> None:
+    smallest = (fixed + sum(_smallest_bytes(m, target, cand_kw) for m in linears.values())) / (1 - SIZE_MARGIN)
+    if smallest > size_budget_mb * 1e6:
+        least = math.ceil(smallest / 1e3) / 1e3  # MB, rounded up: that budget plans
+        raise InfeasibleBudget(f"--size-budget-mb {size_budget_mb:g}: the smallest {target} program of this model is "
+                               f"{least:.3f} MB (every layer in its smallest form, {fixed / 1e6:.3f} MB "
+                               f"fixed: embeddings, norms, biases, head); give at least {least:.3f}.", 8 * smallest)
+
+
 def size_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats: Mapping[str, LayerStats],
               size_budget_mb: float, target: str, progress: bool = True,
               candidates: Optional[Mapping[str, List[Candidate]]] = None, **cand_kw):
@@ -285,6 +312,7 @@ def size_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats: Mapping
     from ..quant.forms import program_bytes
 
     fixed = program_bytes(model) - sum(4 * m.weight.numel() for m in linears.values())
+    _check_feasible(linears, size_budget_mb, target, fixed, cand_kw)  # in a second, before the search
     # planned to SIZE_MARGIN below the budget: the size model is within ~0.3 % of built test-bed programs
     # (1.6 % on tiny Swins, whose structure is a larger share), so the built program stays under the budget
     budget_bits = size_budget_mb * (1 - SIZE_MARGIN) * 8e6 - 8 * fixed

@@ -131,3 +131,17 @@ def test_cli_size_budget_is_one_line_when_infeasible_and_target_needs_a_budget(t
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err and "give at least" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_build_manifest_reports_planned_beside_built(tmp_path):
+    pytest.importorskip("executorch")
+    from lraqvit_deploy import build
+    from lraqvit_deploy.backends.executorch.backend import AndroidBuildOptions
+
+    model = make_tiny("vit")
+    budget = round(program_bytes(model) * 0.35 / 1e6, 4)
+    _compress(model, budget, "android")
+    m = build(model, tmp_path / "b", AndroidBuildOptions(arm_verify=False, progress=False)).manifest
+    assert m["size_budget_mb"] == budget and m["planned_size_mb"] <= budget
+    assert abs(m["size_mb"] / m["planned_size_mb"] - 1) < 0.05 and m["size_mb"] <= budget * 1.05
+    assert m["weight_forms"] and set(m["weight_forms"]) <= {"w8", "w4", "w4g32", "w4g64", "w4g128"}
