@@ -106,3 +106,17 @@ def test_jetson_refuses_4bit_weights_before_any_work(tmp_path):
     with pytest.raises(DeployError, match=r"Jetson \(TensorRT\) build cannot lower layer blocks\.0\.attn\.qkv: w4g32a8"):
         build(m, tmp_path / "j", "jetson")
     assert not (tmp_path / "j").exists()
+
+
+@pytest.mark.parametrize("method", ["wads", "smoothquant"])
+def test_w4_scaling_methods_fold_and_lower(method, tmp_path):
+    m = make_tiny("vit")
+    cfg = quant_config(method, w_bits=4, w_group_size=32, act_scheme="per_token_dynamic", act_symmetric=False,
+                       progress=False, **({"wads_iters": 5} if method == "wads" else {}))
+    quantize_(m, cfg, images(m, 8))
+    assert all(q.w_bits == 4 and q.w_group_size == 32 for q in m.modules() if isinstance(q, QuantLinear))
+    x = images(m, 4, seed=3)
+    with torch.no_grad():
+        ref = m(x)
+    _, out = _run(m, x, tmp_path)
+    assert _sqnr(out, ref) > 35
