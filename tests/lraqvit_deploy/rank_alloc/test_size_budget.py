@@ -53,12 +53,18 @@ def test_android_plan_fits_the_budget_in_forms_xnnpack_runs_and_its_size_is_the_
         assert any(f.bits == 4 for f, _ in forms.values())
 
 
-def test_jetson_plan_is_int8_only_and_carries_per_tensor_scales():
+def test_jetson_plan_is_int8_only_carries_per_tensor_scales_and_builds(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lraqvit_deploy import build
+    from lraqvit_deploy.backends.tensorrt.backend import JetsonBuildOptions
+
     model = make_tiny("vit")
     _compress(model, program_bytes(model) * 0.4 / 1e6, "jetson")
     forms = _forms(model)
     assert forms and {f for f, _ in forms.values()} == {WeightForm(8)}
     assert all(float(m.tensor_act_scale) != 1.0 and float(m.tensor_act_scale) > 0 for _, m in forms.values())
+    m = build(model, tmp_path / "j", JetsonBuildOptions(progress=False)).manifest  # Q/DQ ONNX, checked in onnxruntime
+    assert (tmp_path / "j" / "manifest.json").is_file() and m["format"].startswith("lraqvit-deploy/jetson")
 
 
 def test_infeasible_budget_names_the_smallest_feasible_size_which_then_plans():
