@@ -175,6 +175,12 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="activation quantization; default: the method's own (per-token-dynamic, as XNNPACK runs, "
                         "for per-token/wads/qads; per-tensor for naive/smoothquant/repq)")
     q.add_argument("--wads-iters", type=int, default=None, metavar="N", help="alpha search steps per layer (wads/qads)")
+    q.add_argument("--w-bits", type=int, choices=(8, 4), default=None,
+                   help="weight bits (default 8); 4 runs on Android (XNNPACK qc4w / qb4w) with --act-scheme "
+                        "per-token-dynamic, not on the Jetson")
+    q.add_argument("--w-group-size", type=int, choices=(32, 64, 128), default=None, metavar="G",
+                   help="4-bit blockwise weights: one scale per G input columns (32, 64 or 128; default: one per "
+                        "output channel)")
     q.add_argument("--wads-fc2", choices=("skip", "explicit"), default=None,
                    help="fc2 follows GELU, so its alpha cannot be folded: skip it (default), or keep an explicit "
                         "multiply")
@@ -263,11 +269,15 @@ def recipe_from_args(args: argparse.Namespace, building: bool = False):
                              else "") + ".")
     quant = None
     q_flags = _given(act_scheme=None if args.act_scheme is None else ACT_SCHEMES[args.act_scheme],
-                     wads_iters=args.wads_iters, fc2=args.wads_fc2)
+                     wads_iters=args.wads_iters, fc2=args.wads_fc2, w_bits=args.w_bits,
+                     w_group_size=args.w_group_size)
+    if args.w_group_size is not None and args.w_bits != 4:
+        raise DeployError("--w-group-size applies to 4-bit weights (XNNPACK's blockwise GEMM): add --w-bits 4.")
     if args.quant != "none":
         quant = quant_config(args.quant, **q_flags, progress=not args.quiet)
     elif q_flags or args.calib_images is not None:
-        raise DeployError("--act-scheme/--wads-iters/--wads-fc2/--calib-images set INT8 options: add --quant METHOD.")
+        raise DeployError("--act-scheme/--wads-iters/--wads-fc2/--w-bits/--w-group-size/--calib-images set "
+                          "quantization options: add --quant METHOD.")
     return Recipe(low_rank=low_rank, allocation=alloc, distill=distill, quant=quant,
                   **_given(quant_calib_images=args.calib_images))
 

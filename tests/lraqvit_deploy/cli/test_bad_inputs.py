@@ -49,7 +49,7 @@ VALID = {
     ("--cooldown", "0"): "no idle wait before the run",
 }
 # A valid value per numeric flag, for the controls (default: 1 for ints, 0.5 for floats).
-GOOD = {"--trt-opset": "16"}
+GOOD = {"--trt-opset": "16", "--w-bits": "4", "--w-group-size": "32"}
 
 # What each numeric flag needs beside it to take effect (a flag that is ignored could not fail).
 LOW_RANK = ["--method", "lra", "--param-reduction", "0.3", "--kd-steps", "0"]
@@ -60,6 +60,8 @@ CONTEXT = {
     "--rank-multiple": LOW_RANK,
     "--memory-budget-mb": ["--method", "lra", "--rank-alloc", "mlorq", "--alloc-calib-data", "fashion-mnist:train"],
     "--size-budget-mb": ["--target", "android", "--alloc-calib-data", "fashion-mnist:train"],
+    "--w-bits": [*QUANT[:1], "per-token", *QUANT[2:]],
+    "--w-group-size": [*QUANT[:1], "per-token", *QUANT[2:], "--w-bits", "4"],
     "--alloc-calib-images": ["--method", "lra", "--param-reduction", "0.3", "--kd-steps", "0", "--rank-alloc", "energy",
                              "--alloc-calib-data", "fashion-mnist:train"],
     "--kd-steps": KD, "--kd-epochs": KD, "--kd-batch-size": KD, "--kd-lr": KD, "--kd-warmup-steps": KD,
