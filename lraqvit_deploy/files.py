@@ -294,6 +294,13 @@ def check_pte(path: PathLike) -> Path:
     return p
 
 
+def _flush_stderr() -> None:
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 @contextlib.contextmanager
 def native_stderr(lines: List[str]) -> Iterator[None]:
     """Collect what native code writes to file descriptor 2 during the block into `lines` (not the terminal).
@@ -301,23 +308,37 @@ def native_stderr(lines: List[str]) -> Iterator[None]:
     Runtimes written in C++ log their errors there; the caller turns them into the reason of one
     DeployError line, or, on success, hands them to `pass_on_native_log` (shown only with --debug).
     """
+    import io
+
+    # ExecuTorch's pybindings print the runtime's log through Python's sys.stderr, other C++ code writes
+    # to descriptor 2 itself: both are collected (sys.stderr may be a capture object without a descriptor)
+    fds = {2}
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (captured): nothing to redirect
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
+        fds.add(sys.stderr.fileno())  # the same descriptor, unless a capture moved sys.stderr elsewhere
+    except (AttributeError, OSError, ValueError):
+        pass
+    saved = {}
+    for fd in sorted(fds):
+        try:
+            saved[fd] = os.dup(fd)
+        except OSError:  # no such descriptor
+            pass
+    _flush_stderr()
+    py_err, buf = sys.stderr, io.StringIO()
     with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), fd)
+        for fd in saved:
+            os.dup2(tmp.fileno(), fd)
+        sys.stderr = buf
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, fd)
-            os.close(saved)
+            sys.stderr = py_err
+            for fd, old in saved.items():
+                os.dup2(old, fd)
+                os.close(old)
             tmp.seek(0)
-            lines.extend(line for line in tmp.read().decode("utf-8", "replace").splitlines() if line.strip())
+            text = tmp.read().decode("utf-8", "replace") + buf.getvalue()
+            lines.extend(line for line in text.splitlines() if line.strip())
 
 
 _NATIVE_LOG = {"show": False}
