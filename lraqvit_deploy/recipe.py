@@ -140,6 +140,10 @@ class Recipe:
         if self.allocation.method == "energy" and self.low_rank is not None and self.low_rank.param_reduction is None:
             raise DeployError("rank allocation energy chooses the ranks itself: give a parameter reduction "
                               "(--param-reduction), not per-layer ranks.")
+        if self.allocation.method == "mlorq" and self.low_rank is not None:
+            raise DeployError("rank allocation mlorq chooses every layer's rank and weight bits itself under its budget; "
+                              "drop --param-reduction / --ranks (with --size-budget-mb, --method lra alone asks for "
+                              "distillation of the planned ranks).")
         if self.allocation.method == "mlorq" and self.quant is not None:
             raise DeployError("rank allocation mlorq already chooses weight bits; drop --quant.")
 

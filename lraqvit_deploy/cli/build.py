@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     backend = get_backend(args.target, "build")  # "backend not installed: ..." before any work
     options = options_from_args(backend.build_options, args, progress=not args.quiet)
-    recipe = recipe_from_args(args, building=True)
+    recipe = recipe_from_args(args)
     check_recipe_inputs(args, recipe, None)  # counts, files, --out, --json, the checkpoint: before any model
     model = load_model(args)
     skipped = 0

@@ -65,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_recipe_args(p)
     p.add_argument("--target", "-t", choices=TARGETS, default=None,
                    help="the deployment target a --size-budget-mb plan is for: its weight forms and program size")
+    p.set_defaults(plan_target_only=True)
     e = p.add_argument_group("evaluation")
     add_data_arg(e, "--data", "labelled evaluation images; default: the test bed's test subset")
     e.add_argument("--limit", type=int, default=None, help="evaluate a seeded subset of N images")
@@ -217,10 +218,11 @@ def _read_ranks(path: Path) -> Dict[str, int]:
     return data
 
 
-def recipe_from_args(args: argparse.Namespace, building: bool = False):
+def recipe_from_args(args: argparse.Namespace):
     """The `Recipe` the flags describe (validated: a bad value fails here, before any model is loaded).
 
-    `building`: `deploy build`, whose --target is the build's own (a --size-budget-mb plan is for it).
+    `deploy build`'s --target is the build's own (a --size-budget-mb plan is for it); `deploy compress`'s
+    only names the target of a plan (`args.plan_target_only`).
     """
     from ..quant import quant_config
     from ..recipe import Recipe
@@ -229,7 +231,7 @@ def recipe_from_args(args: argparse.Namespace, building: bool = False):
     check_count(args.seed, "--seed", 0, MAX_SEED, "the random seed")
     budget = args.size_budget_mb
     target = getattr(args, "target", None) if budget is not None else None
-    if budget is None and getattr(args, "target", None) is not None and not building:
+    if budget is None and getattr(args, "target", None) is not None and getattr(args, "plan_target_only", False):
         raise DeployError("--target names the target of a --size-budget-mb plan; add --size-budget-mb MB.")
     alloc = AllocationConfig(**_given(
         method=args.rank_alloc, activation_aware=args.activation_aware, calib_images=args.alloc_calib_images,

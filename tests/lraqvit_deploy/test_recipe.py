@@ -22,7 +22,7 @@ def test_roundtrip_through_a_dict():
     ({"low_rank": LowRankConfig("lra", ranks={"blocks.0.attn.qkv": 4}), "allocation": AllocationConfig("energy")},
      "chooses the ranks itself"),
     ({"allocation": AllocationConfig("mlorq", memory_budget_mb=3), "distill": DistillConfig(),
-      "low_rank": LowRankConfig("lra", param_reduction=0.3)}, "mlorq quantizes weights"),
+      "low_rank": LowRankConfig("lra", param_reduction=0.3)}, "chooses every layer's rank"),
     ({"quant_calib_images": 0}, "positive number of calibration images"),
     ({"low_rank": "lra"}, "must be a LowRankConfig"),
 ])
