@@ -48,6 +48,10 @@ QEMU_KNOWN_BAD = {
             "garbage (agreement 0.08); install qemu 10 with `bash scripts/install.sh`",
 }
 _ROOT = Path(__file__).resolve().parents[2]  # the checkout: backends/executorch/arm.py
+
+
+class ArmTimeout(DeployError):
+    """An emulated run that went past its time bound (killed): the check is incomplete, not failed."""
 BUILD_SCRIPT = _ROOT / "android_runner" / "native" / "build.sh"
 XNNPACK_LIB = "libexecutorch_backend_xnnpack.so"
 
@@ -362,7 +366,7 @@ def run_native(pte, images: torch.Tensor, cpu: Optional[str] = None, threads: in
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise DeployError(f"pte_runner on {cpu or 'host'} ran past {timeout:.0f} s") from None
+            raise ArmTimeout(f"pte_runner on {cpu or 'host'} ran past {timeout:g} s and was stopped") from None
         wall = time.perf_counter() - t0
         report = parse_pte_runner_json(proc.stdout)
         if proc.returncode != 0 or report is None or not report.get("ok"):
@@ -522,12 +526,14 @@ def arm_verification(pte, images: torch.Tensor, reference_logits: torch.Tensor,
     """Run `pte` on `images` under qemu-aarch64 for each CPU model and score it against the reference.
 
     Never raises for a CPU model that fails: its entry gets status "failed" and the reason. When
-    the toolchain is missing, every CPU entry is "skipped" with the toolchain's reason. Returns::
+    the toolchain is missing, every CPU entry is "skipped" with the toolchain's reason; a run past
+    `timeout_per_cpu` seconds is stopped and its entry is "timeout" (the check is bounded by
+    len(cpus) x timeout_per_cpu). Returns::
 
         {"schema": "lraqvit-deploy/arm-verification/1", "program": str, "n_images": int,
          "toolchain": {...paths, qemu_version...}, "skipped": None | reason,
          "cpus": {"<qemu cpu>": {
-             "status": "ok" | "failed" | "skipped", "reason": None | str,
+             "status": "ok" | "failed" | "skipped" | "timeout", "reason": None | str,
              "qemu_cpu", "isa", "phone_cores",             # from CPU_MATRIX (None for other models)
              "agreement": 0..1 argmax vs reference, "top1": % or None, "min_cosine",
              "sqnr_db": dB or None when bit-exact, "bit_exact", "max_abs_diff",
@@ -563,6 +569,9 @@ def arm_verification(pte, images: torch.Tensor, reference_logits: torch.Tensor,
         try:
             out, info = run_native(pte, images, cpu=cpu, threads=threads, iterations=0, toolchain=tc,
                                    trace_kernels=trace_kernels, timeout=timeout_per_cpu)
+        except ArmTimeout as e:  # bounded: recorded as incomplete, the other models still run
+            entry.update(status="timeout", reason=str(e), seconds=time.perf_counter() - t0)
+            continue
         except DeployError as e:
             entry.update(status="failed", reason=str(e), seconds=time.perf_counter() - t0)
             continue

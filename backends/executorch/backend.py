@@ -33,6 +33,10 @@ DEFAULT_PT2E_MIN_AGREEMENT = 0.98
 # the Arm check's default size: images per emulated CPU within this compute (torch's count, a multiply-add = 2)
 ARM_GFLOP_BUDGET = 24.0
 ARM_IMAGES_MIN, ARM_IMAGES_MAX = 2, 32
+# Each emulated CPU's run is stopped after this long: the test bed's INT8 program at its default 32
+# images took 10-23 s per CPU model (benchmarks/results/arm_verification/testbed_rb_lra_wads.json),
+# so 300 s is >10x the slowest, and the whole check is bounded by 300 s x the CPU models.
+ARM_TIMEOUT_S = 300.0
 # Minimum logit SQNR vs the reference, per lowering: FP32 differs only in float order (~100 dB
 # seen); the artifact's INT8 in XNNPACK's rounding of the same scales (55-130 dB seen on tiny
 # models); PT2E-from-FP32 quantizes here, against the FP32 model (30.4-42.7 dB seen, above).
@@ -84,6 +88,10 @@ class AndroidBuildOptions(BuildOptions):
                                             "or that fails to run the .pte or gives NaN/inf logits, fails the build: "
                                             "exit 1, the .pte and manifest kept in OUT.failed/ for inspection",
                                       min=0, max=1, metavar="F")
+    arm_timeout_s: float = option(ARM_TIMEOUT_S, "seconds each emulated CPU may run before it is stopped and "
+                                                 "recorded as timed out (a warning, not a failure): the Arm check "
+                                                 "takes at most this x the CPU models", min=0.1, max=86_400,
+                                  metavar="S")
     accept_arm_failure: bool = option(False, "write OUT even when an emulated Arm CPU fails the check (the manifest "
                                              "records the failure as accepted); for inspecting a known qemu problem, "
                                              "never for a release")
@@ -321,7 +329,12 @@ def _arm_verify(model, pte: Path, options: AndroidBuildOptions, data: BuildData,
                               cpus=[c.strip() for c in options.arm_cpus.split(",") if c.strip()],
                               min_agreement=None if host_agreement is None else min(options.arm_min_agreement,
                                                                                     host_agreement),
-                              min_sqnr_db=host.get("min_sqnr_db"), toolchain=toolchain, progress=options.progress)
+                              min_sqnr_db=host.get("min_sqnr_db"), toolchain=toolchain, progress=options.progress,
+                              timeout_per_cpu=options.arm_timeout_s)
+    slow = [c for c, r in result["cpus"].items() if r.get("status") == "timeout"]
+    if slow and options.progress:
+        print(f"warning: Arm check incomplete: {', '.join(slow)} ran past --arm-timeout-s {options.arm_timeout_s:g} "
+              "and were stopped (recorded in the manifest; pass fewer --arm-images or a longer --arm-timeout-s)")
     result["reference"] = "the PyTorch model the .pte was lowered from (the quantization simulator for INT8)"
     result["data"] = v.description
     return result

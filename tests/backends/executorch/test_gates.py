@@ -163,3 +163,25 @@ def test_arm_failure_fails_the_build_and_keeps_the_program_aside(tmp_path, arm_f
     # accepted explicitly: OUT is written and says so
     assert main(args + ["--accept-arm-failure"]) == 0
     assert json.loads((out / "manifest.json").read_text())["arm_verification"]["gate"]["accepted"] is True
+
+
+def test_the_arm_check_is_bounded(toolchain, tmp_path):
+    """A CPU model that runs past its time bound is stopped and recorded as "timeout" (the check incomplete, not
+    failed); the whole check then takes about the bound x the CPU models, whatever the image count."""
+    import time
+
+    from lraqvit_deploy.options import OptionError
+
+    with pytest.raises(OptionError, match="arm_timeout_s"):
+        AndroidBuildOptions(arm_timeout_s=0)
+    model = make_tiny("vit")
+    t0 = time.perf_counter()
+    man = _build(model, tmp_path / "a", arm_verify=True, arm_cpus="cortex-a55,max", arm_images=64,
+                 arm_timeout_s=0.2)
+    assert time.perf_counter() - t0 < 120
+    cpus = man["arm_verification"]["cpus"]
+    for cpu in ("cortex-a55", "max"):
+        assert cpus[cpu]["status"] == "timeout" and "ran past 0.2 s and was stopped" in cpus[cpu]["reason"]
+        assert cpus[cpu]["seconds"] < 10
+    assert "gate" not in man["arm_verification"]  # not a failure: the build wrote OUT
+    assert (tmp_path / "a" / "manifest.json").is_file()
