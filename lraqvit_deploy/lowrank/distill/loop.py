@@ -27,7 +27,7 @@ CHECKPOINT_FORMAT = "lraqvit-deploy/kd-checkpoint/1"
 # NaN/inf loss (or NaN/inf gradients without a gradient scaler). Measured on the test bed (AMD EPYC):
 # the default run (RB-LRA -45 %, 240 steps, lr 1e-3) never exceeds 1.42x its running minimum; with
 # the branch at lr 1e-2 the loss goes 5.3 -> 4.1 -> 60,000 within 20 steps (top-1 8.8 % after 240
-# steps): the rule stops it at step 17.
+# steps): the rule stops it at step 17 (traces: benchmarks/results/gates_issue24.json).
 DIVERGENCE_FACTOR = 4.0
 DIVERGENCE_STEPS = 10
 LR_CUT = 10.0  # the suggested resume lr: a tenth of the one that diverged

@@ -25,7 +25,7 @@ def _data(n=48, size=32, seed=1):
 # row cosine > 0.99999999. The bounds keep ~50 dB of margin for other CPUs' float order (Zen 3 once showed
 # per-tensor rounding flips there) and still catch one layer's weight scale x1.5 (31 dB, cosine 0.9990,
 # agreement 0.979: test_closeness_bounds_catch_a_scale_bug), which the earlier bounds (agreement >= 0.95,
-# error norm < 10 % = 20 dB) passed.
+# error norm < 10 % = 20 dB) passed. Numbers: benchmarks/results/gates_issue24.json.
 MIN_QDQ_SQNR_DB = 40.0
 MIN_QDQ_COSINE = 0.9999
 
