@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict
 
+from ..lowrank.distill.loop import DIVERGENCE_FACTOR, DIVERGENCE_STEPS
 from ..lowrank.configs import AMP_MODES, FEATURE_LOSSES, INITS, METHODS, TRAINABLE, DistillConfig, LowRankConfig
 from ..errors import DeployError
 from ..recipe import ALLOC_METHODS, MAX_SEED, MLORQ_TARGETS, TARGETS, AllocationConfig
@@ -159,7 +160,11 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     k.add_argument("--train-limit", type=int, default=None, metavar="N", help="use a seeded subset of N images")
     k.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
                    help="resumable checkpoint file (default: OUT.kd-checkpoint.pt; removed after success)")
-    k.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    k.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint if it exists (settings must match, except a lower --kd-lr / "
+                        "--kd-branch-lr: distillation stops on a NaN/inf loss, or a loss above "
+                        f"{DIVERGENCE_FACTOR:g}x its running minimum for {DIVERGENCE_STEPS} steps, keeps the last good "
+                        "checkpoint and says to resume it at a tenth of the lr)")
     k.add_argument("--seed", type=int, default=0, help="data order and random init (default 0)")
 
     q = p.add_argument_group("quantization", "INT8 post-training quantization of the encoder-block Linears "
