@@ -169,6 +169,7 @@ def main() -> None:
         row = run_row(bed, name, recipe, args.work / f"row{len(rows)}", calib, progress)
         row.update(extra, per_image=bed.per_image(name))
         rows.append(row)
+        done.add(name)
         write_json(path, {"meta": meta, "fp32_pte_mb": fp32_mb, "rows": rows,
                           "settings": {"calib_images": args.calib_images, "build": "AndroidBuildOptions("
                                        "verify_images=500, arm_verify=False)", "act": "int8 per-token asymmetric"}})
