@@ -138,13 +138,11 @@ def xnnpack_form_problems(model: nn.Module) -> Dict[str, str]:
 
 def check_xnnpack_forms(model: nn.Module) -> None:
     """One line naming the first layer XNNPACK cannot run (and how many more), before any work."""
-    bad = xnnpack_form_problems(model)
-    if bad:
-        name, why = next(iter(bad.items()))
-        more = f" ({len(bad) - 1} more layer(s) too)" if len(bad) > 1 else ""
-        raise DeployError(f"the Android (XNNPACK) build cannot lower layer {name}: {why}{more}. Quantize for "
-                          "XNNPACK (8- or 4-bit weights, per channel or blockwise in groups of 32/64/128, dynamic "
-                          "per-token activations), e.g. `deploy compress --size-budget-mb MB --target android`.")
+    from lraqvit_deploy.quant.forms import refuse_problems
+
+    refuse_problems(xnnpack_form_problems(model), "Android (XNNPACK)",
+                    "Quantize for XNNPACK (8- or 4-bit weights, per channel or blockwise in groups of 32/64/128, "
+                    "dynamic per-token activations), e.g. `deploy compress --size-budget-mb MB --target android`.")
 
 
 def _ensure_quant_ops() -> None:

@@ -77,16 +77,11 @@ class JetsonBackend(Backend):
         log = print if options.progress else (lambda *a, **k: None)
         quantized = any(isinstance(m, QuantLinear) for m in model.modules())
         if quantized:  # a form TensorRT on Xavier cannot run (4-bit, blockwise) is refused before any work
-            from lraqvit_deploy.quant.forms import WeightForm, form_problem
+            from lraqvit_deploy.quant.forms import model_form_problems, refuse_problems
 
-            bad = {n: why for n, m in model.named_modules() if isinstance(m, QuantLinear)
-                   for why in [form_problem("jetson", WeightForm(m.w_bits, m.w_group_size), m.in_features,
-                                            a_bits=m.a_bits)] if why}
-            if bad:
-                name, why = next(iter(bad.items()))
-                more = f" ({len(bad) - 1} more layer(s) too)" if len(bad) > 1 else ""
-                raise DeployError(f"the Jetson (TensorRT) build cannot lower layer {name}: {why}{more}. Plan for the "
-                                  "Jetson instead: `deploy compress --size-budget-mb MB --target jetson` (int8 forms).")
+            refuse_problems(model_form_problems(model, "jetson"), "Jetson (TensorRT)",
+                            "Plan for the Jetson instead: `deploy compress --size-budget-mb MB --target jetson` "
+                            "(int8 forms).")
         calib, calib_note = None, None
         try:  # per-tensor (re)calibration on training images when there are any
             calib = data.calibration(options.calib_images, why="the Jetson INT8 engine's calibration")

@@ -95,6 +95,25 @@ def form_problem(target: str, form: WeightForm, in_f: int, act_scheme: str = "pe
     raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")
 
 
+def model_form_problems(model, target: str) -> Dict[str, str]:
+    """`{layer: why}` for every QuantLinear of `model` that `target` cannot run as it is (empty: all can)."""
+    from ..layers.quant_linear import QuantLinear
+
+    return {n: why for n, m in model.named_modules() if isinstance(m, QuantLinear)
+            for why in [form_problem(target, WeightForm(m.w_bits, m.w_group_size), m.in_features,
+                                     m.act_scheme, m.a_bits)] if why}
+
+
+def refuse_problems(problems: Dict[str, str], build: str, remedy: str) -> None:
+    """One DeployError line naming the first layer `build` cannot lower (and how many more), or nothing."""
+    if problems:
+        from ..errors import DeployError
+
+        name, why = next(iter(problems.items()))
+        more = f" ({len(problems) - 1} more layer(s) too)" if len(problems) > 1 else ""
+        raise DeployError(f"the {build} build cannot lower layer {name}: {why}{more}. {remedy}")
+
+
 def layer_forms(target: str, in_f: int) -> List[WeightForm]:
     """The forms `target` runs for a matrix with `in_f` inputs."""
     return [f for f in target_forms(target) if form_problem(target, f, in_f) is None]

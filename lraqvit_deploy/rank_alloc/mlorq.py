@@ -289,10 +289,10 @@ def _smallest_bytes(linear: nn.Linear, target: str, cand_kw: Mapping) -> float:
     return min(costs)
 
 
-def _check_feasible(linears: Mapping[str, nn.Linear], size_budget_mb: float, target: str, fixed: float,
-                    cand_kw: Mapping) -> None:
-    smallest = (fixed + sum(_smallest_bytes(m, target, cand_kw) for m in linears.values())) / (1 - SIZE_MARGIN)
-    if smallest > size_budget_mb * 1e6:
+def _check_feasible(layer_bytes: float, size_budget_mb: float, target: str, fixed: float) -> None:
+    """One line naming the smallest feasible budget when `fixed` + the layers' smallest `layer_bytes` exceed it."""
+    smallest = (fixed + layer_bytes) / (1 - SIZE_MARGIN)
+    if not math.isfinite(size_budget_mb) or smallest > size_budget_mb * 1e6:
         least = math.ceil(smallest / 1e3) / 1e3  # MB, rounded up: that budget plans
         raise InfeasibleBudget(f"--size-budget-mb {size_budget_mb:g}: the smallest {target} program of this model is "
                                f"{least:.3f} MB (every layer in its smallest form, {fixed / 1e6:.3f} MB "
@@ -312,20 +312,15 @@ def size_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats: Mapping
     from ..quant.forms import program_bytes
 
     fixed = program_bytes(model) - sum(4 * m.weight.numel() for m in linears.values())
-    _check_feasible(linears, size_budget_mb, target, fixed, cand_kw)  # in a second, before the search
+    # from the shapes alone, in a second, before the search
+    _check_feasible(sum(_smallest_bytes(m, target, cand_kw) for m in linears.values()), size_budget_mb, target, fixed)
     # planned to SIZE_MARGIN below the budget: the size model is within ~0.3 % of built test-bed programs
     # (1.6 % on tiny Swins, whose structure is a larger share), so the built program stays under the budget
     budget_bits = size_budget_mb * (1 - SIZE_MARGIN) * 8e6 - 8 * fixed
     if candidates is None:
         candidates = mlorq_candidates(linears, stats, progress, target=target, **cand_kw)
     fronts = {n: pareto_front(candidates[n]) for n in linears}
-    smallest = (fixed + sum(min(c.bits for c in fronts[n]) for n in linears) / 8) / (1 - SIZE_MARGIN)
-    if not math.isfinite(budget_bits) or smallest > size_budget_mb * 1e6:
-        least = math.ceil(smallest / 1e3) / 1e3  # MB, rounded up: that budget plans
-        raise InfeasibleBudget(f"--size-budget-mb {size_budget_mb:g}: the smallest {target} program of this model is "
-                               f"{least:.3f} MB (every layer in its smallest form, {fixed / 1e6:.3f} MB "
-                               f"fixed: embeddings, norms, biases, head); give at least {least:.3f}.",
-                               8 * smallest)
+    _check_feasible(sum(min(c.bits for c in fronts[n]) for n in linears) / 8, size_budget_mb, target, fixed)
     chosen = solve_ilp(fronts, budget_bits)
     plan = {n: c.choice for n, c in chosen.items()}
     return plan, fixed + sum(c.bits for c in chosen.values()) / 8
