@@ -130,13 +130,6 @@ def default_checkpoint(out) -> Optional[Path]:
     return None if out is None else Path(str(out).rstrip("/") + ".kd-checkpoint.pt")
 
 
-_KD_FLAGS = {"steps": "--kd-steps", "epochs": "--kd-epochs", "batch_size": "--kd-batch-size", "lr": "--kd-lr",
-             "branch_lr": "--kd-branch-lr",
-             "weight_decay": "--kd-weight-decay", "alpha": "--kd-alpha", "beta": "--kd-beta",
-             "warmup_steps": "--kd-warmup-steps", "feature_loss": "--kd-feature-loss", "trainable": "--kd-trainable",
-             "block_inputs": "--kd-block-inputs", "seed": "--seed", "amp": "--kd-amp"}
-
-
 def check_checkpoint(checkpoint, resume: bool, recipe: Recipe, model: Optional[nn.Module] = None,
                      svd: Optional[str] = None, flag: str = "--checkpoint") -> Optional[Dict[str, Any]]:
     """Before any SVD or training: check the distillation checkpoint `compress` would write or resume.
@@ -174,7 +167,11 @@ def check_checkpoint(checkpoint, resume: bool, recipe: Recipe, model: Optional[n
     ours = json.loads(_fingerprint_of(recipe, model, svd))
     from .lowrank.distill.loop import lowered_lr  # a lower lr resumes a diverged run (docs/compress.md)
 
-    diffs = [f"{_KD_FLAGS.get(k, 'distill.' + k)} {stored_cfg.get(k)!r} there, {ours['config'].get(k)!r} here"
+    from .lowrank import DistillConfig
+    from .options import flag_of  # the message names the flags: the CLI's --resume is what users meet here
+
+    diffs = [f"{flag_of(DistillConfig, k) or 'distill.' + k} {stored_cfg.get(k)!r} there, "
+             f"{ours['config'].get(k)!r} here"
              for k in sorted(set(stored_cfg) | set(ours["config"])) if stored_cfg.get(k) != ours["config"].get(k)
              and not lowered_lr(k, stored_cfg.get(k), ours["config"].get(k), stored_cfg, ours["config"])]
     if model is not None:

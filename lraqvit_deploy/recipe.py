@@ -20,14 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from .errors import DeployError
-from .options import Options, option
+from .options import MAX_IMAGES, MAX_SEED, Options, option  # noqa: F401 - MAX_SEED: the recipe's one seed bound
 
 ALLOC_METHODS = ("uniform", "energy", "mlorq")
-MAX_IMAGES = 1_000_000  # calibration images
-MAX_SEED = 2 ** 31 - 1
-MAX_RANK_MULTIPLE = 65_536
-MAX_STEPS = 10 ** 9  # distillation steps
-MAX_WORKERS = 256  # data-loading processes
 MLORQ_TARGETS = ("sim", "executorch", "xnnpack", "tensorrt", "onnx")
 TARGETS = ("android", "jetson")
 
@@ -38,19 +33,23 @@ class AllocationConfig(Options):
 
     method: str = option("uniform", "uniform: one rank ratio everywhere (LRA-QViT); energy: greedy mixed rank on "
                                      "the (activation-weighted) SVD energy (Azizi et al. Alg. 1); mlorq: rank and "
-                                     "bit-width per layer by an ILP under memory_budget_mb", choices=ALLOC_METHODS)
-    activation_aware: bool = option(True, "energy: rank by W whitened by the calibration activations")
-    calib_images: int = option(128, "training images whose activations calibrate the allocation and the "
-                                    "activation-aware SVD", min=1, max=1_000_000)
-    size_budget_mb: Optional[float] = option(None, "the size of the built program for `target` in MB (1e6 bytes): "
-                                                   "MLoRQ chooses each layer's rank and weight form (android: int8 / "
-                                                   "int4 per channel or blockwise; jetson: int8) to fit it",
-                                             min=0, min_exclusive=True, max=1e9)
+                                     "bit-width per layer by an ILP under memory_budget_mb", choices=ALLOC_METHODS,
+                         flag="--rank-alloc")
+    activation_aware: bool = option(True, "whiten W by the calibration activations before ranking it (energy "
+                                          "allocation; otherwise its plain SVD)")
+    calib_images: int = option(128, "images whose activations calibrate the allocation and the activation-aware "
+                                    "SVD", min=1, max=MAX_IMAGES, flag="--alloc-calib-images", metavar="N")
+    size_budget_mb: Optional[float] = option(
+        None, "the built program's size for target in MB (1e6 bytes), e.g. 10.8 (12.5% of the test bed's FP32 .pte): "
+              "MLoRQ picks every layer's rank and weight form (android: int8/int4, per channel or blockwise "
+              "32/64/128; jetson: int8) to fit it; implies rank allocation mlorq",
+        min=0, min_exclusive=True, max=1e9, metavar="MB")
     target: Optional[str] = option(None, "the deployment target the plan is for (its weight forms and program "
-                                         "size): android or jetson", choices=TARGETS)
-    memory_budget_mb: Optional[float] = option(None, "mlorq in simulation: weight memory of the whole model in MB "
-                                                     "(1e6 bytes) at any bits (mlorq_bits); not a built program",
-                                               min=0, min_exclusive=True, max=1e9)
+                                         "size): android or jetson", choices=TARGETS, flag=("--target", "-t"))
+    memory_budget_mb: Optional[float] = option(
+        None, "mlorq in simulation: weight memory of the whole model in MB (1e6 bytes) at any of mlorq_bits (2-8); "
+              "the result may not build for any target (use size_budget_mb for that)",
+        min=0, min_exclusive=True, max=1e9, metavar="MB")
     mlorq_bits: Tuple[int, ...] = option((2, 3, 4, 6, 8), "mlorq: dense weight bit-widths it may pick")
     mlorq_factor_bits: Tuple[int, ...] = option((3, 4, 6, 8), "mlorq: bit-widths of low-rank factors it may pick")
     mlorq_target: str = option("sim", "mlorq: refuse an allocation this target cannot run (sim: any bits)",
@@ -58,24 +57,31 @@ class AllocationConfig(Options):
 
     def validate(self) -> None:
         for name in ("mlorq_bits", "mlorq_factor_bits"):
-            bits = tuple(sorted({int(b) for b in getattr(self, name)}))
+            value = getattr(self, name)
+            try:
+                bits = tuple(sorted({int(b) for b in value}))
+            except (TypeError, ValueError):
+                raise self.error(name, f"{name} = {value!r}: expected bit-widths, e.g. (4, 8).") from None
             if not bits or any(b < 2 or b > 8 for b in bits):
-                raise DeployError(f"{name} = {getattr(self, name)!r}: bit-widths must lie within 2..8, e.g. (4, 8).")
+                raise self.error(name, f"{name} = {value!r}: bit-widths must lie within 2..8, e.g. (4, 8).")
             object.__setattr__(self, name, bits)
         if self.size_budget_mb is not None:
             if self.method == "energy":
-                raise DeployError("size_budget_mb is planned by MLoRQ (rank and weight form per layer); rank "
-                                  "allocation energy takes a parameter reduction instead. Drop one of them.")
+                raise self.error("size_budget_mb", "size_budget_mb is planned by MLoRQ (rank and weight form per "
+                                                   "layer); method = 'energy' takes a parameter reduction instead. "
+                                                   "Drop one of them.", "method")
             object.__setattr__(self, "method", "mlorq")
             if self.target is None:
-                raise DeployError("size_budget_mb is the size of a built program: name its target (--target android "
-                                  "or jetson).")
+                raise self.error("size_budget_mb", "size_budget_mb is the size of a built program: give target = "
+                                                   "android or jetson.", "target")
             if self.memory_budget_mb is not None:
-                raise DeployError("give either size_budget_mb (the built program, for a target) or memory_budget_mb "
-                                  "(simulated weight memory), not both.")
+                raise self.error("size_budget_mb", "give either size_budget_mb (the built program, for target) or "
+                                                   "memory_budget_mb (simulated weight memory), not both.",
+                                 "memory_budget_mb")
         if self.method == "mlorq" and self.memory_budget_mb is None and self.size_budget_mb is None:
-            raise DeployError("rank allocation mlorq needs a budget: size_budget_mb with a target (--size-budget-mb MB "
-                              "--target android), or memory_budget_mb for a simulation at any bits.")
+            raise self.error("method", "method = 'mlorq' needs a budget: size_budget_mb and target (size_budget_mb "
+                                       "= MB, target = android), or memory_budget_mb for a simulation at any bits.",
+                             "size_budget_mb", "target", "memory_budget_mb")
 
     def target_bits(self) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
         """(dense bits, factor bits) restricted to what the target (or `mlorq_target`) runs."""
@@ -93,7 +99,7 @@ class AllocationConfig(Options):
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(Options):
     """The compression recipe: allocation -> low rank -> distillation -> merge -> quantization.
 
     Args:
@@ -104,65 +110,55 @@ class Recipe:
         quant_calib_images: training images that calibrate the INT8 scales.
     """
 
-    low_rank: Any = None  # LowRankConfig
-    allocation: AllocationConfig = AllocationConfig()
-    distill: Any = None  # DistillConfig
-    quant: Any = None  # a quantization config (lraqvit_deploy.quant)
-    quant_calib_images: int = 32
-    version: int = 1
+    low_rank: Any = option(None, "low-rank config (LowRankConfig)", cli=False)
+    allocation: AllocationConfig = option(AllocationConfig(), "rank allocation (AllocationConfig)", cli=False)
+    distill: Any = option(None, "distillation config (DistillConfig)", cli=False)
+    quant: Any = option(None, "quantization config (quant_config(name))", flag="--quant",
+                        cli=False)  # the CLI's --quant names the method: quant_config(name)
+    quant_calib_images: int = option(32, "calibration images (seeded subset of the training split)", min=1,
+                                     max=MAX_IMAGES, flag="--calib-images", metavar="N")
+    version: int = option(1, "recipe format version", cli=False)
 
-    def __post_init__(self):
+    @classmethod
+    def parts(cls) -> Dict[str, type]:
         from .lowrank import DistillConfig, LowRankConfig
+        from .quant import BaseQuantConfig
 
-        if self.low_rank is not None and not isinstance(self.low_rank, LowRankConfig):
-            raise DeployError(f"Recipe.low_rank must be a LowRankConfig, got {type(self.low_rank).__name__}.")
-        if not isinstance(self.allocation, AllocationConfig):
-            raise DeployError(f"Recipe.allocation must be an AllocationConfig, got {type(self.allocation).__name__}.")
-        if self.distill is not None and not isinstance(self.distill, DistillConfig):
-            raise DeployError(f"Recipe.distill must be a DistillConfig, got {type(self.distill).__name__}.")
-        if self.quant is not None and not hasattr(self.quant, "method"):
-            raise DeployError("Recipe.quant must be a quantization config, e.g. quant_config('wads').")
-        if isinstance(self.quant_calib_images, bool) or not isinstance(self.quant_calib_images, int) \
-                or not 1 <= self.quant_calib_images <= MAX_IMAGES:
-            raise DeployError(f"quant_calib_images = {self.quant_calib_images!r}: give a positive number of "
-                              f"calibration images (--calib-images), e.g. 32 (at most {MAX_IMAGES:,}).")
-        self._check_limits()
-        if self.low_rank is None and self.distill is not None and self.allocation.method != "mlorq":
-            raise DeployError("distillation trains the low-rank factors: give a low-rank config (--method lra|rb-lra) "
-                              "or drop the distillation settings.")
-        if self.distill is not None and self.distill.branch_lr is not None and self.low_rank is not None \
-                and self.low_rank.method != "rb-lra":
-            raise DeployError(f"--kd-branch-lr sets the lr of RB-LRA's branch; --method {self.low_rank.method} has "
-                              "no branch. Use --method rb-lra, or drop --kd-branch-lr.")
-        if self.low_rank is None and self.allocation.method == "energy":
-            raise DeployError("rank allocation energy needs a low-rank method and a parameter reduction "
-                              "(--method lra|rb-lra --param-reduction F).")
-        if self.allocation.method == "energy" and self.low_rank is not None and self.low_rank.param_reduction is None:
-            raise DeployError("rank allocation energy chooses the ranks itself: give a parameter reduction "
-                              "(--param-reduction), not per-layer ranks.")
-        if self.allocation.method == "mlorq" and self.low_rank is not None:
-            raise DeployError("rank allocation mlorq chooses every layer's rank and weight bits itself under its budget; "
-                              "drop --param-reduction / --ranks (with --size-budget-mb, --method lra alone asks for "
-                              "distillation of the planned ranks).")
-        if self.allocation.method == "mlorq" and self.quant is not None:
-            raise DeployError("rank allocation mlorq already chooses weight bits; drop --quant.")
+        return {"low_rank": LowRankConfig, "allocation": AllocationConfig, "distill": DistillConfig,
+                "quant": BaseQuantConfig}
 
-    def _check_limits(self) -> None:
-        """Bounds the step configs do not check themselves (a huge count would only fail after hours)."""
-        checks = []
-        if self.low_rank is not None:
-            checks += [("--seed", "low_rank.seed", self.low_rank.seed, 0, MAX_SEED),
-                       ("--rank-multiple", "low_rank.rank_multiple", self.low_rank.rank_multiple, 1, MAX_RANK_MULTIPLE)]
-        if self.distill is not None:
-            checks += [("--kd-batch-size", "distill.batch_size", self.distill.batch_size, 1, MAX_IMAGES),
-                       ("--kd-steps", "distill.steps", self.distill.steps, 0, MAX_STEPS),
-                       ("--kd-warmup-steps", "distill.warmup_steps", self.distill.warmup_steps, 0, MAX_STEPS),
-                       ("--kd-workers", "distill.num_workers", self.distill.num_workers, 0, MAX_WORKERS)]
-        for flag, name, v, lo, hi in checks:
-            if v is None and name in ("distill.steps", "distill.warmup_steps", "distill.num_workers"):
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise DeployError(f"{flag} {v!r}: expected a whole number in {lo}..{hi:,} ({name}).")
+    def validate(self) -> None:
+        for name, cls in self.parts().items():
+            value = getattr(self, name)
+            if not (isinstance(value, cls) or (value is None and name != "allocation")):
+                example = "quant_config('wads')" if name == "quant" else cls.__name__ + "(...)"
+                raise self.error(name, f"Recipe.{name} must be a {cls.__name__}, e.g. {example}; got "
+                                       f"{type(value).__name__}.")
+        lr, alloc, kd = self.low_rank, self.allocation, self.distill
+        if lr is None and kd is not None and alloc.method != "mlorq":
+            raise self.error("low_rank.method", "distillation trains the low-rank factors: give a low-rank config "
+                                                "(low_rank.method lra|rb-lra) or drop the distillation settings.")
+        if kd is not None and kd.branch_lr is not None and lr is not None and lr.method != "rb-lra":
+            raise self.error("distill.branch_lr", f"distill.branch_lr sets the lr of RB-LRA's branch; "
+                                                  f"low_rank.method {lr.method} has no branch. Use low_rank.method "
+                                                  "rb-lra, or drop distill.branch_lr.", "low_rank.method")
+        if lr is None and alloc.method == "energy":
+            raise self.error("allocation.method", "rank allocation energy needs a low-rank method and a parameter "
+                                                  "reduction (low_rank.method lra|rb-lra, low_rank.param_reduction "
+                                                  "F).", "low_rank.method", "low_rank.param_reduction")
+        if alloc.method == "energy" and lr is not None and lr.param_reduction is None:
+            raise self.error("allocation.method", "rank allocation energy chooses the ranks itself: give a parameter "
+                                                  "reduction (low_rank.param_reduction), not per-layer ranks.",
+                             "low_rank.param_reduction")
+        if alloc.method == "mlorq" and lr is not None:
+            raise self.error("allocation.method", "rank allocation mlorq chooses every layer's rank and weight bits "
+                                                  "itself under its budget; drop low_rank.param_reduction / ranks "
+                                                  "(with allocation.size_budget_mb, low_rank.method lra alone asks "
+                                                  "for distillation of the planned ranks).",
+                             "low_rank.param_reduction", "allocation.size_budget_mb", "low_rank.method")
+        if alloc.method == "mlorq" and self.quant is not None:
+            raise self.error("allocation.method", "rank allocation mlorq already chooses weight bits; drop quant.",
+                             "quant")
 
     @property
     def compresses(self) -> bool:
@@ -227,4 +223,4 @@ class Recipe:
         return cls(low_rank=make(LowRankConfig, low_rank, "low_rank"),
                    allocation=AllocationConfig.from_dict(alloc, f"{where}.allocation"),
                    distill=make(DistillConfig, data.get("distill"), "distill"), quant=quant,
-                   quant_calib_images=data.get("quant_calib_images", 32), version=data.get("version", 1))
+                   **{k: data[k] for k in ("quant_calib_images", "version") if k in data})

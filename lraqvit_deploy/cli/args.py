@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+import typing
 from pathlib import Path
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, Optional, Tuple, Type
 
 from ..errors import DeployError
-from ..options import OptionError, describe_limits, field_types
-
-_FLAGS: Dict[tuple, str] = {}  # (options class name, field) -> flag, for error messages
+from ..options import OptionError, describe_limits, field_types, flag_of
 
 
 def add_model_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -98,57 +98,112 @@ def check_inputs(args: argparse.Namespace, data_flags: tuple = ()) -> None:
 
 
 # ---- flags from option dataclasses ----------------------------------------------------------------
-def flag_of(cls: type, field: dataclasses.Field) -> str:
-    flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
-    return flag[0] if isinstance(flag, tuple) else flag
-
-
 def _aliases(field: dataclasses.Field) -> tuple:
     flag = field.metadata.get("flag")
     return flag[1:] if isinstance(flag, tuple) else ()
 
 
-def _dest(cls: type, name: str, shared: bool) -> str:
-    return f"opt__{name}" if shared else f"opt_{cls.__name__}__{name}"
+def _dest(cls: type, field: dataclasses.Field, shared: bool, plain: bool) -> str:
+    if plain:  # the flag's own name: --kd-lr -> kd_lr, --no-activation-aware -> activation_aware
+        flag = flag_of(cls, field.name)
+        return flag[5 if flag.startswith("--no-") else 2:].replace("-", "_")
+    return f"opt__{field.name}" if shared else f"opt_{cls.__name__}__{field.name}"
 
 
-def add_options(group, cls: Type, skip: tuple = (), shared: tuple = ()) -> None:
-    """Add a flag for every CLI field of the options dataclass `cls` (except `skip`) to `group`.
+def _int_list(text: str) -> Tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers like 4,8") from None
+
+
+def _cli_fields(cls: Type, skip: tuple, only: Optional[tuple]):
+    for f in dataclasses.fields(cls):
+        if f.name in skip or (only is not None and f.name not in only) or not f.metadata.get("cli", True):
+            continue
+        yield f
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_options(group, cls: Type, skip: tuple = (), shared: tuple = (), only: Optional[tuple] = None,
+                plain: bool = False) -> None:
+    """Add a flag for every CLI field of the options dataclass `cls` (except `skip`; only `only`) to `group`.
 
     Fields named in `shared` get a destination common to every class (e.g. bench's --iterations,
-    added once for all targets).
+    added once for all targets). `plain`: each flag's destination is its own name (`--kd-lr` ->
+    `args.kd_lr`) and None when the flag is not given (`given_options` collects the given ones).
     """
     types = field_types(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip or not f.metadata.get("cli", True):
-            continue
-        flag = flag_of(cls, f)
-        _FLAGS[(cls.__name__, f.name)] = flag
+    for f in _cli_fields(cls, skip, only):
+        flag = flag_of(cls, f.name)
         tp, _ = types[f.name]
-        meta, default = f.metadata, f.default
-        dest = _dest(cls, f.name, f.name in shared)
-        help_ = meta.get("help", "")
-        limits = describe_limits(meta) if tp is not str else ""
+        meta = f.metadata
+        default = meta["cli_default"] if meta.get("cli_default", dataclasses.MISSING) is not dataclasses.MISSING \
+            else f.default
+        dest = _dest(cls, f, f.name in shared, plain)
+        unset = (None if default is f.default else default) if plain else argparse.SUPPRESS
+        help_ = _flag_names(cls, meta.get("help", ""))
         if tp is bool:
-            if default is True and not meta.get("flag"):
-                flag = "--no-" + f.name.replace("_", "-")
-                _FLAGS[(cls.__name__, f.name)] = flag
-            action = "store_false" if default is True else "store_true"
-            group.add_argument(flag, dest=dest, action=action, default=argparse.SUPPRESS,
-                               help=(f"do not {help_[0].lower()}{help_[1:]}" if action == "store_false" else help_))
+            action = "store_false" if f.default is True else "store_true"
+            group.add_argument(flag, *_aliases(f), dest=dest, action=action, default=unset,
+                               help=(f"do not {help_[0].lower()}{help_[1:]}" if action == "store_false"
+                                     else help_).replace("%", "%%"))
             continue
-        conv = {int: int, float: float}.get(tp, str)
-        extra = f" ({limits})" if limits and not meta.get("choices") else ""
-        shown = "" if default is None or default is dataclasses.MISSING else f"; default {default}"
-        group.add_argument(flag, *_aliases(f), dest=dest, type=conv, default=argparse.SUPPRESS, choices=meta.get("choices"),
-                           metavar=meta.get("metavar") or (None if meta.get("choices") else f.name.upper()), help=f"{help_}{extra}{shown}".replace("%", "%%"))
+        cli_choices = meta.get("cli_choices")
+        if isinstance(cli_choices, dict):  # the shell's spellings of the values
+            conv, choices = str, tuple(cli_choices)
+            default = next((k for k, v in cli_choices.items() if v == default), default)
+        else:
+            conv = {int: int, float: float}.get(tp, str)
+            choices = tuple(cli_choices) if cli_choices else meta.get("choices")
+        metavar = meta.get("metavar")
+        if typing.get_origin(tp) is tuple:
+            conv, metavar = _int_list, metavar or "B,B"
+        limits = describe_limits(meta) if tp in (int, float) and not choices else ""
+        if choices and metavar:  # the metavar hides them
+            limits = describe_limits({"choices": choices})
+        extra = f" ({limits})" if limits else ""
+        shown = "" if default is None or default is dataclasses.MISSING else f"; default {_shown(default)}"
+        group.add_argument(flag, *_aliases(f), dest=dest, type=conv, default=unset, choices=choices,
+                           metavar=metavar or (None if choices else f.name.upper()),
+                           help=f"{help_}{extra}{shown}".replace("%", "%%"))
+
+
+def _flag_names(cls: Type, text: str) -> str:
+    """A help text with the snake_case field names of `cls` it mentions written as their flags."""
+    for f in dataclasses.fields(cls):
+        flag = flag_of(cls, f.name) if "_" in f.name else None
+        if flag and f.name in text:
+            text = re.sub(rf"(?<![\w.-]){re.escape(f.name)}(?![\w])", flag, text)
+    return text
+
+
+def given_options(cls: Type, args: argparse.Namespace, skip: tuple = (),
+                  only: Optional[tuple] = None) -> Dict[str, Any]:
+    """{field: value} of the `plain` flags of `cls` given on the command line, and the `cli_default`s of the others."""
+    values = {}
+    for f in _cli_fields(cls, skip, only):
+        value = getattr(args, _dest(cls, f, False, True), None)
+        cli_choices = f.metadata.get("cli_choices")
+        if value is not None and isinstance(cli_choices, dict):
+            value = cli_choices[value]
+        if value is None and f.metadata.get("cli_default", dataclasses.MISSING) not in (dataclasses.MISSING, None):
+            value = f.metadata["cli_default"]
+        if value is not None:
+            values[f.name] = value
+    return values
 
 
 def options_from_args(cls: Type, args: argparse.Namespace, shared: tuple = (), **overrides: Any):
     """The `cls` object the parsed flags describe (unset flags keep the dataclass defaults)."""
     values = {}
     for f in dataclasses.fields(cls):
-        dest = _dest(cls, f.name, f.name in shared)
+        dest = _dest(cls, f, f.name in shared, False)
         if hasattr(args, dest):
             values[f.name] = getattr(args, dest)
     values.update(overrides)
@@ -156,15 +211,15 @@ def options_from_args(cls: Type, args: argparse.Namespace, shared: tuple = (), *
 
 
 def flag_error(e: OptionError) -> str:
-    """An options error, with the field renamed to the flag the user typed."""
-    flag = next((_FLAGS[(c.__name__, e.field)] for c in getattr(e.owner, "__mro__", ())
-                 if (c.__name__, e.field) in _FLAGS), None)
+    """An options error, with each field it names written as the flag the user typed (`flag_of`)."""
     msg = str(e)
-    return msg.replace(f"{e.field} = ", f"{flag} ", 1) if flag and msg.startswith(f"{e.field} = ") else msg
-
-
-def name_flags(cls: type, flags: Dict[str, str]) -> None:
-    """Name the flags of fields of an options class whose flags are written by hand (for `flag_error`)."""
-    for field, flag in flags.items():
-        _FLAGS[(cls.__name__, field)] = flag
-
+    for name in getattr(e, "fields", (e.field,)):
+        flag = flag_of(e.owner, name) if isinstance(e.owner, type) else None
+        if not flag:
+            continue
+        if msg.startswith(f"{name} = "):  # "lr = 0.0: must be > 0 (...)" -> "--kd-lr 0.0: must be > 0 (...)"
+            msg = f"{flag} " + msg[len(name) + 3:]
+        if getattr(e, "prose", False):  # a sentence of `validate`: every mention of the field
+            msg = re.sub(rf"(?<![\w.-]){re.escape(name)} = ", f"{flag} ", msg)
+            msg = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w])", flag, msg)
+    return msg

@@ -1,20 +1,28 @@
-"""Configs of the low-rank compression and its distillation: frozen, validated, JSON-serialisable."""
+"""Configs of the low-rank compression and its distillation: declared options (`lraqvit_deploy.options`).
+
+Each field is declared once with its default, help and limits; `deploy compress` generates its
+flags from these declarations (`flag=` names the flag where it differs from `--field-name`), and a
+bad value is one `OptionError` naming the field (the CLI names the flag).
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..errors import DeployError
+from ..options import MAX_IMAGES, Options, option, seed_option
 
 METHODS = ("lra", "rb-lra")
 SVD_KINDS = ("auto", "plain", "activation")  # auto: activation-aware when calibration images are given
 INITS = ("wr", "zero", "random")
 DEFAULT_TARGETS = ("qkv", "proj", "fc1", "fc2")
+MAX_RANK_MULTIPLE = 65_536
+MAX_STEPS = 10 ** 9  # distillation steps
+MAX_WORKERS = 256  # data-loading processes
 
 
 @dataclass(frozen=True)
-class LowRankConfig:
+class LowRankConfig(Options):
     """Which Linears become rank-r pairs and how (LRA-QViT §3.1-3.3).
 
     Give either `param_reduction` (fraction of the WHOLE model's parameters to remove; every
@@ -22,47 +30,45 @@ class LowRankConfig:
     e.g. from `lraqvit_deploy.rank_alloc`); layers missing from `ranks` stay dense.
     """
 
-    method: str = "rb-lra"  # "lra": plain truncated SVD; "rb-lra": SVD base + trainable branch
-    param_reduction: Optional[float] = None
-    ranks: Optional[Mapping[str, int]] = None
-    rank_multiple: int = 1  # round ranks to a multiple of this (8/16 suits GEMM kernels)
-    targets: Tuple[str, ...] = DEFAULT_TARGETS  # Linear attribute names inside encoder blocks
-    include_patch_merging: bool = False  # Swin's downsample.reduction
-    init: str = "wr"  # RB-LRA branch init: "wr" | "zero" | "random"
-    init_std: Optional[float] = None  # random init std; None = RMS of the WR branch of that layer
-    train_base: bool = False  # RB-LRA: also train the SVD base factors (paper: frozen)
-    seed: int = 0  # random init
-    svd: str = "plain"  # "activation": SVD of W whitened by calibration activations (needs calib images)
-    version: int = 1
+    method: str = option("rb-lra", "lra: truncated SVD; rb-lra: SVD base + trainable branch merged after "
+                                   "distillation", choices=METHODS, cli_default=None)
+    param_reduction: Optional[float] = option(
+        None, "fraction of the whole model's parameters to remove, e.g. 0.45; each target layer loses the same "
+              "fraction of its weights (uniform allocation)", min=0, min_exclusive=True, max=1, max_exclusive=True,
+        metavar="F")
+    ranks: Optional[Mapping[str, int]] = option(None, "per-layer ranks {module name: rank}", flag="--ranks",
+                                                cli=False)  # the CLI reads them from a JSON file
+    rank_multiple: int = option(1, "round ranks to multiples of M (8 or 16 suit GEMM kernels)", min=1,
+                                max=MAX_RANK_MULTIPLE, metavar="M")
+    targets: Tuple[str, ...] = option(DEFAULT_TARGETS, "Linear attribute names inside encoder blocks", cli=False)
+    include_patch_merging: bool = option(False, "also Swin's downsample.reduction", cli=False)
+    init: str = option("wr", "RB-LRA branch init: wr (weight reconstruction), zero, random", choices=INITS)
+    init_std: Optional[float] = option(None, "random init std (default: the RMS of the layer's WR branch)", min=0,
+                                       min_exclusive=True, cli=False)
+    train_base: bool = option(False, "RB-LRA: also train the SVD base factors")
+    seed: int = seed_option()
+    svd: str = option("plain", "plain: SVD of W (the LRA-QViT paper); activation: SVD of W whitened by the "
+                               "calibration activations' second moment (Azizi et al.; far less damage); auto: "
+                               "activation whenever calibration images are available (the test bed's, "
+                               "the allocation's or the training images), else plain",
+                      choices=SVD_KINDS, cli_default="auto")
+    version: int = option(1, "config format version", cli=False)
 
-    def __post_init__(self):
-        if self.svd not in SVD_KINDS:
-            raise DeployError(f"svd must be one of {', '.join(SVD_KINDS)}, got {self.svd!r}.")
-        if self.method not in METHODS:
-            raise DeployError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}.")
+    def validate(self) -> None:
         if (self.param_reduction is None) == (self.ranks is None):
-            raise DeployError("give exactly one of param_reduction (e.g. 0.45) or ranks ({layer: rank}).")
-        if self.param_reduction is not None and not 0.0 < self.param_reduction < 1.0:
-            raise DeployError(f"--param-reduction is a fraction of the model's parameters in (0, 1), "
-                              f"e.g. 0.45 for -45%; got {self.param_reduction}.")
+            raise self.error("param_reduction", "give exactly one of param_reduction (e.g. 0.45) or ranks "
+                                                "({layer: rank}).", "ranks")
         if self.ranks is not None:
-            object.__setattr__(self, "ranks", {str(k): int(v) for k, v in dict(self.ranks).items()})
-            if not self.ranks:
-                raise DeployError("ranks is empty; name at least one layer.")
-        import math
-
-        for name, flag, lo, hi in (("rank_multiple", "--rank-multiple", 1, 1 << 16), ("seed", "--seed", 0, 2 ** 63 - 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise DeployError(f"{flag} {v!r}: expected a whole number in [{lo}, {hi}].")
-        if self.ranks is not None and any(r < 1 for r in self.ranks.values()):
-            bad = next(k for k, r in self.ranks.items() if r < 1)
-            raise DeployError(f"ranks[{bad!r}] = {self.ranks[bad]}: a rank must be >= 1.")
-        if self.init not in INITS:
-            raise DeployError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}.")
-        if self.init_std is not None and (isinstance(self.init_std, bool) or not isinstance(self.init_std, (int, float))
-                                          or not math.isfinite(self.init_std) or self.init_std <= 0):
-            raise DeployError(f"init_std must be a finite positive number, got {self.init_std!r}.")
+            try:
+                ranks = {str(k): int(v) for k, v in dict(self.ranks).items()}
+            except (TypeError, ValueError):
+                raise self.error("ranks", f"ranks = {self.ranks!r}: expected a mapping {{layer name: rank}}.") from None
+            object.__setattr__(self, "ranks", ranks)
+            if not ranks:
+                raise self.error("ranks", "ranks is empty; name at least one layer.")
+            bad = next((k for k, r in ranks.items() if r < 1), None)
+            if bad is not None:
+                raise self.error("ranks", f"ranks[{bad!r}] = {ranks[bad]}: a rank must be >= 1.")
         object.__setattr__(self, "targets", tuple(self.targets))
 
     def to_dict(self) -> Dict[str, Any]:
@@ -81,11 +87,12 @@ DEFAULT_KD_FEATURE_LOSS = "nmse"
 DEFAULT_KD_TRAINABLE = "low_rank"
 TRAINABLE = ("low_rank", "low_rank+norm", "all")
 FEATURE_LOSSES = ("mse", "nmse")
+BLOCK_INPUTS = ("teacher", "student")
 AMP_MODES = ("auto", "bf16", "fp16", "off")  # auto: bf16 on CUDA GPUs that have it, else fp16 on CUDA, off on CPU
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(Options):
     """Block-level knowledge distillation (LRA-QViT §3.4): L = α CE + β Σ_l MSE(f_t^l(x_l), f_s^l(x_l)).
 
     The paper weights both terms (α = β = 1); the default here is α = 0, feature KD only: against a
@@ -110,75 +117,54 @@ class DistillConfig:
     with a lower `lr` / `branch_lr` (docs/compress.md, "Non-finite values and divergence").
     """
 
-    steps: Optional[int] = None  # optimizer steps; default DEFAULT_KD_STEPS unless epochs is set
-    epochs: Optional[float] = None
-    batch_size: int = DEFAULT_KD_BATCH  # per process
-    lr: float = DEFAULT_KD_LR
-    branch_lr: Optional[float] = None  # RB-LRA branch factors' lr; None = lr (see the class docstring)
-    weight_decay: float = 0.01
-    alpha: float = DEFAULT_KD_ALPHA  # CE weight (the paper: 1; 0 here, see kd_objective.md)
-    beta: float = 1.0  # block-MSE weight
-    max_grad_norm: Optional[float] = 1.0
-    warmup_steps: Optional[int] = None  # linear lr warm-up before the cosine decay; None: 5% of the steps
-    feature_loss: str = DEFAULT_KD_FEATURE_LOSS  # "mse": the paper's; "nmse": each block's MSE / mean square of its teacher output
-    block_inputs: str = "teacher"
-    trainable: str = DEFAULT_KD_TRAINABLE
-    checkpoint_every: int = 20  # steps between resumable checkpoints
-    num_workers: Optional[int] = None  # None = auto: 0 on the CPU, min(8, CPUs - 1) on CUDA
-    amp: str = "auto"  # mixed precision: "auto" | "bf16" | "fp16" | "off" (see the class docstring)
-    seed: int = 0
-    device: str = "auto"  # "auto" = the local CUDA device when present, else CPU
-    version: int = 1
+    steps: Optional[int] = option(None, f"optimizer steps (default {DEFAULT_KD_STEPS}; 0 = no distillation)", min=0,
+                                  max=MAX_STEPS, flag="--kd-steps", metavar="N")
+    epochs: Optional[float] = option(None, "epochs over the training images instead of a number of steps", min=0,
+                                     min_exclusive=True, max=1e6, flag="--kd-epochs", metavar="N")
+    batch_size: int = option(DEFAULT_KD_BATCH, "images per batch, per process", min=1, max=MAX_IMAGES,
+                             flag="--kd-batch-size", metavar="N")
+    lr: float = option(DEFAULT_KD_LR, "AdamW peak lr, cosine decay", min=0, min_exclusive=True, max=10,
+                       flag="--kd-lr", metavar="LR")
+    branch_lr: Optional[float] = option(
+        None, "rb-lra: a separate peak lr for the branch (default: the lr above); with train_base the base keeps "
+              "that lr", min=0, min_exclusive=True, max=10, flag="--kd-branch-lr", metavar="LR")
+    weight_decay: float = option(0.01, "AdamW weight decay", min=0, max=10, flag="--kd-weight-decay", metavar="WD")
+    alpha: float = option(DEFAULT_KD_ALPHA, "CE weight (the paper: 1; see kd_objective.md)", min=0, max=1e6,
+                          flag="--kd-alpha")
+    beta: float = option(1.0, "per-block feature-loss weight", min=0, max=1e6, flag="--kd-beta")
+    max_grad_norm: Optional[float] = option(1.0, "gradient clipping norm", min=0, max=1e9, cli=False)
+    warmup_steps: Optional[int] = option(None, "linear lr warm-up before the cosine decay (default "
+                                               f"{DEFAULT_KD_WARMUP:.0%} of the steps)", min=0, max=MAX_STEPS,
+                                         flag="--kd-warmup-steps", metavar="N")
+    feature_loss: str = option(DEFAULT_KD_FEATURE_LOSS, "mse: the paper's per-block MSE; nmse: each block's MSE "
+                                                        "divided by the mean square of its teacher output, so deep "
+                                                        "blocks do not dominate", choices=FEATURE_LOSSES,
+                               flag="--kd-feature-loss")
+    block_inputs: str = option("teacher", "feed each student block the teacher's block input (the paper) or its own",
+                               choices=BLOCK_INPUTS, flag="--kd-block-inputs")
+    trainable: str = option(DEFAULT_KD_TRAINABLE, "what distillation trains: the low-rank factors, also LayerNorms "
+                                                  "and biases, or everything", choices=TRAINABLE,
+                            flag="--kd-trainable")
+    checkpoint_every: int = option(20, "steps between resumable checkpoints", min=1, max=MAX_STEPS, cli=False)
+    num_workers: Optional[int] = option(None, "data-loading worker processes per training process (default auto: 0 "
+                                              "on the CPU, min(8, CPUs - 1) on a GPU)", min=0, max=MAX_WORKERS,
+                                        flag="--kd-workers", metavar="N")
+    amp: str = option("auto", "mixed precision of the KD forwards (loss stays FP32): auto = bf16 on GPUs that have "
+                              "it, fp16 with loss scaling on older GPUs, off on the CPU; bf16 also runs on the CPU",
+                      choices=AMP_MODES, flag="--kd-amp")
+    seed: int = seed_option()
+    device: str = option("auto", "'auto': the local CUDA device when present, else the CPU", cli=False)
+    version: int = option(1, "config format version", cli=False)
 
-    def __post_init__(self):
-        import math
-
-        limits = {"epochs": (0, 1e6), "lr": (0, 10), "branch_lr": (0, 10), "weight_decay": (0, 10),
-                  "alpha": (0, 1e6), "beta": (0, 1e6), "max_grad_norm": (0, 1e9)}  # finite, and within [lo, hi]
-        flags = {"epochs": "--kd-epochs", "lr": "--kd-lr", "branch_lr": "--kd-branch-lr",
-                 "weight_decay": "--kd-weight-decay", "alpha": "--kd-alpha", "beta": "--kd-beta",
-                 "max_grad_norm": "max_grad_norm"}
-        for name, (lo, hi) in limits.items():
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                                  or not lo <= v <= hi):
-                raise DeployError(f"{flags[name]} {v!r}: expected a finite number in [{lo:g}, {hi:g}].")
-        for name, flag in (("num_workers", "--kd-workers"), ("seed", "--seed"), ("batch_size", "--kd-batch-size")):
-            v = getattr(self, name)
-            if v is None and name == "num_workers":
-                continue  # auto
-            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "batch_size" else 0) or v > 1 << 31:
-                raise DeployError(f"{flag} {v!r}: expected a whole number >= {1 if name == 'batch_size' else 0}"
-                                  + (" (or none for auto)." if name == "num_workers" else "."))
-        if self.amp not in AMP_MODES:
-            raise DeployError(f"--kd-amp {self.amp!r}: expected one of {', '.join(AMP_MODES)}.")
+    def validate(self) -> None:
         if self.amp == "fp16" and self.device == "cpu":
-            raise DeployError("--kd-amp fp16 needs a CUDA device; on the CPU use --kd-amp bf16 or off.")
+            raise self.error("amp", "amp = 'fp16' needs a CUDA device; on the CPU use amp = 'bf16' or 'off'.")
         if self.steps is not None and self.epochs is not None:
-            raise DeployError("give --kd-steps or --kd-epochs, not both.")
-        if self.steps is not None and self.steps < 0:
-            raise DeployError(f"--kd-steps must be >= 0, got {self.steps}.")
-        if self.epochs is not None and self.epochs <= 0:
-            raise DeployError(f"--kd-epochs must be > 0, got {self.epochs}.")
-        if self.batch_size < 1:
-            raise DeployError(f"--kd-batch-size must be >= 1, got {self.batch_size}.")
-        if self.lr <= 0:
-            raise DeployError(f"--kd-lr must be > 0, got {self.lr}.")
+            raise self.error("steps", "give steps or epochs, not both.", "epochs")
         if self.alpha == 0 and self.beta == 0:
-            raise DeployError("--kd-alpha and --kd-beta are both 0: the loss has no term to train (the CE weight "
-                              f"defaults to {DEFAULT_KD_ALPHA:g}); for a CE-only fine-tune give --kd-alpha 1 --kd-beta 0.")
-        if self.branch_lr is not None and self.branch_lr <= 0:
-            raise DeployError(f"--kd-branch-lr must be > 0, got {self.branch_lr}.")
-        if self.block_inputs not in ("teacher", "student"):
-            raise DeployError(f"block_inputs must be 'teacher' or 'student', got {self.block_inputs!r}.")
-        if self.trainable not in TRAINABLE:
-            raise DeployError(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}.")
-        if self.feature_loss not in FEATURE_LOSSES:
-            raise DeployError(f"feature_loss must be one of {', '.join(FEATURE_LOSSES)}, got {self.feature_loss!r}.")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise DeployError(f"--kd-warmup-steps must be >= 0, got {self.warmup_steps}.")
-        if self.checkpoint_every < 1:
-            raise DeployError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}.")
+            raise self.error("alpha", "alpha = 0 and beta = 0: the loss has no term to train (the CE weight alpha "
+                                      f"defaults to {DEFAULT_KD_ALPHA:g}); for a CE-only fine-tune give alpha = 1, "
+                                      "beta = 0.", "beta")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         if self.epochs is not None:

@@ -14,20 +14,27 @@ and `to_dict()` (the artifact manifest's `quantization.config`, keyed as since v
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Optional, Type
 
 from ..errors import DeployError
 from ..layers.quant_linear import ACT_SCHEMES
+from ..options import MAX_IMAGES, MAX_SEED, Options, option
 
 FC2_MODES = ("skip", "explicit")
 MAX_SEARCH_ITERS = 1_000_000  # alpha search steps per layer
+CLI_ACT_SCHEMES = {"per-tensor": "per_tensor_static", "per-token-static": "per_token_static",
+                   "per-token-dynamic": "per_token_dynamic"}  # --act-scheme's spellings
 
 
-@dataclass
-class BaseQuantConfig:
-    """Settings every method shares (mutable: `__post_init__` resolves the defaults).
+def _fc2_option() -> Any:
+    return option("skip", "fc2 follows GELU, so its alpha cannot be folded: skip it, or keep an explicit multiply "
+                          "(one extra multiply in the backend)", choices=FC2_MODES, flag="--wads-fc2")
+
+
+@dataclass(frozen=True)
+class BaseQuantConfig(Options):
+    """Settings every method shares (frozen; `validate` resolves the defaults that depend on the method).
 
     Args:
         act_scheme: 'per_tensor_static', 'per_token_static' or 'per_token_dynamic'; None picks the
@@ -47,37 +54,33 @@ class BaseQuantConfig:
     default_act_scheme: ClassVar[str] = "per_tensor_static"
     _manifest_keys: ClassVar[Dict[str, str]] = {}  # field -> its key in to_dict() (kept from version 1)
 
-    act_scheme: Optional[str] = None
-    act_symmetric: Optional[bool] = None
-    w_bits: int = 8
-    a_bits: int = 8
-    w_group_size: Optional[int] = None
-    w_mse_clip: bool = False
-    batch_size: int = 32
-    progress: bool = True
-    seed: int = 0
-    version: int = 1
+    act_scheme: Optional[str] = option(
+        None, "activation quantization; default: the method's own (per-token-dynamic, as XNNPACK runs, for "
+              "per-token/wads/qads; per-tensor for naive/smoothquant/repq)", choices=ACT_SCHEMES[1:],
+        cli_choices=CLI_ACT_SCHEMES)
+    act_symmetric: Optional[bool] = option(None, "symmetric activations (default: asymmetric for "
+                                                 "per_token_dynamic, else symmetric)", cli=False)
+    w_bits: int = option(8, "weight bits; 4 runs on Android (XNNPACK qc4w / qb4w) with per-token-dynamic "
+                            "activations, not on the Jetson", min=2, max=8, cli_choices=(8, 4))
+    a_bits: int = option(8, "activation bits", min=2, max=8, cli=False)
+    w_group_size: Optional[int] = option(
+        None, "4-bit blockwise weights: one scale per G input columns (default: one per output channel)", min=1,
+        max=65_536, cli_choices=(32, 64, 128), metavar="G")
+    w_mse_clip: bool = option(False, "clip each weight row (block) to minimise the rounding error", cli=False)
+    batch_size: int = option(32, "calibration batch", min=1, max=MAX_IMAGES, cli=False)
+    progress: bool = option(True, "progress bars", cli=False)
+    seed: int = option(0, "the alpha searches' row sampling", min=0, max=MAX_SEED, cli=False)
+    version: int = option(1, "config format version", cli=False)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         if self.act_scheme is None:
-            self.act_scheme = self.default_act_scheme
-        if self.act_scheme not in ACT_SCHEMES or self.act_scheme == "none":
-            raise DeployError(f"act_scheme must be one of {ACT_SCHEMES[1:]}, got {self.act_scheme!r}.")
+            object.__setattr__(self, "act_scheme", self.default_act_scheme)
         if self.act_symmetric is None:
-            self.act_symmetric = self.act_scheme != "per_token_dynamic"
+            object.__setattr__(self, "act_symmetric", self.act_scheme != "per_token_dynamic")
         if not self.act_symmetric and self.act_scheme != "per_token_dynamic":
-            raise DeployError("asymmetric activations are only supported with act_scheme='per_token_dynamic' "
-                              "(static scales must be symmetric for TensorRT).")
-        if not (2 <= self.w_bits <= 8 and 2 <= self.a_bits <= 8):
-            raise DeployError(f"w_bits/a_bits must be in 2..8, got {self.w_bits}/{self.a_bits}.")
-        if self.batch_size < 1:
-            raise DeployError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if self.w_group_size is not None and (isinstance(self.w_group_size, bool) or not isinstance(
-                self.w_group_size, int) or not 1 <= self.w_group_size <= 65_536):
-            raise DeployError(f"w_group_size must be a whole number of input columns per weight scale (e.g. 32), "
-                              f"or None for one scale per output channel; got {self.w_group_size!r}.")
-        if not isinstance(self.w_mse_clip, bool):
-            raise DeployError(f"w_mse_clip must be true or false, got {self.w_mse_clip!r}.")
+            raise self.error("act_symmetric", "act_symmetric = False: asymmetric activations are only supported with "
+                                              "act_scheme = 'per_token_dynamic' (static scales must be symmetric for "
+                                              "TensorRT).", "act_scheme")
 
     def to_dict(self) -> Dict[str, Any]:
         d = {"method": self.method}
@@ -89,20 +92,14 @@ class BaseQuantConfig:
         return d
 
 
-def _check_fc2(fc2: str) -> None:
-    if fc2 not in FC2_MODES:
-        raise DeployError(f"fc2 must be one of {FC2_MODES}, got {fc2!r}: 'skip' leaves fc2 unscaled, 'explicit' "
-                          "gives it an input_scale multiply.")
-
-
-@dataclass
+@dataclass(frozen=True)
 class NaiveConfig(BaseQuantConfig):
     """NaivePTQ: per-channel weights, per-tensor static activations, no channel scales."""
 
     method: ClassVar[str] = "naive"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PerTokenConfig(BaseQuantConfig):
     """Per-channel weights, per-token activations (LRA-QViT's first step), no channel scales."""
 
@@ -110,14 +107,14 @@ class PerTokenConfig(BaseQuantConfig):
     default_act_scheme: ClassVar[str] = "per_token_dynamic"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RepQConfig(BaseQuantConfig):
     """RepQ-ViT: the post-LayerNorm per-channel ranges reparameterised into the LayerNorm (qkv, fc1)."""
 
     method: ClassVar[str] = "repq"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SmoothQuantConfig(BaseQuantConfig):
     """SmoothQuant channel scales, folded.
 
@@ -130,17 +127,12 @@ class SmoothQuantConfig(BaseQuantConfig):
     method: ClassVar[str] = "smoothquant"
     _manifest_keys: ClassVar[Dict[str, str]] = {"migration": "smooth_migration"}
 
-    migration: float = 0.5
-    fc2: str = "skip"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 <= self.migration <= 1.0:
-            raise DeployError(f"migration must be in [0, 1] (0.5 splits the range evenly), got {self.migration}.")
-        _check_fc2(self.fc2)
+    migration: float = option(0.5, "m in alpha = max|X|^m / max|W|^(1-m) (0.5 splits the range evenly)", min=0,
+                              max=1, cli=False)
+    fc2: str = _fc2_option()
 
 
-@dataclass
+@dataclass(frozen=True)
 class AlphaSearchConfig(BaseQuantConfig):
     """A per-channel alpha searched by Adam on log alpha with straight-through rounding (QADS, WADS).
 
@@ -173,45 +165,28 @@ class AlphaSearchConfig(BaseQuantConfig):
 
     default_act_scheme: ClassVar[str] = "per_token_dynamic"
 
-    wads_iters: int = 100
-    wads_lr: float = 1e-2
-    wads_max_rows: int = 1024
-    wads_sampling: str = "fixed"
-    wads_weight_term: str = "literal"
-    wads_normalize: bool = False
-    wads_patience: int = 20
-    fc2: str = "skip"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if isinstance(self.wads_iters, bool) or not isinstance(self.wads_iters, int) \
-                or not 0 <= self.wads_iters <= MAX_SEARCH_ITERS:
-            raise DeployError(f"wads_iters must be >= 0 and <= {MAX_SEARCH_ITERS:,} (--wads-iters; 0 keeps "
-                              f"alpha = 1), got {self.wads_iters!r}.")
-        if not math.isfinite(self.wads_lr) or self.wads_lr <= 0 or self.wads_max_rows <= 0:
-            raise DeployError(f"wads_lr and wads_max_rows must be > 0, got {self.wads_lr} and {self.wads_max_rows}.")
-        if self.wads_weight_term not in ("literal", "scaled"):
-            raise DeployError(f"wads_weight_term must be 'literal' (Eq. 14 as printed) or 'scaled' (the error of "
-                              f"Q(aW)/a), got {self.wads_weight_term!r}.")
-        if isinstance(self.wads_patience, bool) or not isinstance(self.wads_patience, int) or \
-                not 0 <= self.wads_patience <= 1_000_000:
-            raise DeployError(f"wads_patience must be a whole number >= 0 (0: always run wads_iters steps), "
-                              f"got {self.wads_patience!r}.")
-        if not isinstance(self.wads_normalize, bool):
-            raise DeployError(f"wads_normalize must be true or false, got {self.wads_normalize!r}.")
-        if self.wads_sampling not in ("fixed", "fresh"):
-            raise DeployError(f"wads_sampling must be 'fixed' or 'fresh', got {self.wads_sampling!r}.")
-        _check_fc2(self.fc2)
+    wads_iters: int = option(100, "alpha search steps per layer (wads/qads; 0 keeps alpha = 1)", min=0,
+                             max=MAX_SEARCH_ITERS, metavar="N")
+    wads_lr: float = option(1e-2, "alpha search learning rate", min=0, min_exclusive=True, cli=False)
+    wads_max_rows: int = option(1024, "calibration rows per search step", min=1, cli=False)
+    wads_sampling: str = option("fixed", "rows per step: one fixed seeded subset, or a fresh one each step",
+                                choices=("fixed", "fresh"), cli=False)
+    wads_weight_term: str = option("literal", "WADS' weight term: literal (Eq. 14 as printed) or scaled (the error "
+                                              "of Q(aW)/a)", choices=("literal", "scaled"), cli=False)
+    wads_normalize: bool = option(False, "both terms as relative errors", cli=False)
+    wads_patience: int = option(20, "steps without a better objective before a layer's search stops (0: always "
+                                    "wads_iters steps)", min=0, max=1_000_000, cli=False)
+    fc2: str = _fc2_option()
 
 
-@dataclass
+@dataclass(frozen=True)
 class QADSConfig(AlphaSearchConfig):
     """QADS: alpha minimising the output error alone (Eq. 12), folded; per-token activations."""
 
     method: ClassVar[str] = "qads"
 
 
-@dataclass
+@dataclass(frozen=True)
 class WADSConfig(AlphaSearchConfig):
     """WADS: alpha minimising Eq. 14, only for layers whose weight error is below the mean; per-token activations."""
 

@@ -23,7 +23,7 @@ def test_roundtrip_through_a_dict():
      "chooses the ranks itself"),
     ({"allocation": AllocationConfig("mlorq", memory_budget_mb=3), "distill": DistillConfig(),
       "low_rank": LowRankConfig("lra", param_reduction=0.3)}, "chooses every layer's rank"),
-    ({"quant_calib_images": 0}, "positive number of calibration images"),
+    ({"quant_calib_images": 0}, r"quant_calib_images = 0: must be >= 1 \(calibration images"),
     ({"low_rank": "lra"}, "must be a LowRankConfig"),
 ])
 def test_composition_rules(kwargs, words):

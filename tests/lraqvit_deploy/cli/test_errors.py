@@ -24,7 +24,7 @@ def _deploy(*args, cwd=None):
     (["compress", "--out", "o"], "nothing to do"),
     (["compress", "--out", "o", "--param-reduction", "0.3"], "needs --method"),
     (["compress", "--out", "o", "--method", "lra"], "needs --param-reduction"),
-    (["compress", "--out", "o", "--quant", "wads", "--calib-images", "0"], "positive number of calibration"),
+    (["compress", "--out", "o", "--quant", "wads", "--calib-images", "0"], "--calib-images 0: must be >= 1"),
     (["compress", "--out", "o", "--wads-iters", "5"], "add --quant METHOD"),
     (["eval", "--threads", "0"], "--threads 0"),
 ])

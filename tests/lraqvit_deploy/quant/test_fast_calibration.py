@@ -291,7 +291,7 @@ def test_fixed_rows_search_is_deterministic_and_never_worse_than_alpha_one(one_t
             assert float(full(a.alpha.log(), ste=False)) == pytest.approx(a.loss_final, rel=1e-5)
         c = search_alpha(x, w, iters=40, max_rows=64, sampling="fixed", seed=4)  # another subset, another path
         assert c.loss_final <= c.loss_init
-    with pytest.raises(DeployError, match="wads_sampling must be 'fixed' or 'fresh'"):
+    with pytest.raises(DeployError, match="wads_sampling = 'sometimes': must be one of fixed, fresh"):
         quant_config("wads", wads_sampling="sometimes")
     with pytest.raises(ValueError, match="sampling must be"):
         search_alpha(x, w, iters=1, sampling="other")
@@ -325,7 +325,7 @@ def test_wads_objective_variants(one_thread):
     cfg = quant_config("wads", wads_weight_term="scaled", wads_normalize=True, wads_iters=5, progress=False)
     model = make_tiny("vit")
     quantize_(model, cfg, images(model))  # runs end to end with the variant
-    with pytest.raises(DeployError, match="wads_weight_term must be"):
+    with pytest.raises(DeployError, match="wads_weight_term = 'eq14': must be one of literal, scaled"):
         quant_config("wads", wads_weight_term="eq14")
     with pytest.raises(ValueError, match="weight_term must be one of"):
         _Objective(x, w, "per_token_dynamic", 8, 8, True, "other")

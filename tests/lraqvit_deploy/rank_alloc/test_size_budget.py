@@ -79,7 +79,7 @@ def test_infeasible_budget_names_the_smallest_feasible_size_which_then_plans():
 
 
 def test_budget_needs_a_target_and_excludes_the_other_knobs():
-    with pytest.raises(DeployError, match="name its target"):
+    with pytest.raises(DeployError, match="size of a built program: give target = android or jetson"):
         AllocationConfig(size_budget_mb=10)
     with pytest.raises(DeployError, match="either size_budget_mb"):
         AllocationConfig(size_budget_mb=10, target="android", memory_budget_mb=10)

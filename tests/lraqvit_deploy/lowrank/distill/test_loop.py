@@ -113,11 +113,15 @@ def test_branch_lr_is_checked_and_keeps_old_dicts():
 
     assert "branch_lr" not in DistillConfig().to_dict()  # manifests and checkpoint fingerprints as before
     assert DistillConfig(branch_lr=1e-4).to_dict()["branch_lr"] == 1e-4
+    from lraqvit_deploy.cli.args import flag_error
+
     for bad in (0.0, -1e-3, float("nan"), True):
-        with pytest.raises(DeployError, match="--kd-branch-lr"):
+        with pytest.raises(DeployError, match="branch_lr = ") as e:
             DistillConfig(branch_lr=bad)
-    with pytest.raises(DeployError, match="--kd-branch-lr sets the lr of RB-LRA's branch; --method lra"):
+        assert flag_error(e.value).startswith("--kd-branch-lr ")
+    with pytest.raises(DeployError, match="distill.branch_lr sets the lr of RB-LRA's branch; low_rank.method lra") as e:
         Recipe(low_rank=LowRankConfig(method="lra", param_reduction=0.45), distill=DistillConfig(branch_lr=1e-4))
+    assert flag_error(e.value).startswith("--kd-branch-lr sets the lr of RB-LRA's branch; --method lra")
     teacher, student, ds = _tiny_kd(method="lra")
     with pytest.raises(DeployError, match="no RB-LRA layers"):
         distill_(student, teacher, ds, DistillConfig(steps=1, batch_size=8, branch_lr=1e-4), progress=False)
