@@ -20,21 +20,22 @@ import json
 import math
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 try:
     from ..backends.tensorrt import engine as trt_engine
     from ..benchmark import BenchResult, summarize
+    from ..measure import closeness
     from . import clocks, cuda_bench, trtexec
 except ImportError:  # standalone on the Jetson: sibling files of this script
     import clocks  # type: ignore[no-redef]
+    import closeness  # type: ignore[no-redef]
     import cuda_bench  # type: ignore[no-redef]
     import engine as trt_engine  # type: ignore[no-redef]
     import trtexec  # type: ignore[no-redef]
     from benchmark import BenchResult, summarize  # type: ignore[no-redef]
 
 BUNDLE_FILE = "bundle.json"  # written by `deploy build --target jetson` next to this script
-SQNR_CAP_DB = 200.0  # identical outputs: reported as 200 dB instead of infinity (JSON has no inf)
 
 
 def read_bundle(bundle_dir: str) -> Dict[str, Any]:
@@ -63,119 +64,7 @@ def onnx_for(bundle: Dict[str, Any], precision: str, trt_version: Union[int, str
     return onnx[want]
 
 
-# ---- output checks (numpy only; the host's verification uses the same functions) ------------------
-
-def compare_logits(got, ref, labels=None) -> Dict[str, Any]:
-    """How close logits `got` (N, C) are to a reference `ref` (N, C): agreement, SQNR, cosine, top-1.
-
-    * `agreement`: fraction of rows with the same argmax;
-    * `sqnr_db`: 10 log10(sum ref^2 / sum (ref - got)^2) over all logits (capped at 200 dB);
-    * `cosine_mean` / `cosine_min`: cosine similarity of each row's logits;
-    * `top1` / `top1_reference` (percent) when `labels` (N,) are given and all >= 0;
-    * `near_tie_flips` (`near_tie_flips()`): flipped rows whose reference logits were a near tie;
-      `gated_agreement` counts those as agreeing. The Android gate uses the same function.
-    * `nonfinite` / `nonfinite_reference`: rows of `got` / `ref` holding a NaN or an inf; then SQNR
-      and cosine are NaN (never the 200 dB cap or a cosine of 1), and `check_gates` fails them.
-    Top-1 agreement alone is ill-conditioned when logits are nearly tied (random-weight models,
-    synthetic inputs), SQNR and cosine are not: gate on those for every model.
-    """
-    import numpy as np
-
-    got = np.asarray(got, dtype=np.float64).reshape(len(got), -1)
-    ref = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
-    if got.shape != ref.shape:
-        raise ValueError(f"logits shape {got.shape} != reference shape {ref.shape}")
-    bad_got = int((~np.isfinite(got)).any(axis=1).sum())
-    bad_ref = int((~np.isfinite(ref)).any(axis=1).sum())
-    with np.errstate(invalid="ignore", over="ignore"):
-        err = float(((ref - got) ** 2).sum())
-        sig = float((ref ** 2).sum())
-        if bad_got or bad_ref or not (math.isfinite(err) and math.isfinite(sig)):
-            sqnr = float("nan")  # min(200, nan) would be 200: a NaN must stay a NaN
-        else:
-            sqnr = SQNR_CAP_DB if err == 0 else min(SQNR_CAP_DB, 10 * math.log10(max(sig, 1e-300) / err))
-        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-        cos = np.where(norms > 0, (ref * got).sum(1) / np.maximum(norms, 1e-300), 1.0)
-        cos = np.where(np.isfinite(norms), cos, np.nan)  # a NaN norm is not "> 0": it must not read as cosine 1
-    agreement = float((ref.argmax(1) == got.argmax(1)).mean())
-    near = near_tie_flips(got, ref)
-    out: Dict[str, Any] = {
-        "n_images": int(len(ref)), "agreement": agreement, "near_tie_flips": near,
-        "nonfinite": bad_got, "nonfinite_reference": bad_ref,
-        "gated_agreement": agreement + near / max(len(ref), 1),
-        "sqnr_db": float(sqnr), "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-        "max_abs_diff": float(np.abs(ref - got).max()) if not (bad_got or bad_ref) else float("nan"),
-        "reference_max_abs": float(np.abs(ref).max()),
-        "top1": None, "top1_reference": None,
-    }
-    if labels is not None:
-        lab = np.asarray(labels).reshape(-1)
-        if len(lab) == len(ref) and (lab >= 0).all():
-            out["top1"] = float(100 * (got.argmax(1) == lab).mean())
-            out["top1_reference"] = float(100 * (ref.argmax(1) == lab).mean())
-    return out
-
-
-def near_tie_flips(got, ref) -> int:
-    """Rows whose argmax differs from the reference's although the reference's own gap between its
-    class and the one `got` picked is at most twice the TYPICAL logit error: the median over rows of
-    each row's largest |got - ref|.
-
-    Why the median and not the row's own error: any flip needs gap < e_picked - e_ref <= 2 x that
-    row's max error, so a per-row rule would excuse every flip. With the set's typical error, a flip
-    at a wider gap needs an atypically large error on that image, which is what a gate should catch
-    (an error that is large everywhere fails the SQNR / cosine gates instead).
-    """
-    import numpy as np
-
-    got = np.asarray(got, dtype=np.float64).reshape(len(got), -1)
-    ref = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
-    if not len(ref):
-        return 0
-    r_arg, g_arg = ref.argmax(1), got.argmax(1)
-    flip = np.nonzero(r_arg != g_arg)[0]
-    if not len(flip):
-        return 0
-    typical = float(np.median(np.abs(ref - got).max(axis=1)))
-    gap = ref[flip, r_arg[flip]] - ref[flip, g_arg[flip]]
-    return int((gap <= 2 * typical).sum())
-
-
-def _below(value: Any, threshold: float) -> bool:
-    """`not value >= threshold`: a NaN (or a missing value) fails, where `value < threshold` would pass it."""
-    try:
-        return not (float(value) >= threshold)
-    except (TypeError, ValueError):
-        return True
-
-
-def check_gates(metrics: Dict[str, Any], gates: Dict[str, Optional[float]]) -> List[str]:
-    """The gates `metrics` (from `compare_logits`) fail, as sentences; empty when all pass.
-
-    `gates`: `min_agreement` (on `gated_agreement`; applied only when `metrics` has a top-1, i.e.
-    real labelled images), `min_sqnr_db`, `min_cosine` (mean row cosine); a None gate is not applied.
-    NaN/inf logits (`nonfinite`, or a NaN metric) always fail, whatever the gates say.
-    """
-    failed = []
-    bad, bad_ref = int(metrics.get("nonfinite") or 0), int(metrics.get("nonfinite_reference") or 0)
-    n = metrics.get("n_images", "?")
-    if bad:
-        failed.append(f"NaN/inf logits on {bad} of {n} images")
-    if bad_ref:
-        failed.append(f"the reference logits hold NaN/inf on {bad_ref} of {n} images")
-    a = gates.get("min_agreement")
-    gated = metrics.get("gated_agreement", metrics["agreement"])  # near-tie flips count as agreeing
-    if a is not None and metrics.get("top1") is not None and _below(gated, a):
-        failed.append(f"top-1 agreement {100 * gated:.2f}% < {100 * a:.1f}% (near-tie flips counted as agreeing: "
-                      f"{metrics.get('near_tie_flips', 0)})")
-    s = gates.get("min_sqnr_db")
-    if s is not None and _below(metrics["sqnr_db"], s):
-        failed.append(f"logit SQNR {metrics['sqnr_db']:.1f} dB < {s:.1f} dB")
-    c = gates.get("min_cosine")
-    if c is not None and _below(metrics["cosine_mean"], c):
-        failed.append(f"mean logit cosine {metrics['cosine_mean']:.5f} < {c}")
-    return failed
-
+# ---- output checks: lraqvit_deploy/measure/closeness.py (numpy only), shipped beside this file -----
 
 def verification_data(bundle_dir: str, bundle: Dict[str, Any], precision: str):
     """(images, reference logits, labels or None, gates, what the reference is) for `precision`, or None."""
@@ -203,8 +92,9 @@ def verify_outputs(bundle_dir: str, precision: str, infer: Callable[[Any], Any],
     if data is None:
         return None
     images, ref, labels, gates, what = data
-    metrics = compare_logits(infer(images), ref, labels)
-    failed = check_gates(metrics, gates)
+    metrics = closeness.compare_logits(infer(images), ref, labels)
+    # agreement is gated on real labelled images only: a random model's logits are near-tied
+    failed = closeness.gate_problems(metrics, gates, agreement_needs_labels=True)
     return {"runner": runner, "reference": what, **metrics, "gates": gates, "passed": not failed, "failed": failed}
 
 
@@ -286,7 +176,7 @@ def describe_verification(v: Optional[Dict[str, Any]]) -> str:
     top1 = f", top-1 {v['top1']:.2f}% (reference {v['top1_reference']:.2f}%)" if v.get("top1") is not None else ""
     verdict = "PASSED" if v["passed"] else "FAILED: " + "; ".join(v["failed"])
     return (f"{v['n_images']} images vs {v['reference']}: agreement {100 * v['agreement']:.2f}%, "
-            f"SQNR {v['sqnr_db']:.1f} dB, cosine {v['cosine_mean']:.5f}{top1} -> {verdict}")
+            f"SQNR {closeness.format_sqnr(v['sqnr_db'])}, cosine {v['cosine_mean']:.5f}{top1} -> {verdict}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from lraqvit_deploy.errors import DeployError
-from lraqvit_deploy.finite import below, nonfinite_rows
+from lraqvit_deploy.measure import closeness
 
 SCHEMA = "lraqvit-deploy/arm-verification/1"
 QEMU_MAJOR = 10  # the tested major; trixie's qemu-user 1:10.0.x (install.sh)
@@ -495,29 +495,6 @@ def kernel_report(trace: Path, report: Dict[str, Any], tc: ArmToolchain, cpu: Di
 # ---------------------------------------------------------------------------------------- verification
 
 
-def compare_logits(out: torch.Tensor, ref: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Dict[str, Any]:
-    """agreement (argmax), near-tie flips and the gated agreement that counts them as agreeing (the host
-    gate's rule, `lraqvit_deploy.jetson.run.near_tie_flips`), min per-image cosine, SQNR dB (None when
-    bit-exact), max |diff|, top1."""
-    from lraqvit_deploy.jetson.run import near_tie_flips
-
-    out, ref = out.double().reshape(len(out), -1), ref.double().reshape(len(ref), -1)
-    diff = out - ref
-    noise = diff.pow(2).sum().item()
-    cos = torch.nn.functional.cosine_similarity(out, ref, dim=1)
-    near = near_tie_flips(out.numpy(), ref.numpy()) if len(out) else 0
-    agreement = (out.argmax(-1) == ref.argmax(-1)).double().mean().item()
-    res = {"agreement": agreement, "near_tie_flips": near, "gated_agreement": agreement + near / max(len(out), 1),
-           "min_cosine": cos.min().item(),
-           "sqnr_db": None if noise == 0 else (10 * math.log10(max(ref.pow(2).sum().item(), 1e-300) / noise)
-                                               if math.isfinite(noise) else float("nan")),
-           "max_abs_diff": diff.abs().max().item(), "bit_exact": noise == 0, "top1": None}
-    if labels is not None:
-        lab = torch.as_tensor(labels)[: len(out)]
-        res["top1"] = 100.0 * (out.argmax(-1) == lab).double().mean().item()
-    return res
-
-
 def arm_verification(pte, images: torch.Tensor, reference_logits: torch.Tensor,
                      labels: Optional[torch.Tensor] = None, cpus: Sequence[str] = DEFAULT_CPUS,
                      threads: int = 1, min_agreement: Optional[float] = None, trace_kernels: bool = True,
@@ -578,22 +555,17 @@ def arm_verification(pte, images: torch.Tensor, reference_logits: torch.Tensor,
         except Exception as e:  # a bug or an OS error on one model must not lose the others
             entry.update(status="failed", reason=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
             continue
-        metrics = compare_logits(out, ref[: len(out)], labels)
-        entry.update(metrics, status="ok", reason=None, seconds=info["wall_s"],
+        metrics = closeness.compare_logits(out, ref[: len(out)], labels)
+        entry.update(metrics, min_cosine=metrics["cosine_min"], status="ok", reason=None, seconds=info["wall_s"],
                      features=info.get("cpu_features", {}).get("features"))
         if "kernels" in info:
             entry["kernels"] = info["kernels"]
-        bad = nonfinite_rows(out)
-        agree = metrics["gated_agreement"] if min_sqnr_db is not None else metrics["agreement"]
-        if bad:  # always a failure, whatever min_agreement says
-            entry.update(status="failed", reason=f"NaN/inf logits on {bad} of {len(out)} images")
-        elif min_sqnr_db is not None and metrics["sqnr_db"] is not None and below(metrics["sqnr_db"], min_sqnr_db):
-            entry.update(status="failed", reason=f"logit SQNR {metrics['sqnr_db']:.1f} dB < {min_sqnr_db:g} dB against "
-                                                  f"the reference (min cosine {metrics['min_cosine']:.4f})")
-        elif min_agreement is not None and below(agree, min_agreement):  # NaN-safe: not (a >= min)
-            near = f", near-tie flips counted: {metrics['near_tie_flips']}" if min_sqnr_db is not None else ""
-            entry.update(status="failed", reason=f"agreement {agree:.4f} < {min_agreement:g} with the reference "
-                                                  f"(min cosine {metrics['min_cosine']:.4f}{near})")
+        # NaN/inf logits always fail; with min_sqnr_db the agreement compared counts near-tie flips as
+        # agreeing (the host gate's rule), without it the raw agreement
+        failed = closeness.gate_problems(metrics, {"min_agreement": min_agreement, "min_sqnr_db": min_sqnr_db},
+                                         gated=min_sqnr_db is not None)
+        if failed:
+            entry.update(status="failed", reason="; ".join(failed))
     return result
 
 

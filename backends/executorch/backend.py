@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Dict, Optional
 
 from lraqvit_deploy.errors import DeployError, ToleranceError
-from lraqvit_deploy.finite import below
 from lraqvit_deploy.options import option
 
 from ..base import Backend, BenchOptions, BuildData, BuildOptions, BuildResult
@@ -248,28 +247,20 @@ def _verify(model, pte: Path, scheme: str, options: AndroidBuildOptions, data: B
     # a random-weight model's logits are near-tied on real images too: agreement is reported, not gated
     real = not v_data.synthetic and not has_random_weights(model)
     threshold = default_min_agreement(scheme, v.reference_self_agreement) if threshold is None and real else threshold
-    # Every comparison is `below(value, threshold)` (= not value >= threshold): NaN fails (lraqvit_deploy.finite).
-    problems = []
-    if v.nonfinite_reference:
-        problems.append(f"the {ref} itself gives NaN/inf logits on {v.nonfinite_reference} of {v.n_images} images "
-                        "(its weights are finite: an activation overflows)")
-    if v.nonfinite_outputs:
-        problems.append(f"the .pte gives NaN/inf logits on {v.nonfinite_outputs} of {v.n_images} images")
-    # The gate counts near-tie flips (the reference's two logits closer than twice the typical logit
-    # error) as agreeing: top-1 agreement is ill-conditioned there, whatever the kernel (docs/android.md).
-    if threshold is not None and below(v.gated_agreement, threshold):
-        problems.append(f"the .pte agrees with the {ref} on {v.gated_agreement:.2%} of {v.n_images} images (near-tie "
-                        f"flips counted as agreeing: {v.near_tie_flips}), below the threshold {threshold:.2%} "
-                        f"(reference self-agreement under a 1e-6 input change: {v.reference_self_agreement})")
-    if min_sqnr is not None and v.sqnr_db is not None and below(v.sqnr_db, min_sqnr):
-        problems.append(f"the .pte's logits are {v.sqnr_db:.1f} dB SQNR from the {ref}'s, below {min_sqnr:g} dB "
-                        f"(min cosine {v.min_cosine})")
+    # One gate implementation (lraqvit_deploy.measure.closeness): NaN/inf logits always fail; the agreement
+    # gate counts near-tie flips (the reference's two logits closer than twice the typical logit error) as
+    # agreeing: top-1 agreement is ill-conditioned there, whatever the kernel (docs/android.md). NaN fails.
+    from lraqvit_deploy.measure.closeness import gate_problems
+
+    problems = gate_problems(v.metrics(), {"min_agreement": threshold, "min_sqnr_db": min_sqnr})
     if problems:
         fix = ("Check the QuantLinear settings (XNNPACK runs act_scheme='per_token_dynamic'; act_symmetric=False is "
                "its arithmetic) or pass --min-agreement / --min-sqnr-db." if not (v.nonfinite_outputs or
                                                                                   v.nonfinite_reference)
                else "Non-finite logits are never accepted; check the model's inputs and weights.")
-        raise ToleranceError(f"{'; '.join(problems)}. Nothing was written. {fix}")
+        raise ToleranceError(f"the .pte against the {ref} on {v.n_images} images: {'; '.join(problems)} (reference "
+                             f"self-agreement under a 1e-6 input change: {v.reference_self_agreement}). Nothing was "
+                             f"written. {fix}")
     return {"agreement": round(v.agreement, 6), "top1": None if v.top1 is None else round(v.top1, 3),
             "verification": {**v.to_dict(), "min_agreement": threshold, "min_sqnr_db": min_sqnr,
                              "synthetic": v_data.synthetic}}

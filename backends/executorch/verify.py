@@ -26,11 +26,12 @@ class Verification:
     # the reference against itself with the input scaled by (1 + 1e-6): the agreement any
     # implementation that is not bit-exact with PyTorch's fp32 arithmetic can expect
     reference_self_agreement: Optional[float] = None
-    # output closeness over all logits: 10 log10(sum ref^2 / sum (out - ref)^2) and the worst per-image cosine
-    sqnr_db: Optional[float] = None  # None: bit-exact
+    # output closeness over all logits (`lraqvit_deploy.measure.closeness.compare_logits`): SQNR and the
+    # worst per-image cosine
+    sqnr_db: Optional[float] = None  # None: bit-exact; NaN: non-finite logits
     min_cosine: Optional[float] = None
     # argmax flips where the reference's own logits for the two classes are closer than twice the
-    # typical (median over images) largest logit error (`lraqvit_deploy.jetson.run.near_tie_flips`,
+    # typical (median over images) largest logit error (`lraqvit_deploy.measure.closeness`,
     # shared with the Jetson gate): the gate (`gated_agreement`) counts them as agreeing; they stay
     # visible here and in `agreement`
     near_tie_flips: int = 0
@@ -46,6 +47,13 @@ class Verification:
     def to_dict(self) -> Dict[str, Any]:
         return {**asdict(self), "gated_agreement": round(self.gated_agreement, 6)}
 
+    def metrics(self) -> Dict[str, Any]:
+        """The fields under `measure.closeness`'s names, for its `gate_problems`."""
+        return {"n_images": self.n_images, "agreement": self.agreement, "gated_agreement": self.gated_agreement,
+                "near_tie_flips": self.near_tie_flips, "sqnr_db": self.sqnr_db, "bit_exact": self.sqnr_db is None,
+                "cosine_min": self.min_cosine, "nonfinite": self.nonfinite_outputs,
+                "nonfinite_reference": self.nonfinite_reference, "top1": self.top1}
+
 
 @torch.no_grad()
 def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Tensor] = None,
@@ -54,49 +62,24 @@ def verify_program(path, reference: nn.Module, images, labels: Optional[torch.Te
     """Execute the program on each image (batch 1, as exported) and score it against `reference`."""
     from tqdm import tqdm
 
+    from lraqvit_deploy.measure.closeness import compare_logits
+
     from .runtime import execute, load_forward
 
     method, _ = load_forward(path)
     reference = reference.eval()
-    from lraqvit_deploy.finite import nonfinite_rows
-
-    preds, ref_preds, pert_preds, diff, outs, refs = [], [], [], 0.0, [], []
-    signal = noise = 0.0
-    min_cos = 1.0
-    bad_out = bad_ref = 0
+    outs, refs, pert_preds = [], [], []
     for start in tqdm(range(0, len(images), batch_size), desc="verify .pte", disable=not progress, leave=False):
         chunk = images[start : start + batch_size]
-        ref = reference(chunk)
-        out = torch.cat([execute(method, [chunk[i : i + 1].contiguous()], path)[0] for i in range(len(chunk))])
-        bad_out += nonfinite_rows(out)
-        bad_ref += nonfinite_rows(ref)
-        d = (out - ref).abs().max().item()
-        diff = d if math.isnan(d) else max(diff, d)  # Python's max drops a NaN that comes second
-        signal += ref.double().pow(2).sum().item()
-        noise += (out - ref).double().pow(2).sum().item()
-        c = torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=-1).min().item()
-        min_cos = c if math.isnan(c) else min(min_cos, c)
-        p, r = out.argmax(-1), ref.argmax(-1)
-        outs.append(out)
-        refs.append(ref)
-        preds += p.tolist()
-        ref_preds += r.tolist()
+        refs.append(reference(chunk))
+        outs.append(torch.cat([execute(method, [chunk[i : i + 1].contiguous()], path)[0] for i in range(len(chunk))]))
         if self_check:
             pert_preds += reference(chunk * (1 + 1e-6)).argmax(-1).tolist()
-    from lraqvit_deploy.jetson.run import near_tie_flips
-
-    near_ties = near_tie_flips(torch.cat(outs).numpy(), torch.cat(refs).numpy()) if outs else 0
-    preds_t, ref_t = torch.tensor(preds), torch.tensor(ref_preds)
-    top1 = ref_top1 = None
-    if labels is not None:
-        labels = torch.as_tensor(labels)[: len(preds)]
-        top1 = 100.0 * (preds_t == labels).float().mean().item()
-        ref_top1 = 100.0 * (ref_t == labels).float().mean().item()
-    self_agree = (torch.tensor(pert_preds) == ref_t).float().mean().item() if self_check else None
-    if math.isfinite(noise) and math.isfinite(signal):
-        sqnr = None if noise == 0 else 10 * math.log10(max(signal, 1e-300) / noise)
-    else:
-        sqnr = float("nan")  # non-finite logits: no SQNR, and a NaN fails every gate
-    return Verification(len(preds), (preds_t == ref_t).float().mean().item(), top1, ref_top1, diff,
-                        reference_name, data_name, self_agree, None if sqnr is None else round(sqnr, 2),
-                        round(min_cos, 6), near_ties, bad_out, bad_ref)
+    out, ref = torch.cat(outs), torch.cat(refs)
+    m = compare_logits(out, ref, None if labels is None else torch.as_tensor(labels)[: len(out)])
+    self_agree = (torch.tensor(pert_preds) == ref.argmax(-1)).float().mean().item() if self_check else None
+    sqnr = m["sqnr_db"]
+    return Verification(m["n_images"], m["agreement"], m["top1"], m["top1_reference"], m["max_abs_diff"],
+                        reference_name, data_name, self_agree, sqnr if sqnr is None or math.isnan(sqnr) else
+                        round(sqnr, 2), round(m["cosine_min"], 6), m["near_tie_flips"], m["nonfinite"],
+                        m["nonfinite_reference"])

@@ -20,6 +20,7 @@ import torch
 
 from lraqvit_deploy.artifacts import atomic_dir, versions, write_json
 from lraqvit_deploy.errors import DeployError
+from lraqvit_deploy.measure.closeness import compare_logits
 
 FORMAT = "lraqvit-deploy/jetson/1"
 
@@ -166,8 +167,8 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
                 ref_q = sim(xs).float().numpy()
                 ref_f = fmodel(xs).float().numpy()
             refs = {"int8": ref_q, "fp32": ref_f, **({"fp16": ref_f} if fp16 else {})}
-            host = {p: verify.compare_logits(verify.ort_logits(verify.ort_session(tmp / files[p]), xs.numpy()),
-                                             refs[p], ys) for p in refs}
+            host = {p: compare_logits(verify.ort_logits(verify.ort_session(tmp / files[p]), xs.numpy()),
+                                      refs[p], ys) for p in refs}
             dgates = {p: {**verify.DEVICE_GATES[p], **({"min_agreement": None} if random_weights else {})}
                       for p in refs}
             dgates["int8"]["min_agreement"] = table["int8"]["min_agreement"]

@@ -16,6 +16,7 @@ FILES = {
     "jetson/cuda_bench.py": "cuda_bench.py",
     "backends/tensorrt/engine.py": "engine.py",
     "lraqvit_deploy/benchmark.py": "benchmark.py",
+    "lraqvit_deploy/measure/closeness.py": "closeness.py",
 }
 RUN_COMMAND = "python3 jetson/run.py"
 
@@ -28,7 +29,7 @@ def _source(rel: str) -> Path:
     if p.is_file():
         return p
     mod = {"jetson": "lraqvit_deploy.jetson", "backends/tensorrt": "lraqvit_deploy.backends.tensorrt",
-           "lraqvit_deploy": "lraqvit_deploy"}[rel.rsplit("/", 1)[0]]
+           "lraqvit_deploy": "lraqvit_deploy", "lraqvit_deploy/measure": "lraqvit_deploy.measure"}[rel.rsplit("/", 1)[0]]
     return Path(importlib.import_module(mod).__file__).parent / rel.rsplit("/", 1)[1]
 
 
@@ -88,7 +89,7 @@ def write_verification(out_dir: Path, images, references: Dict[str, Any], labels
 
     `images` (N, 3, H, W) float32; `references[precision]` (N, classes) logits the engine of that
     precision is compared with (fp16 and fp32 share one file when they are the same array);
-    `labels` (N,) or None (synthetic images); `gates[precision]` (`jetson/run.py check_gates`);
+    `labels` (N,) or None (synthetic images); `gates[precision]` (`measure.closeness.gate_problems`);
     `host`: the same comparison for the ONNX through onnxruntime here, for reference.
     """
     import numpy as np

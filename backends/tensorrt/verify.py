@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from lraqvit_deploy.errors import ToleranceError
+from lraqvit_deploy.measure.closeness import compare_logits, gate_problems
 
 from .engine import LN_TAG
 from .onnx_export import INPUT_NAME, MAX_OPSET, opset_of
@@ -228,20 +229,12 @@ def ort_logits(session, x: np.ndarray) -> np.ndarray:
     return session.run(None, {INPUT_NAME: x})[0].astype(np.float32)
 
 
-def compare_logits(got: np.ndarray, ref: np.ndarray, labels: Optional[np.ndarray] = None) -> Dict[str, Any]:
-    """Agreement, SQNR, cosine (and top-1 with real labels) of logits vs a reference: `jetson/run.py`'s
-    implementation, the one the device runs too."""
-    from lraqvit_deploy.jetson.run import compare_logits as _compare
-
-    return _compare(got, ref, labels)
-
-
 def compare_predictions(model, onnx_path: Path, ds, batch_size: int = 50, threads: int = 1,
                         progress: bool = True, twin=None, keep_logits: bool = False) -> Dict[str, Any]:
     """The ONNX (onnxruntime) against the torch `model` on `ds`: agreement, logit closeness, top-1.
 
     Returns `agreement` (0-1), `sqnr_db`, `cosine_mean`, `cosine_min`, `max_abs_diff`
-    (`compare_logits`), `top1` (ONNX) and `top1_torch` in percent, or None when `ds` has no real
+    (`measure.closeness.compare_logits`), `top1` (ONNX) and `top1_torch` in percent, or None when `ds` has no real
     labels (any label < 0: synthetic images), `labelled`, `n_images`. `twin`: the same model
     computed in another float order (e.g. unfused attention); its agreement with `model` is the
     floor any re-implementation can reach, because a per-tensor INT8 ViT amplifies a last-bit
@@ -264,7 +257,7 @@ def compare_predictions(model, onnx_path: Path, ds, batch_size: int = 50, thread
             got.append(ort_logits(sess, x.numpy()))
             labels.append(np.asarray(y))
     ref_l, got_l, lab = np.concatenate(ref), np.concatenate(got), np.concatenate(labels)
-    out: Dict[str, Any] = compare_logits(got_l, ref_l, lab)
+    out: Dict[str, Any] = compare_logits(got_l, ref_l, lab)  # lraqvit_deploy.measure.closeness
     out["top1_torch"] = out.pop("top1_reference")
     out["labelled"] = out["top1"] is not None
     if twin is not None:
@@ -309,9 +302,7 @@ def gates_for(precision: str, min_agreement: Optional[float] = None, min_sqnr_db
 
 def require_gates(result: Dict[str, Any], gates: Dict[str, Optional[float]], what: str) -> None:
     """Raise ToleranceError naming every gate `result` (from `compare_predictions`) fails."""
-    from lraqvit_deploy.jetson.run import check_gates
-
-    failed = check_gates(result, gates)
+    failed = gate_problems(result, gates, agreement_needs_labels=True)
     if failed:
         raise ToleranceError(f"{what}: onnxruntime vs the PyTorch reference on {result['n_images']} images: "
                              + "; ".join(failed) + ". The ONNX does not compute what the reference computes: "

@@ -79,14 +79,6 @@ def test_known_bad_qemu_is_refused(tmp_path, monkeypatch):
         arm.find_toolchain(build=False, refresh=True)
 
 
-def test_compare_logits():
-    ref = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0]])
-    exact = arm.compare_logits(ref.clone(), ref)
-    assert exact["bit_exact"] and exact["sqnr_db"] is None and exact["agreement"] == 1.0
-    noisy = arm.compare_logits(ref + 0.01, ref, labels=torch.tensor([1, 2]))
-    assert 40 < noisy["sqnr_db"] < 60 and noisy["top1"] == 50.0 and noisy["max_abs_diff"] == pytest.approx(0.01)
-
-
 def test_elf_functions_reads_the_dynamic_symbols():
     import executorch
 

@@ -37,7 +37,7 @@ def test_nan_logits_fail_host_verification(tmp_path):
         model.blocks[1].mlp.fc2.bias[0] = math.nan
     out = tmp_path / "android"
     _keep(out)
-    with pytest.raises(ToleranceError, match=r"the .pte gives NaN/inf logits on 16 of 16 images.*Nothing was written"):
+    with pytest.raises(ToleranceError, match=r"the .pte against the .* on 16 images: NaN/inf logits on 16 of 16 images.*Nothing was written"):
         _build(model, out, min_agreement=0.0, min_sqnr_db=0.0)  # even with every threshold at its weakest
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
@@ -68,7 +68,7 @@ def test_pt2e_int8_of_an_fp32_model_is_gated_against_the_fp32_model(tmp_path, mo
     _lowers_instead(monkeypatch, lambda m: m.blocks[0].mlp.fc1.weight.mul_(2))
     out = tmp_path / "bad"
     _keep(out)
-    with pytest.raises(ToleranceError, match=r"dB SQNR from the pytorch fp32 \(before PT2E\)'s, below 20 dB"):
+    with pytest.raises(ToleranceError, match=r"the .pte against the pytorch fp32 \(before PT2E\) on \d+ images: logit SQNR [\d.]+ dB < 20 dB"):
         _build(model, out, precision="q8")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
@@ -109,7 +109,7 @@ def test_arm_check_fails_on_a_flipped_sign_and_on_nan(toolchain, tmp_path):
     res = arm.arm_verification(pte, x, ref, cpus=["cortex-a76"], min_agreement=0.99, toolchain=toolchain)
     assert res["cpus"]["cortex-a76"]["status"] == "ok"  # the control
     res = arm.arm_verification(pte, x, -ref, cpus=["cortex-a76"], min_agreement=0.99, toolchain=toolchain)
-    assert res["cpus"]["cortex-a76"]["status"] == "failed" and "agreement 0.0000 < 0.99" in res["cpus"]["cortex-a76"]["reason"]
+    assert res["cpus"]["cortex-a76"]["status"] == "failed" and "top-1 agreement 0.00% < 99.0%" in res["cpus"]["cortex-a76"]["reason"]
     # with an SQNR gate (what the build passes) near-tie flips count as agreeing, and the SQNR catches the sign
     res = arm.arm_verification(pte, x, -ref, cpus=["cortex-a76"], min_agreement=0.99, min_sqnr_db=60.0,
                                toolchain=toolchain)

@@ -86,7 +86,8 @@ def test_build_verify_and_time_tiny_engines(tmp_path, tiny_vit):  # pragma: no c
 
     from lraqvit_deploy.backends.tensorrt import qdq, verify
     from lraqvit_deploy.backends.tensorrt.onnx_export import export_onnx
-    from lraqvit_deploy.jetson import cuda_bench, run
+    from lraqvit_deploy.jetson import cuda_bench
+    from lraqvit_deploy.measure import closeness
 
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     sim, _ = qdq.engine_model(tiny_vit, torch.randn(8, 3, 32, 32), "naive")
@@ -98,8 +99,8 @@ def test_build_verify_and_time_tiny_engines(tmp_path, tiny_vit):  # pragma: no c
         assert info["fp32_layers"] > 0 and "OBEY_PRECISION_CONSTRAINTS" in info["builder_flags_set"]
     with torch.no_grad():
         ref = sim(x).numpy()
-    m = run.compare_logits(cuda_bench.run_engine(str(tmp_path / "m.engine"), x.numpy()), ref)
-    assert not run.check_gates(m, verify.DEVICE_GATES["int8"]), m
+    m = closeness.compare_logits(cuda_bench.run_engine(str(tmp_path / "m.engine"), x.numpy()), ref)
+    assert not closeness.gate_problems(m, verify.DEVICE_GATES["int8"], agreement_needs_labels=True), m
     again = engine.build_engine(onnx_path, tmp_path / "m2.engine", "int8", timing_cache=str(tmp_path / "t.cache"))
     assert again["timing_cache_status"].startswith("loaded")
     # FP16: the plan picks the ONNX (FP32 + flag under weak typing, the FP16 ONNX under strong typing)
@@ -108,7 +109,7 @@ def test_build_verify_and_time_tiny_engines(tmp_path, tiny_vit):  # pragma: no c
     engine.build_engine(fp, tmp_path / "h.engine", "fp16")
     with torch.no_grad():
         fref = tiny_vit(x).numpy()
-    m16 = run.compare_logits(cuda_bench.run_engine(str(tmp_path / "h.engine"), x.numpy()), fref)
-    assert not run.check_gates(m16, verify.DEVICE_GATES["fp16"]), m16
+    m16 = closeness.compare_logits(cuda_bench.run_engine(str(tmp_path / "h.engine"), x.numpy()), fref)
+    assert not closeness.gate_problems(m16, verify.DEVICE_GATES["fp16"], agreement_needs_labels=True), m16
     timed = cuda_bench.time_engine(str(tmp_path / "m.engine"), iterations=10, warmup=2)
     assert len(timed["times_ms"]) == 10 and min(timed["times_ms"]) > 0
