@@ -59,6 +59,12 @@ def count_gflops(model: nn.Module, shape: Optional[Sequence[int]] = None) -> flo
     fused = [(m, m.fused_attn) for m in model.modules() if getattr(m, "fused_attn", None) is True]
     for m, _ in fused:
         m.fused_attn = False
+    # the counter's module tracker hooks every input that requires grad; under no_grad a view of a
+    # parameter (SigLIP's `latent.expand(B, ...)` feeding attn_pool.q) requires grad but has no grad_fn,
+    # which the tracker cannot hook ("Expected gradient function to be set"): count with grads off.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
     try:
         model.eval()
         with counter:
@@ -66,6 +72,8 @@ def count_gflops(model: nn.Module, shape: Optional[Sequence[int]] = None) -> flo
     finally:
         for m, flag in fused:
             m.fused_attn = flag
+        for p in trainable:
+            p.requires_grad_(True)
         model.train(was_training)
     return counter.get_total_flops() / 1e9
 

@@ -1,15 +1,23 @@
-"""Where the compressible Linears sit in a timm ViT / DeiT / DINOv2 / Swin, and what feeds each.
+"""Where the compressible Linears sit in a timm ViT-family model, and what feeds each.
 
-Every encoder block (`blocks.N` in ViT/DeiT/DINOv2, `layers.S.blocks.N` in Swin) holds four
-Linears, one per role; Swin's patch merging adds an optional fifth (LRA-QViT §3.1: patch
-embedding and head stay dense):
+Every encoder block (`blocks.N` in ViT/DeiT/DINOv2/SigLIP/EVA/BEiT/CaiT, `layers.S.blocks.N` in
+Swin, `transformers.S.blocks.N` in PiT) holds four Linears, one per role; Swin's patch merging adds
+an optional fifth (LRA-QViT §3.1: patch embedding and head stay dense, and so do SigLIP's
+attention-pool head and CaiT's class-attention blocks, which are not `blocks.N`):
 
   role        path              fed by (where a channel scale on its input folds, WADS §3.3)
   qkv         attn.qkv          norm1 (LayerNorm)          -> divide its weight and bias
   proj        attn.proj         attention @ v              -> divide v's output rows of qkv
+                                (EVA's attn.norm if set)   -> divide its weight and bias
   fc1         mlp.fc1           norm2 (LayerNorm)          -> divide its weight and bias
-  fc2         mlp.fc2           GELU (or mlp.norm if any)  -> nothing linear: "none"
+  fc2         mlp.fc2           GELU / SwiGLU (or mlp.norm if any)  -> nothing linear: "none"
   reduction   downsample.reduction (Swin, optional)  downsample.norm (LayerNorm)
+
+Post-norm blocks (Swin V2, EVA's post-norm variant: `x + norm1(attn(x))`) feed qkv and fc1 with
+the residual stream itself, and Swin V2's patch merging normalises after its reduction: those
+inputs have no producer to fold into ("none"). EVA-02, BEiT and Swin V2 attention is first
+rewritten to a real `qkv` Linear (`models.attention`), EVA-02's two-Linear SwiGLU to one `fc1`
+(`models.swiglu`), so these slots exist for every supported family.
 
 and, once a layer is a `LowRankLinear`, its `up` is fed by the rows of its own `down`.
 `FoldSite` names that producer; row scaling of a producer never changes its own per-channel
@@ -63,24 +71,53 @@ def encoder_blocks(model: nn.Module) -> Dict[str, nn.Module]:
 
 
 def check_replaceable(model: nn.Module) -> None:
-    """Refuse, in one line, a model whose attention reads `qkv.weight` directly.
+    """Refuse, in one line, a model whose attention still reads `qkv.weight` directly.
 
-    timm's Eva (`vit_*_qkvb`, `vit_*_rope_*`), BEiT and Swin V2 keep separate q/v biases and compute
-    `F.linear(x, self.qkv.weight, cat(q_bias, k_bias, v_bias))`: replacing `qkv` by a low-rank or
-    quantized module would fail deep inside the forward pass.
+    `models.create_model` rewrites timm's EVA, BEiT and Swin V2 attention (separate q/v biases,
+    `F.linear(x, qkv.weight, cat(q_bias, 0, v_bias))`) into a real `qkv` Linear; any other module
+    that keeps separate biases would fail deep inside its forward pass once `qkv` is replaced.
     """
+    from .models.attention import has_separate_qkv_bias
+    from .models.families import supported_list
+
     for name, block in encoder_blocks(model).items():
         attn = getattr(block, "attn", None)
-        if isinstance(attn, nn.Module) and any(getattr(attn, b, None) is not None for b in ("q_bias", "v_bias")):
+        if has_separate_qkv_bias(attn):
             raise DeployError(
-                f"{name}.attn ({type(attn).__name__}) computes qkv from qkv.weight with separate q/v biases, so "
-                f"its qkv cannot be replaced by a low-rank or INT8 layer; supported are timm's VisionTransformer "
-                f"(ViT, DeiT, DeiT III, DINOv2) and Swin (v1) blocks, or Eva models without separate q/v biases.")
+                f"{name}.attn ({type(attn).__name__}) computes qkv from qkv.weight with separate q/v biases and has "
+                f"no rewrite to a real qkv Linear, so its qkv cannot be replaced by a low-rank or INT8 layer; "
+                f"build the model with lraqvit_deploy.create_model (it rewrites EVA, BEiT and Swin V2). "
+                f"Supported: {supported_list()}.")
 
 
 def is_encoder_linear(name: str, module: nn.Module) -> bool:
     """True for a Linear inside an encoder block or a Swin patch merging (not patch embedding or head)."""
     return isinstance(module, nn.Linear) and _IN_ENCODER.search(name) is not None
+
+
+# blocks computing `x + norm1(attn(x))`, `x + norm2(mlp(x))`: qkv and fc1 read the residual stream itself
+_POST_NORM_BLOCKS = ("SwinTransformerV2Block", "SwinTransformerV2CrBlock", "EvaBlockPostNorm")
+
+
+def _post_norm(block: nn.Module) -> bool:
+    return type(block).__name__ in _POST_NORM_BLOCKS
+
+
+def _reduction_site(downsample: nn.Module) -> FoldSite:
+    """Swin (v1) and Swin V2-Cr normalise before the reduction; Swin V2's PatchMerging after it."""
+    if type(downsample).__module__.endswith(".swin_transformer_v2"):
+        return FoldSite("none")
+    return _norm_site(getattr(downsample, "norm", None))
+
+
+def _proj_site(attn: Optional[nn.Module]) -> FoldSite:
+    """proj reads attention @ v, unless EVA's inner norm (`scale_attn_inner`) or its gate comes between."""
+    if getattr(attn, "gate", None) is not None:
+        return FoldSite("none")
+    norm = getattr(attn, "norm", None)
+    if isinstance(norm, nn.Module) and not isinstance(norm, nn.Identity):
+        return _norm_site(norm)
+    return _v_site(getattr(attn, "qkv", None))
 
 
 def _norm_site(norm: Optional[nn.Module]) -> FoldSite:
@@ -110,9 +147,10 @@ def _get(module: nn.Module, path: str) -> Optional[nn.Module]:
 
 def _block_layers(name: str, block: nn.Module, roles: Sequence[str]) -> Iterator[EncoderLinear]:
     attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
-    feeds = {"qkv": lambda: _norm_site(getattr(block, "norm1", None)),
-             "proj": lambda: _v_site(getattr(attn, "qkv", None)),
-             "fc1": lambda: _norm_site(getattr(block, "norm2", None)),
+    post = _post_norm(block)
+    feeds = {"qkv": lambda: FoldSite("none") if post else _norm_site(getattr(block, "norm1", None)),
+             "proj": lambda: _proj_site(attn),
+             "fc1": lambda: FoldSite("none") if post else _norm_site(getattr(block, "norm2", None)),
              "fc2": lambda: _norm_site(getattr(mlp, "norm", None))}
     for role in ROLES:
         mod = _get(block, ROLE_PATHS[role])
@@ -131,8 +169,7 @@ def encoder_layers(model: nn.Module, roles: Sequence[str] = ROLES,
         if _BLOCK.search(name):
             out += _block_layers(name, m, roles)
         elif include_downsample and name.endswith("downsample") and isinstance(getattr(m, REDUCTION, None), nn.Module):
-            out.append(EncoderLinear(f"{name}.{REDUCTION}", m.reduction, _norm_site(getattr(m, "norm", None)),
-                                     REDUCTION))
+            out.append(EncoderLinear(f"{name}.{REDUCTION}", m.reduction, _reduction_site(m), REDUCTION))
     return out
 
 

@@ -21,7 +21,6 @@ import torch.nn as nn
 
 from ..errors import DeployError, WeightsNotFoundError
 
-FAMILIES = ("deit", "deit3", "vit", "swin")  # name prefixes; vit_layout.check_replaceable checks the blocks
 TESTBED = "testbed"
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
@@ -58,26 +57,40 @@ def has_random_weights(model: nn.Module) -> bool:
 
 
 def check_arch(name: str) -> None:
+    """A supported family (`models.families`) and a name timm knows; else one line saying why not."""
     import timm
 
-    if not name.split("_")[0] in FAMILIES:
-        raise DeployError(
-            f"model {name!r} is not a ViT-family timm model; expected a name starting with "
-            f"{', '.join(f'{f}_' for f in FAMILIES)} (e.g. deit_tiny_patch16_224) or '{TESTBED}'."
-        )
+    from .families import check_family, supported_prefixes
+
+    check_family(name, TESTBED)
     if not timm.is_model(name):
         import difflib
 
-        family = [n for n in timm.list_models() if n.split("_")[0] in FAMILIES]
+        prefixes = supported_prefixes()
+        family = [n for n in timm.list_models() if n.split("_")[0] in prefixes]
         close = difflib.get_close_matches(name, family, n=8, cutoff=0.6)
         raise DeployError(f"timm has no model {name!r}. Similar names: {', '.join(close) or 'none'}.")
 
 
-def build_architecture(spec: ModelSpec) -> nn.Module:
-    """The bare architecture of `spec` with freshly initialised weights (used when reloading artifacts)."""
+def standard_layout_(model: nn.Module) -> nn.Module:
+    """Rewrite, exactly, what keeps a block's Linears out of their slots: EVA / BEiT / Swin V2 q/v biases
+    into a real `qkv` Linear (`models.attention`), EVA-02's two-Linear SwiGLU into one `fc1` (`models.swiglu`)."""
+    from .attention import fold_qkv_bias_
+    from .swiglu import pack_swiglu_
+
+    fold_qkv_bias_(model)
+    pack_swiglu_(model)
+    return model
+
+
+def build_architecture(spec: ModelSpec, timm_layout: bool = False) -> nn.Module:
+    """The bare architecture of `spec` with freshly initialised weights (used when reloading artifacts),
+    in the SDK's layout (`standard_layout_`) unless `timm_layout` (to load a timm checkpoint first)."""
     import timm
 
     model = timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
+    if not timm_layout:
+        standard_layout_(model)
     if spec.kwargs.get("img_size"):
         size = spec.kwargs["img_size"]
         h, w = (size, size) if isinstance(size, int) else size
@@ -151,13 +164,14 @@ def create_model(
         if not path.exists():
             raise WeightsNotFoundError(f"--weights {path}: no such file; " + _no_weights_message(name, found=False))
         sd = read_state_dict(path)
-    model = build_architecture(spec)
+    model = build_architecture(spec, timm_layout=True)
     if path is None:
         spec.weights = "random"
     else:
         load_weights_file(model, path, sd)
         spec.weights = (f"timm cache: {path}" if weights in ("auto", "timm-cache")
                         else f"file: {path.resolve()}")
+    standard_layout_(model)  # after the checkpoint: its keys are timm's (q_bias, v_bias, fc1_g, ...)
     model.lraqvit_spec = spec
     return model.eval()
 
