@@ -102,6 +102,17 @@ def seed_option(help: str = "data order and random init") -> Any:
     return option(0, help, min=0, max=MAX_SEED, flag="--seed")
 
 
+def option_like(cls: type, name: str, help: Optional[str] = None, **changes: Any) -> Any:
+    """A field declared as field `name` of `cls` (its default, limits and choices), for a class that carries
+    the same value under another name (e.g. a table config's `kd_steps` is `DistillConfig.steps`).
+    `help` and `changes` (any `option` keyword) replace the original's."""
+    f = declared(cls, name)
+    meta = dict(f.metadata)
+    default = f.default if f.default is not _MISSING else f.default_factory()  # type: ignore[misc]
+    keep = {k: meta[k] for k in ("min", "max", "min_exclusive", "max_exclusive", "choices", "metavar")}
+    return option(changes.pop("default", default), meta["help"] if help is None else help, **{**keep, **changes})
+
+
 def declared(cls: type, name: str) -> dataclasses.Field:
     """The `option(...)` field `name` of the options class `cls`."""
     return {f.name: f for f in dataclasses.fields(cls)}[name]

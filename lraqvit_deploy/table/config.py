@@ -39,6 +39,7 @@
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -46,9 +47,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import DeployError
+from ..lowrank.configs import METHODS as COMPRESS_METHODS
+from ..lowrank.configs import DistillConfig, LowRankConfig
+from ..options import OptionError, Options, option, option_like
+from ..quant.configs import METHODS as _QUANT_METHODS
 
-COMPRESS_METHODS = ("lra", "rb-lra")
-QUANT_METHODS = ("none", "naive", "smoothquant", "qads", "repq", "per-token", "wads")
+QUANT_METHODS = ("none", *_QUANT_METHODS)
 TABLE_KINDS = ("compression", "quantization")
 TARGETS = ("android", "jetson", "host")  # column order of Table 4
 
@@ -69,18 +73,34 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
-class MethodEntry:
-    """One row recipe: dense, or `deploy compress` with these options."""
+class MethodEntry(Options):
+    """One row recipe: dense, or `deploy compress` with these options (a `[methods.ID]` table).
 
-    id: str
-    label: str
-    compress: Optional[str] = None  # None: dense (not compressed)
-    param_reduction: Optional[float] = None
-    kd_steps: Optional[int] = None  # None: the compress command's documented default
-    quant: str = "none"
-    prec: str = ""  # shown in the Prec. column; derived from `quant` when empty
-    recipe: str = "{}"  # JSON of extra Recipe fields ({"low_rank": {...}, "distill": {...}, ...})
-    build: str = "{}"  # JSON of AndroidBuildOptions fields, e.g. {"precision": "q8"}
+    `recipe` and `build` are the TOML tables as given (sparse: only the keys written, so a row's
+    step keys follow what its table says): `recipe` holds extra `Recipe` fields ({"low_rank": {...},
+    "distill": {...}, ...}), `build` `AndroidBuildOptions` fields, e.g. {"precision": "q8"}; both are
+    checked by building those objects once (`recipe_object`, `build_object`).
+    """
+
+    id: str = option(help="the method's id: [methods.ID]")
+    label: str = option(help="the row's label")
+    compress: Optional[str] = option_like(LowRankConfig, "method", "the low-rank method; none: dense (not compressed)",
+                                          default=None)
+    param_reduction: Optional[float] = option_like(LowRankConfig, "param_reduction",
+                                                   "a fraction in (0, 1) of the model's parameters to remove")
+    kd_steps: Optional[int] = option_like(DistillConfig, "steps", "distillation steps (none: the compress command's "
+                                                                  "documented default; 0: no distillation)")
+    quant: str = option("none", "the quantization method (none: FP32)", choices=QUANT_METHODS)
+    prec: str = option("", "shown in the Prec. column; derived from `quant` when empty")
+    recipe: Dict[str, Any] = option({}, "extra Recipe fields, e.g. { low_rank = { rank_multiple = 16 } }")
+    build: Dict[str, Any] = option({}, "AndroidBuildOptions fields, e.g. { precision = \"q8\" }")
+
+    def validate(self) -> None:
+        if self.compress is not None and self.param_reduction is None:
+            raise self.error("param_reduction", "a compressed method needs param_reduction (e.g. 0.45)")
+        for name in ("recipe", "build"):
+            if not isinstance(getattr(self, name), dict):
+                raise self.error(name, f"{name} must be a table of options, got {getattr(self, name)!r}")
 
     @property
     def dense(self) -> bool:
@@ -94,7 +114,7 @@ class MethodEntry:
     def recipe_dict(self, quant: Optional[str] = None) -> Dict[str, Any]:
         """`Recipe.to_dict()`-shaped dict of this method (`quant` overrides the method's own)."""
         quant = self.quant if quant is None else quant
-        extra = json.loads(self.recipe)
+        extra = copy.deepcopy(self.recipe)
         d: Dict[str, Any] = {}
         if self.compress:
             d["low_rank"] = {"method": self.compress, "param_reduction": self.param_reduction, "svd": "auto"}
@@ -110,7 +130,20 @@ class MethodEntry:
         return d
 
     def build_options(self) -> Dict[str, Any]:
-        return json.loads(self.build)
+        """The `build` table as given (a copy)."""
+        return copy.deepcopy(self.build)
+
+    def recipe_object(self, quant: Optional[str] = None):
+        """The `Recipe` of this method (None for a dense one)."""
+        from ..recipe import Recipe
+
+        return Recipe.from_dict(self.recipe_dict(quant)) if self.compress or (quant or self.quant) != "none" else None
+
+    def build_object(self):
+        """The `AndroidBuildOptions` its `build` table gives."""
+        from ..backends import options_type
+
+        return options_type("android", "build").from_dict(self.build_options())
 
 
 @dataclass(frozen=True)
@@ -130,15 +163,19 @@ class Targets:
 
 
 @dataclass(frozen=True)
-class Settings:
-    iterations: int = 20
-    warmup: int = 3
-    threads: Optional[int] = 1  # latency runs (the paper: one core)
-    work_threads: Optional[int] = None  # compress / build / eval (None: torch's choice)
-    eval_data: Optional[str] = None  # labelled images (default: the model's own test split)
-    eval_limit: Optional[int] = None  # a seeded subset of that many images
-    train_data: Optional[str] = None  # distillation + calibration images (default: the model's own training split)
-    train_limit: Optional[int] = None  # a seeded subset of that many training images
+class Settings(Options):
+    """How to measure: `[settings]`."""
+
+    iterations: int = option(20, "timed iterations of each latency run", min=1)
+    warmup: int = option(3, "untimed warm-up iterations", min=0)
+    threads: Optional[int] = option(1, "threads of the latency runs (the paper: one core)", min=1)
+    work_threads: Optional[int] = option(None, "threads of compress / build / eval (none: torch's choice)", min=1)
+    eval_data: Optional[str] = option(None, "labelled images: an ImageFolder path or fashion-mnist:test (default: "
+                                            "the model's own test split)")
+    eval_limit: Optional[int] = option(None, "a seeded subset of that many evaluation images", min=1)
+    train_data: Optional[str] = option(None, "distillation + calibration images: an ImageFolder path or "
+                                             "fashion-mnist:train (default: the model's own training split)")
+    train_limit: Optional[int] = option(None, "a seeded subset of that many training images", min=1)
 
 
 @dataclass(frozen=True)
@@ -175,6 +212,8 @@ class TableConfig:
         """sha256 of the config's content (for the run record)."""
         d = asdict(self)
         d.pop("source")
+        for m in d["methods"].values():  # as when these tables were kept as JSON text: digests of runs stay valid
+            m["recipe"], m["build"] = (json.dumps(m[k], sort_keys=True) for k in ("recipe", "build"))
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -205,6 +244,20 @@ def _take(d: Dict[str, Any], known: Tuple[str, ...], where: str) -> Dict[str, An
 def _moved(d: Dict[str, Any], key: str, where: str, how: str) -> None:
     if key in d:
         raise _err(where, f"`{key}` (command-line flags) is no longer read: the harness calls the library; {how}")
+
+
+def _fields(cls) -> Tuple[str, ...]:
+    from dataclasses import fields
+
+    return tuple(f.name for f in fields(cls))
+
+
+def _build(cls, where: str, **values: Any):
+    """`cls(**values)`, a bad value one error naming the table and the key."""
+    try:
+        return cls(**values)
+    except OptionError as e:
+        raise _err(where, str(e).rstrip(".")) from None
 
 
 def _check_method(m: MethodEntry, where: str) -> None:
@@ -250,26 +303,8 @@ def parse_config(data: Dict[str, Any], source: Optional[Path] = None) -> TableCo
         where = f"[methods.{mid}]"
         _moved(m, "args", where, "give Recipe fields as a table, e.g. recipe = { low_rank = { rank_multiple = 16 } }")
         _moved(m, "build_args", where, "give AndroidBuildOptions fields as a table, e.g. build = { precision = \"q8\" }")
-        _take(m, ("label", "compress", "param_reduction", "kd_steps", "quant", "prec", "recipe", "build"), where)
-        compress, quant = m.get("compress"), m.get("quant", "none")
-        if compress is not None and compress not in COMPRESS_METHODS:
-            raise _err(where, f"compress = {compress!r}; choose one of {list(COMPRESS_METHODS)} or leave it out (dense)")
-        if quant not in QUANT_METHODS:
-            raise _err(where, f"quant = {quant!r}; choose one of {list(QUANT_METHODS)}")
-        pr = m.get("param_reduction")
-        if compress is not None and pr is None:
-            raise _err(where, "a compressed method needs param_reduction (e.g. 0.45)")
-        if pr is not None and (isinstance(pr, bool) or not isinstance(pr, (int, float)) or not 0.0 < float(pr) < 1.0):
-            raise _err(where, f"param_reduction = {pr}; it is a fraction in (0, 1)")
-        for key in ("recipe", "build"):
-            if not isinstance(m.get(key, {}), dict):
-                raise _err(where, f"{key} must be a table of options, got {m[key]!r}")
-        kd = m.get("kd_steps")
-        if kd is not None and (isinstance(kd, bool) or not isinstance(kd, int) or kd < 0):
-            raise _err(where, f"kd_steps = {kd!r}; expected a whole number >= 0")
-        entry = MethodEntry(mid, m.get("label", mid), compress, None if pr is None else float(pr), kd, quant,
-                            m.get("prec", ""), json.dumps(m.get("recipe", {}), sort_keys=True),
-                            json.dumps(m.get("build", {}), sort_keys=True))
+        _take(m, tuple(f for f in _fields(MethodEntry) if f != "id"), where)
+        entry = _build(MethodEntry, where, id=mid, **{"label": mid, **m})
         _check_method(entry, where)
         methods[mid] = entry
 
@@ -317,19 +352,8 @@ def parse_config(data: Dict[str, Any], source: Optional[Path] = None) -> TableCo
 
     s = data.get("settings") or {}
     _moved(s, "eval_args", "[settings]", "use eval_data = \"...\" and eval_limit = N")
-    _take(s, ("iterations", "warmup", "threads", "work_threads", "eval_data", "eval_limit", "train_data",
-              "train_limit"), "[settings]")
-    for key, lo in (("iterations", 1), ("warmup", 0), ("threads", 1), ("work_threads", 1), ("eval_limit", 1),
-                    ("train_limit", 1)):
-        v = s.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-            raise _err("[settings]", f"{key} = {v!r}; expected a whole number >= {lo}")
-    for key, example in (("eval_data", "fashion-mnist:test"), ("train_data", "fashion-mnist:train")):
-        if s.get(key) is not None and not isinstance(s[key], str):
-            raise _err("[settings]", f"{key} = {s[key]!r}; expected an ImageFolder path or {example}")
-    settings = Settings(int(s.get("iterations", 20)), int(s.get("warmup", 3)), s.get("threads", 1),
-                        s.get("work_threads"), s.get("eval_data"), s.get("eval_limit"), s.get("train_data"),
-                        s.get("train_limit"))
+    _take(s, _fields(Settings), "[settings]")
+    settings = _build(Settings, "[settings]", **s)
     return TableConfig(data.get("name", source.stem if source else "table"), tuple(models), methods, table4,
                        baseline, targets, settings, tuple(accuracy), source)
 

@@ -93,15 +93,15 @@ def test_steps_describe_valid_library_calls(tmp_path):
     ({"table4": {"methods": ["fp32", "nope"]}}, "method 'nope' is not defined"),
     ({"methods": {"x": {"compress": "svd", "param_reduction": 0.4}}}, "compress = 'svd'"),
     ({"methods": {"x": {"compress": "lra"}}}, "needs param_reduction"),
-    ({"methods": {"x": {"compress": "lra", "param_reduction": 45}}}, "fraction in (0, 1)"),
+    ({"methods": {"x": {"compress": "lra", "param_reduction": 45}}}, "param_reduction = 45.0: must be < 1 (a fraction in (0, 1)"),
     ({"methods": {"x": {"quant": "int4"}}}, "quant = 'int4'"),
     ({"targets": {"jetson": {"results": "a/{model}.json", "local": True}}}, "not both"),
     ({"targets": {"phone": {}}}, "unknown key(s) ['phone']"),
     ({"targets": {"jetson": {"results": "x/{name}.json"}}}, "is not a pattern with {model} and {method}"),
-    ({"settings": {"iterations": 0}}, "iterations = 0; expected a whole number >= 1"),
+    ({"settings": {"iterations": 0}}, "[settings]: iterations = 0: must be >= 1"),
     ({"settings": {"eval_args": ["--limit", "8"]}}, "use eval_data"),
-    ({"settings": {"train_data": 3}}, "train_data = 3; expected an ImageFolder path or fashion-mnist:train"),
-    ({"settings": {"train_limit": 0}}, "train_limit = 0; expected a whole number >= 1"),
+    ({"settings": {"train_data": 3}}, "train_data = 3: expected a string (distillation + calibration images: an ImageFolder path or fashion-mnist:train"),
+    ({"settings": {"train_limit": 0}}, "train_limit = 0: must be >= 1"),
     ({"models": {"testbed": {"args": ["--weights", "random"]}}}, "is no longer read"),
     ({"models": {"deit_tiny_patch16_224": {"img_size": -3}}}, "img_size = -3"),
     ({"methods": {"x": {"compress": "lra", "param_reduction": 0.3, "kd_steps": -1}}}, "kd_steps = -1"),
@@ -110,6 +110,7 @@ def test_steps_describe_valid_library_calls(tmp_path):
      "unknown key(s) ['rank']"),
 ])
 def test_config_errors_name_the_key(patch, message):
+    """One line naming the table and the key (the typed entries' own `option(...)` checks, or their validate)."""
     with pytest.raises(DeployError, match=None) as e:
         parse_config(base(**patch))
     assert message in str(e.value)
@@ -172,3 +173,27 @@ def test_training_images_reach_every_compress_step_only_when_set(tmp_path):
     assert steps and all(s.spec["train_data"] == "fashion-mnist:train" and s.spec["train_limit"] == 500
                          for s in steps)
     assert {s.key for s in steps}.isdisjoint({s.key for s in plain.steps})
+
+
+def test_method_tables_are_typed_and_digests_are_stable(tmp_path):
+    """`recipe` / `build` are the TOML tables themselves (no JSON text); the config digest stays what it was
+    when they were kept as JSON, so `deploy table --resume` continues runs recorded before."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from lraqvit_deploy.table.config import MethodEntry, Settings
+
+    cfg = load_config(BENCH_TOML)
+    pt2e = cfg.method("rb-lra-pt2e")
+    assert pt2e.build == {"precision": "q8"} and pt2e.build_object().precision == "q8"
+    assert isinstance(pt2e.recipe, dict) and cfg.method("rb-lra").recipe_object().low_rank.method == "rb-lra"
+    assert cfg.method("fp32").recipe_object() is None
+    old = asdict(cfg)
+    old.pop("source")
+    for m in old["methods"].values():
+        m["recipe"], m["build"] = json.dumps(m["recipe"], sort_keys=True), json.dumps(m["build"], sort_keys=True)
+    assert cfg.digest() == hashlib.sha256(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()
+    pt2e.build_options()["precision"] = "fp32"  # a copy: the entry is not changed
+    assert pt2e.build == {"precision": "q8"}
+    assert Settings().iterations == 20 and MethodEntry("x", "X").dense
