@@ -6,7 +6,7 @@ from typing import Optional
 import pytest
 
 from lraqvit_deploy.errors import DeployError
-from lraqvit_deploy.options import OptionError, Options, option
+from lraqvit_deploy.options import OptionError, Options, option, option_like
 
 
 @dataclass(frozen=True)
@@ -39,3 +39,43 @@ def test_good_values_are_normalised():
     assert Demo.from_dict({"count": 2}).count == 2
     with pytest.raises(DeployError, match=r"unknown option\(s\) \['cuont'\]"):
         Demo.from_dict({"cuont": 2})
+
+
+@dataclass(frozen=True)
+class Part(Options):
+    share: float = option(0.5, "a share", min=0, min_exclusive=True, max=1, max_exclusive=True, flag="--part-share")
+    on: bool = option(True, "switch it on")
+
+
+@dataclass(frozen=True)
+class Whole(Options):
+    part: Optional[Part] = option(None, "the part", cli=False)
+    size: int = option(2, "the size", min=1)
+    like: float = option_like(Part, "share", "a share like the part's")
+
+    @classmethod
+    def parts(cls):
+        return {"part": Part}
+
+    def validate(self):
+        if self.part is not None and self.size > 3:
+            raise self.error("size", "size = 4 with part.share: too big.", "part.share")
+
+
+def test_exclusive_bounds_flags_and_declarations_taken_over():
+    from lraqvit_deploy.cli.args import flag_error
+    from lraqvit_deploy.options import flag_of
+
+    with pytest.raises(OptionError, match="share = 1.0: must be < 1"):
+        Part(share=1)
+    with pytest.raises(OptionError, match="like = 0.0: must be > 0 \\(a share like the part's\\)"):
+        Whole(like=0)
+    assert Whole().like == 0.5 and Whole.check("size", 3.0) == 3
+    with pytest.raises(OptionError, match="size = 0"):
+        Whole.check("size", 0)
+    assert (flag_of(Part, "share"), flag_of(Part, "on"), flag_of(Whole, "part.share"), flag_of(Whole, "part")) == \
+        ("--part-share", "--no-on", "--part-share", None)
+    with pytest.raises(OptionError) as e:
+        Whole(part=Part(), size=4)
+    assert str(e.value) == "size = 4 with part.share: too big."
+    assert flag_error(e.value) == "--size 4 with --part-share: too big."
