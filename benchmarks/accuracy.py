@@ -9,18 +9,14 @@ each with its paired difference to the reference and a 95 % interval over the sa
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 from typing import Any, Dict, List
 
 import torch
 from torch.utils.data import Subset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_scale import cpu_line, lscpu  # noqa: E402  benchmarks/: the one CPU description
-
 from lraqvit_deploy.data import FashionMNIST, seeded_subset  # noqa: E402
 from lraqvit_deploy.evaluate import EvalResult, evaluate  # noqa: E402
+from lraqvit_deploy.measure.host import cpu_line, lscpu  # noqa: E402
 from lraqvit_deploy.models import create_model  # noqa: E402
 from lraqvit_deploy.models import testbed as tb  # noqa: E402
 from lraqvit_deploy.stats import format_difference  # noqa: E402

@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 
 def build_all(args, work: Path) -> Dict[str, Dict[str, Any]]:
@@ -86,23 +85,21 @@ def bench_all(args, programs: Dict[str, Dict[str, Any]]) -> None:
     from lraqvit_deploy import HostBenchOptions, bench
     from lraqvit_deploy.backends.executorch.op_profile import op_profile
 
+    from lraqvit_deploy.measure.rounds import interleaved, summarize_rounds
+
     labels = list(programs)
-    rounds: List[Dict[str, float]] = []
-    for r in range(args.rounds):
-        order = labels[r % len(labels):] + labels[:r % len(labels)]
-        rnd = {}
-        for label in order:
-            res = bench(programs[label]["dir"], HostBenchOptions(iterations=args.iterations, warmup=args.warmup,
-                                                                 threads=args.threads, progress=False))
-            rnd[label] = res.median_ms
-        rounds.append(rnd)
-        print(f"round {r + 1}/{args.rounds} done", flush=True)
-    base = labels[0]
+
+    def time_one(label: str) -> float:
+        return bench(programs[label]["dir"], HostBenchOptions(iterations=args.iterations, warmup=args.warmup,
+                                                              threads=args.threads, progress=False)).median_ms
+
+    rounds = interleaved(labels, time_one, args.rounds,
+                         on_round=lambda r, _: print(f"round {r + 1}/{args.rounds} done", flush=True))["rounds"]
+    summary = summarize_rounds(rounds, labels[0])
     for label in labels:
         p = programs[label]
-        ratios = [rnd[label] / rnd[base] for rnd in rounds]
-        p.update(median_ms=statistics.median(rnd[label] for rnd in rounds), ratio=statistics.median(ratios),
-                 ratio_min=min(ratios), ratio_max=max(ratios))
+        s = summary[label]
+        p.update(median_ms=s["median_ms"], ratio=s["ratio_median"], ratio_min=s["ratio_min"], ratio_max=s["ratio_max"])
         prof = op_profile(p["dir"], runs=max(3, args.iterations // 2))
         p["op_profile"] = prof
 
@@ -112,7 +109,7 @@ def _db(v) -> str:
 
 
 def markdown(args, cpu, programs, seconds) -> str:
-    from pipeline_scale import cpu_line
+    from lraqvit_deploy.measure.host import cpu_line
 
     lines = [f"# LayerNorm delegation and rank rounding: {args.model} at 224 px", "",
              f"- Date: {time.strftime('%Y-%m-%d %H:%M:%S %z')}; total {seconds / 60:.1f} min",
@@ -156,7 +153,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
-    from pipeline_scale import lscpu  # benchmarks/: the one CPU description
+    from lraqvit_deploy.measure.host import lscpu
 
     cpu = lscpu()
     args.work.mkdir(parents=True, exist_ok=True)

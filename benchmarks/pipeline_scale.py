@@ -35,17 +35,19 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional
+
+from lraqvit_deploy.measure.host import cpu_line, lscpu, versions  # noqa: F401  (cpu_line: render_markdown)
+from lraqvit_deploy.measure.rounds import (floor_fraction, floor_ms, interleaved, measure_gemm, rotated,  # noqa: F401
+                                           summarize_rounds)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = "lraqvit-deploy/pipeline-scale/1"
 DEFAULT_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
-FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
 
 # the latency programs, in round-0 order; the first is the baseline every ratio is taken against
 PROGRAMS = ("fp32", "pt2e-int8", "rb-fp32", "rb-wads-int8")
@@ -74,86 +76,8 @@ QUICK = {"rounds": 2, "iterations": 5, "warmup": 1, "verify_images": 8, "wads_it
 
 
 # =============================================================================================
-# pure parts (no torch, no lraqvit_deploy): interleaving, ratios, floors, CPU flags, Markdown
+# pure parts (no torch): labels and Markdown (interleaving, floors, the CPU: lraqvit_deploy.measure)
 # =============================================================================================
-def rotated(programs: Sequence[str], r: int) -> List[str]:
-    """Round r's order: the program list rotated left by r (each program leads once every len rounds)."""
-    programs = list(programs)
-    if not programs:
-        return []
-    k = r % len(programs)
-    return programs[k:] + programs[:k]
-
-
-def summarize_rounds(rounds: Sequence[Dict[str, float]], baseline: str = "fp32") -> Dict[str, Dict[str, Any]]:
-    """Per program: median/min/max of its per-round medians, and its ratio to `baseline` OF THE SAME ROUND.
-
-    `rounds[r][program]` is that program's median latency (ms) in round r; a program missing from a
-    round (a failed build) is left out of that round. The ratio is the median of the per-round
-    ratios (with their min-max), so drift between rounds cancels instead of entering the ratio.
-    """
-    programs: List[str] = []
-    for rnd in rounds:
-        for p in rnd:
-            if p not in programs:
-                programs.append(p)
-    out: Dict[str, Dict[str, Any]] = {}
-    for p in programs:
-        ms = [rnd[p] for rnd in rounds if p in rnd]
-        ratios = [rnd[p] / rnd[baseline] for rnd in rounds if p in rnd and rnd.get(baseline)]
-        out[p] = {"rounds": len(ms), "median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
-                  "ratio_median": statistics.median(ratios) if ratios else None,
-                  "ratio_min": min(ratios) if ratios else None, "ratio_max": max(ratios) if ratios else None}
-    return out
-
-
-def gemm_rate(m: int, k: int, n: int, seconds: float) -> float:
-    """G(FL)OP/s of one (m x k) @ (k x n) product that took `seconds` (a multiply-add counts 2)."""
-    return 2.0 * m * k * n / seconds / 1e9
-
-
-def floor_ms(gflops: Optional[float], rate_gflops: Optional[float]) -> Optional[float]:
-    """The compute floor: this many GFLOPs at the measured GEMM rate, in ms."""
-    if not gflops or not rate_gflops:
-        return None
-    return gflops / rate_gflops * 1e3
-
-
-def floor_fraction(floor: Optional[float], measured_ms: Optional[float]) -> Optional[float]:
-    """floor_ms / measured_ms: 1.0 would be every FLOP at GEMM speed; > 1 means the kernels beat that GEMM."""
-    if floor is None or not measured_ms:
-        return None
-    return floor / measured_ms
-
-
-def parse_lscpu(text: str) -> Dict[str, Any]:
-    """Model name, family/model/stepping, CPU count, hypervisor and the flags of interest from `lscpu`."""
-    fields: Dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in fields:
-            fields[key.strip()] = value.strip()
-    flags = set(fields.get("Flags", "").split())
-    return {"model_name": fields.get("Model name", platform.processor() or platform.machine()),
-            "family": fields.get("CPU family"), "model": fields.get("Model"), "stepping": fields.get("Stepping"),
-            "cpus": fields.get("CPU(s)"), "hypervisor": fields.get("Hypervisor vendor"),
-            "flags": {f: f in flags for f in FLAGS_OF_INTEREST}}
-
-
-def cpu_line(cpu: Dict[str, Any]) -> str:
-    bits = [cpu.get("model_name") or "unknown CPU"]
-    detail = [f"family {cpu['family']} model {cpu['model']} stepping {cpu['stepping']}" if cpu.get("family") else "",
-              f"{cpu['cpus']} CPUs" if cpu.get("cpus") else "",
-              f"{cpu['hypervisor']} guest" if cpu.get("hypervisor") else ""]
-    detail = [d for d in detail if d]
-    if detail:
-        bits.append(f"({', '.join(detail)})")
-    flags = cpu.get("flags") or {}
-    if flags:
-        bits.append("; flags: " + ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in flags.items()))
-    return " ".join(bits).replace(" ;", ";")
-
-
 def recorded_wads_config(res: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The WADS settings the run's calibrate steps used (their `wads_*` config fields), else `settings.wads_config`."""
     for m in (res.get("models") or {}).values():
@@ -531,38 +455,6 @@ def _step_info(step: str, result) -> Dict[str, Any]:
             "engines": "built" if engines else "none (tensorrt does not import here)"}
 
 
-def measure_gemm(threads: int, shape: Sequence[int], reps: int) -> Dict[str, Any]:
-    """Best-of-`reps` FP32 matmul and INT8 `torch._int_mm` rates at `threads` torch threads."""
-    import torch
-
-    m, k, n = shape
-    torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    out: Dict[str, Any] = {}
-
-    def best(fn) -> Dict[str, float]:
-        for _ in range(3):
-            fn()
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return {"best_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3,
-                "gops": gemm_rate(m, k, n, min(times))}
-
-    a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
-    out["fp32"] = best(lambda: torch.matmul(a, b))
-    try:
-        a8 = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=g)
-        b8 = torch.randint(-128, 128, (k, n), dtype=torch.int8, generator=g)
-        torch._int_mm(a8, b8)
-        out["int8"] = best(lambda: torch._int_mm(a8, b8))
-    except Exception as e:  # not every build has a CPU int8 GEMM
-        out["int8"] = {"gops": None, "reason": f"torch._int_mm: {type(e).__name__}: {str(e)[:120]}"}
-    return out
-
-
 def run_bench(cfg: Dict[str, Any], work: Path) -> Dict[str, Any]:
     """GEMM rates, then interleaved rounds of the built programs at each thread count (this process)."""
     from lraqvit_deploy import HostBenchOptions
@@ -584,20 +476,13 @@ def run_bench(cfg: Dict[str, Any], work: Path) -> Dict[str, Any]:
     gemm("before")
     t_start = time.perf_counter()
     for t in cfg["threads"]:
-        rounds: List[Dict[str, float]] = []
-        orders = []
-        for r in range(cfg["rounds"]):
-            order = rotated(programs, r)
-            orders.append(order)
-            rnd = {}
-            for p in order:
-                res = bench(work / STEPS[BUILD_OF_PROGRAM[p]][2],
-                            HostBenchOptions(iterations=cfg["iterations"], warmup=cfg["warmup"], threads=t,
-                                             progress=False))
-                rnd[p] = res.median_ms
-            rounds.append(rnd)
-        result["threads"][str(t)] = {"rounds": rounds, "orders": orders,
-                                     "summary": summarize_rounds(rounds, PROGRAMS[0])}
+        def time_one(p: str, t=t) -> float:
+            return bench(work / STEPS[BUILD_OF_PROGRAM[p]][2],
+                         HostBenchOptions(iterations=cfg["iterations"], warmup=cfg["warmup"], threads=t,
+                                          progress=False)).median_ms
+
+        timed = interleaved(programs, time_one, cfg["rounds"])
+        result["threads"][str(t)] = {**timed, "summary": summarize_rounds(timed["rounds"], PROGRAMS[0])}
     result["seconds"] = time.perf_counter() - t_start
     gemm("after")
     for t in map(str, cfg["threads"]):  # the rate used for the floor: the better of before / after the rounds
@@ -704,33 +589,6 @@ def child_main(args) -> int:
     return 0 if rec["ok"] else 1
 
 
-def lscpu() -> Dict[str, Any]:
-    """This CPU (`parse_lscpu` of `lscpu`, else of /proc/cpuinfo); the other benchmark scripts record it too."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        text = ""
-    if not text:  # fall back to /proc/cpuinfo's first entry
-        try:
-            text = "\n".join(l.replace("model name", "Model name").replace("flags", "Flags")
-                             for l in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines())
-        except OSError:
-            text = ""
-    return parse_lscpu(text)
-
-
-def _versions() -> Dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("torch", "executorch", "timm", "onnxruntime", "lraqvit-deploy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -804,7 +662,7 @@ def main(argv=None) -> int:
         "schema": SCHEMA, "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "quick": bool(args.quick),
         "command": shlex.join(["python", "benchmarks/pipeline_scale.py", *argv_shown]),
         "settings": cfg,
-        "host": {"cpu": lscpu(), "nproc": os.cpu_count(), "versions": _versions(), "platform": platform.platform(),
+        "host": {"cpu": lscpu(), "nproc": os.cpu_count(), "versions": versions(), "platform": platform.platform(),
                  "loadavg_start": os.getloadavg()[0]},
         "models": {}, "notes": [],
     }

@@ -30,10 +30,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT, help="file stem of the .json/.md")
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the stored .json")
     args = ap.parse_args()
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from pipeline_scale import lscpu  # benchmarks/: the one CPU description
+    from lraqvit_deploy.measure.host import lscpu
 
     if args.render_only:
         from lraqvit_deploy.io import read_json
@@ -71,10 +68,7 @@ def main() -> None:
 
 
 def render(result, out: Path) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from pipeline_scale import cpu_line
+    from lraqvit_deploy.measure.host import cpu_line
 
     v, budget = result["host"], result["size_budget_mb"]
     ci = result.get("top1_diff_ci95")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_scale import cpu_line, lscpu  # noqa: E402  benchmarks/: the one CPU description
+from lraqvit_deploy.measure.host import cpu_line, lscpu  # noqa: E402
 
 from lraqvit_deploy.evaluate import evaluate  # noqa: E402
 from lraqvit_deploy.models import testbed  # noqa: E402

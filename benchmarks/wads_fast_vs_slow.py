@@ -39,7 +39,7 @@ from lraqvit_deploy.models import create_model
 from lraqvit_deploy.models import testbed as tb
 from lraqvit_deploy.quant import quant_config, quantize_
 from lraqvit_deploy.quant.methods import wads as wads_mod
-from pipeline_scale import cpu_line, lscpu  # benchmarks/: the one CPU description
+from lraqvit_deploy.measure.host import cpu_line, lscpu
 
 OLD_DEFAULT = {"wads_iters": 300, "wads_max_rows": 4096, "wads_lr": 1e-2, "wads_sampling": "fresh"}
 HELD_OUT = tb.HELD_OUT  # the test bed's held-out training images (one definition)

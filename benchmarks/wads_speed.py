@@ -21,7 +21,7 @@ import torch
 
 from lraqvit_deploy.models import create_model
 from lraqvit_deploy.quant import find_targets, quant_config, quantize_
-from pipeline_scale import cpu_line, lscpu  # benchmarks/: the one CPU description
+from lraqvit_deploy.measure.host import cpu_line, lscpu
 
 MODELS = {"small": "deit_small_patch16_224", "base": "deit_base_patch16_224"}
 

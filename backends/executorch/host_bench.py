@@ -1,23 +1,11 @@
 """Timing a .pte on this host, in-process, with the ExecuTorch runtime (XNNPACK)."""
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
 from lraqvit_deploy.benchmark import BenchResult, summarize
-
-
-def cpu_description() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model or platform.processor() or platform.machine()} ({platform.system()} {platform.machine()})"
+from lraqvit_deploy.measure.host import cpu_description
 
 
 def bench(path, options) -> BenchResult:
