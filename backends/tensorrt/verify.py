@@ -22,6 +22,9 @@ from .onnx_export import INPUT_NAME, MAX_OPSET, opset_of
 TRT85_UNSUPPORTED = {"LayerNormalization", "GroupNormalization", "Gelu", "Attention", "RotaryEmbedding",
                      "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv"}
 ENCODER_SCOPES = ("blocks.",)  # transformer blocks (Swin: layers.i/blocks.j); patch merging is between them
+# Linears inside a block that are not encoder layers and stay float, like the attention scores they act on:
+# CaiT's talking-heads mixing (attn.proj_l / attn.proj_w, heads x heads weights on the scores).
+FLOAT_SCOPES = ("proj_l", "proj_w")
 
 
 @dataclass
@@ -46,7 +49,8 @@ class StructureReport:
 
 
 def _in_encoder(node_name: str) -> bool:
-    return any(part.startswith(ENCODER_SCOPES) for part in node_name.split("/"))
+    parts = node_name.split("/")
+    return any(p.startswith(ENCODER_SCOPES) for p in parts) and not any(p in FLOAT_SCOPES for p in parts)
 
 
 def weight_axis(op: str, input_index: int, rank: int, trans_b: int = 0) -> Optional[int]:
