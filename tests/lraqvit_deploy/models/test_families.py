@@ -109,3 +109,24 @@ def test_gflops_of_an_attention_pool_head():
     model = _tiny("vit_base_patch16_siglip_224", check_family("vit_").tiny)
     assert count_gflops(model) > 0
     assert all(p.requires_grad for p in model.parameters())  # restored afterwards
+
+
+@pytest.mark.parametrize("name", ["eva02_tiny_patch14_224", "beit_base_patch16_224", "swinv2_tiny_window8_256"])
+def test_distillation_and_wads_run_on_the_rewritten_attention(name, one_thread):
+    """Block distillation trains the low-rank layers of a rewritten block, then WADS searches and folds channel
+    scales at the sites `vit_layout` names (each site is checked exactly by test_fold_sites_keep_the_output):
+    the INT8 model stays close to the distilled FP32 one."""
+    from lraqvit_deploy import DistillConfig, LowRankConfig, Recipe, compress, quant_config, quantize
+
+    model = _tiny(name, check_family(name).tiny)
+    recipe = Recipe(low_rank=LowRankConfig("lra", param_reduction=0.3), distill=DistillConfig(steps=2, batch_size=4))
+    report = compress(model, recipe, train_data="fashion-mnist:train", evaluate=False, progress=False)
+    assert report.compression["distill"]["steps"] == 2
+    fp32 = copy.deepcopy(report.model)
+    int8 = quantize(report.model, quant_config("wads", wads_iters=4), calib_data="fashion-mnist:train", n_images=8)
+    assert int8.lraqvit_quant["config"]["method"] == "wads"
+    x = torch.randn(4, *model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want, got = fp32(x), int8(x)
+    sqnr = 10 * torch.log10(want.pow(2).sum() / (got - want).pow(2).sum())
+    assert sqnr > 20, sqnr  # 41-60 dB seen
