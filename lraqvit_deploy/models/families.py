@@ -33,7 +33,7 @@ FAMILIES = (
     Family(("deit",), "DeiT", True, "timm VisionTransformer; the distillation token's head stays dense",
            "deit_tiny_patch16_224", _VIT_TINY),
     Family(("deit3",), "DeiT III", True, "VisionTransformer with LayerScale", "deit3_small_patch16_224", _VIT_TINY),
-    Family(("vit",), "ViT (incl. DINOv2, CLIP, SigLIP)", True,
+    Family(("vit",), "ViT / DINOv2 / CLIP / SigLIP", True,
            "VisionTransformer; SigLIP's attention-pool head stays dense, like every head",
            "vit_base_patch16_siglip_224", _VIT_TINY),
     Family(("swin",), "Swin", True, "patch merging's reduction is an optional fifth slot",
