@@ -118,6 +118,9 @@ class BuildResult:
     out: Path
     manifest: Dict[str, Any]
     skipped_images: int = 0  # unreadable ImageFolder images left out (skip_bad_images=True)
+    # seconds per stage of the build ("lower", "verify", "arm_verify", "onnx_export", "engine_model", "total";
+    # lraqvit_deploy.measure.stages), so a caller need not patch anything to time it
+    stage_seconds: Dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> Dict[str, Any]:
         """The manifest's scalar entries (what `deploy build` prints)."""

@@ -290,32 +290,6 @@ def proc_status_kib(key: str) -> Optional[int]:
     return None
 
 
-class Timers:
-    """Accumulated wall time of wrapped library functions; nested wrapped calls count only once (outermost)."""
-
-    def __init__(self):
-        self.data: Dict[str, Dict[str, float]] = {}
-        self._active = False
-
-    def wrap(self, module, attr: str, label: str) -> None:
-        original = getattr(module, attr)
-
-        def timed(*args, **kwargs):
-            if self._active:
-                return original(*args, **kwargs)
-            self._active = True
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                d = self.data.setdefault(label, {"seconds": 0.0, "calls": 0})
-                d["seconds"] += time.perf_counter() - t0
-                d["calls"] += 1
-                self._active = False
-
-        setattr(module, attr, timed)
-
-
 def _seeded_model(cfg: Dict[str, Any], name: str):
     import torch
 
@@ -354,7 +328,6 @@ def run_step(step: str, cfg: Dict[str, Any], model_name: str, work: Path) -> Dic
     from lraqvit_deploy.targets import build
 
     out = work / STEPS[step][2]
-    timers = Timers()
     info: Dict[str, Any] = {}
     call: Callable[[], Any]
 
@@ -379,9 +352,6 @@ def run_step(step: str, cfg: Dict[str, Any], model_name: str, work: Path) -> Dic
         call = lambda: compress(model, recipe, calib_data=images, evaluate=False, out=out, progress=False)  # noqa: E731
     elif step.startswith("android-"):
         from lraqvit_deploy import AndroidBuildOptions
-        from lraqvit_deploy.backends.executorch import backend as et_backend
-        from lraqvit_deploy.backends.executorch import export as et_export
-        from lraqvit_deploy.backends.executorch import verify as et_verify
 
         source = {"android-fp32": None, "android-pt2e-int8": None, "android-rb-fp32": "compress",
                   "android-rb-wads": "calibrate"}[step]
@@ -392,26 +362,15 @@ def run_step(step: str, cfg: Dict[str, Any], model_name: str, work: Path) -> Dic
                                                                  cfg.get("int8_min_agreement") is not None) else {}
         options = AndroidBuildOptions(precision=precision, verify_images=cfg["verify_images"],
                                       arm_verify=cfg["arm_verify"], progress=False, **gate)
-        timers.wrap(et_export, "lower_to_xnnpack", "lower")
-        timers.wrap(et_verify, "verify_program", "verify")
-        timers.wrap(et_backend, "_arm_verify", "arm_verify")
         call = lambda: build(model, out, options, data=_verify_data(cfg), data_limit=cfg["verify_images"])  # noqa: E731
     elif step == "jetson-rb-wads":
         from lraqvit_deploy import JetsonBuildOptions
-        from lraqvit_deploy.backends.tensorrt import onnx_export, qdq
-        from lraqvit_deploy.backends.tensorrt import verify as trt_verify
 
         model = load_artifact(work / STEPS["calibrate"][2])
         images = _calibration_images(cfg, model)
         gate = {} if cfg.get("int8_min_agreement") is None else {"min_agreement": cfg["int8_min_agreement"]}
         options = JetsonBuildOptions(latency_iters=0, verify_images=cfg["verify_images"],
                                      calib_images=cfg["calib_images"], progress=False, **gate)
-        for fn in ("check_structure", "compare_predictions", "ort_session", "ort_logits", "compare_logits",
-                   "require_gates"):
-            if hasattr(trt_verify, fn):
-                timers.wrap(trt_verify, fn, "verify")
-        timers.wrap(onnx_export, "export_onnx", "onnx_export")
-        timers.wrap(qdq, "engine_model", "engine_model")
         call = lambda: build(model, out, options, data=_verify_data(cfg), calib_data=images,  # noqa: E731
                              data_limit=cfg["verify_images"])
     else:
@@ -425,8 +384,10 @@ def run_step(step: str, cfg: Dict[str, Any], model_name: str, work: Path) -> Dic
     result = call()
     seconds = time.perf_counter() - t0
     info.update(_step_info(step, result))
+    # the library's own stage timings (lraqvit_deploy.measure.stages), "total" aside: the step's seconds
+    timers = {k: v for k, v in (getattr(result, "stage_seconds", None) or {}).items() if k != "total"}
     return {"ok": True, "seconds": seconds, "start_rss_kib": start_rss, "start_hwm_kib": start_hwm,
-            "timers": timers.data, "info": info}
+            "timers": timers, "info": info}
 
 
 def _step_info(step: str, result) -> Dict[str, Any]:

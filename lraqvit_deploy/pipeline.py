@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional
 import torch.nn as nn
 
 from .errors import DeployError
+from .measure.stages import stage
 from .recipe import Recipe
 
 
@@ -42,6 +43,9 @@ class CompressionReport:
     out: Optional[Path] = None
     evaluated: bool = True
     skipped_images: int = 0  # unreadable ImageFolder images left out (skip_bad_images=True / --skip-bad-images)
+    # seconds per stage ("total", "low_rank", "allocation", "svd", "distill", "quantize", "evaluate";
+    # lraqvit_deploy.measure.stages): what a caller times without patching anything
+    stage_seconds: Dict[str, Any] = field(default_factory=dict)
 
     def manifest_extra(self) -> Dict[str, Any]:
         """The artifact manifest's entries beyond the model itself."""
@@ -70,7 +74,7 @@ class CompressionReport:
                 "size_budget_mb": (info.get("config") or {}).get("size_budget_mb"),
                 "target": (info.get("config") or {}).get("target"), "planned_size_mb": info.get("planned_size_mb"),
                 "weight_forms": (info.get("rank_alloc") or {}).get("forms") if isinstance(info.get("rank_alloc"), dict)
-                else None, "ranks": info.get("ranks")}
+                else None, "ranks": info.get("ranks"), "stage_seconds": self.stage_seconds}
 
 
 def _describe(data: Any, default: str) -> str:
@@ -281,40 +285,47 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
         if check_checkpoint(checkpoint, resume, recipe, model, svd) is None and progress:
             print(f"note: no distillation checkpoint at {checkpoint} yet; distillation starts from step 0.")
 
-    # ---- the steps ------------------------------------------------------------------------------
-    rank, world = init_distributed()
-    source_manifest = getattr(model, "lraqvit_manifest", {})
-    baseline = copy.deepcopy(model) if evaluate and eval_ds is not None else None
-    info = source_manifest.get("compression")
-    if recipe.compresses:
-        info = _low_rank(model, recipe, svd, alloc_images, train_ds, checkpoint, resume, progress, train_data)
-    if world > 1:
-        import torch.distributed as dist
+    from .measure.stages import recording, rounded
 
-        dist.barrier()
-        dist.destroy_process_group()
-    if rank != 0:
-        return CompressionReport(model, {}, info, None, eval_desc, eval_limit, None, False, len(skipped))
+    with recording() as times, stage("total"):  # report.stage_seconds
+        # ---- the steps ------------------------------------------------------------------------------
+        rank, world = init_distributed()
+        source_manifest = getattr(model, "lraqvit_manifest", {})
+        baseline = copy.deepcopy(model) if evaluate and eval_ds is not None else None
+        info = source_manifest.get("compression")
+        if recipe.compresses:
+            with stage("low_rank"):  # allocation + SVD + distillation + merge
+                info = _low_rank(model, recipe, svd, alloc_images, train_ds, checkpoint, resume, progress,
+                                 train_data)
+        if world > 1:
+            import torch.distributed as dist
 
-    base, base_res = _baseline_metrics(source_manifest, baseline, eval_ds, progress)
-    base["probe_top1"] = _probe_top1(model, source_manifest, base, eval_ds, progress)
-    del baseline
-    fp32 = score(model, eval_ds, batch_size=64, progress=progress) if eval_ds is not None else None
-    quant_info = source_manifest.get("quantization")
-    if recipe.quant is not None:
-        from .quant import quantize_
+            dist.barrier()
+            dist.destroy_process_group()
+        if rank != 0:
+            return CompressionReport(model, {}, info, None, eval_desc, eval_limit, None, False, len(skipped))
 
-        config = recipe.quant
-        if not progress and getattr(config, "progress", False):
-            config = dataclasses.replace(config, progress=False)
-        summary = quantize_(model, config, quant_images)
-        quant_info = model.lraqvit_quant = {"config": config.to_dict(), **summary.__dict__}
-    res = score(model, eval_ds, batch_size=64, progress=progress) if (eval_ds is not None and recipe.quant) else fp32
-    metrics = _metrics(model, res, fp32, base, recipe, base_res)
-    report = CompressionReport(model, metrics, info, quant_info if recipe.quant else quant_info,
-                               _describe(eval_data, "test bed test subset") if eval_ds is not None else eval_desc,
-                               eval_limit, evaluated=eval_ds is not None, skipped_images=len(skipped))
-    model.lraqvit_compression = info
+        base, base_res = _baseline_metrics(source_manifest, baseline, eval_ds, progress)
+        base["probe_top1"] = _probe_top1(model, source_manifest, base, eval_ds, progress)
+        del baseline
+        fp32 = score(model, eval_ds, batch_size=64, progress=progress) if eval_ds is not None else None
+        quant_info = source_manifest.get("quantization")
+        if recipe.quant is not None:
+            from .quant import quantize_
+
+            config = recipe.quant
+            if not progress and getattr(config, "progress", False):
+                config = dataclasses.replace(config, progress=False)
+            with stage("quantize"):
+                summary = quantize_(model, config, quant_images)
+            quant_info = model.lraqvit_quant = {"config": config.to_dict(), **summary.__dict__}
+        res = score(model, eval_ds, batch_size=64, progress=progress) if (eval_ds is not None and recipe.quant) else fp32
+        metrics = _metrics(model, res, fp32, base, recipe, base_res)
+        report = CompressionReport(model, metrics, info, quant_info if recipe.quant else quant_info,
+                                   _describe(eval_data, "test bed test subset") if eval_ds is not None else eval_desc,
+                                   eval_limit, evaluated=eval_ds is not None, skipped_images=len(skipped))
+        model.lraqvit_compression = info
+    report.stage_seconds = rounded(times)
     if out is not None:
         report.save(out)
     return report
@@ -397,12 +408,14 @@ def _low_rank(model: nn.Module, recipe: Recipe, svd: str, images, train_ds, chec
     if alloc.method == "energy":
         from .rank_alloc import allocate
 
-        allocation = allocate(model, "energy", low_rank.param_reduction, images=images,
-                              activation_aware=alloc.activation_aware, progress=progress)
+        with stage("allocation"):
+            allocation = allocate(model, "energy", low_rank.param_reduction, images=images,
+                                  activation_aware=alloc.activation_aware, progress=progress)
         ranks = {n: r for n, r in allocation.ranks.items() if r is not None}
         low_rank = dataclasses.replace(low_rank, param_reduction=None, ranks=ranks)
     low_rank = dataclasses.replace(low_rank, svd=svd)
-    ranks = compress_(model, low_rank, images if svd == "activation" else None)
+    with stage("svd"):
+        ranks = compress_(model, low_rank, images if svd == "activation" else None)
     info: Dict[str, Any] = {"method": low_rank.method, "config": low_rank.to_dict(), "ranks": ranks,
                             "params_dense": dense_params, "distill": None,
                             "rank_alloc": alloc.method if allocation is None else allocation.to_dict()}
@@ -410,9 +423,10 @@ def _low_rank(model: nn.Module, recipe: Recipe, svd: str, images, train_ds, chec
         info["config"]["param_reduction"] = recipe.low_rank.param_reduction
     info["config"]["ranks"] = None if low_rank.ranks is None else "per-layer (see ranks)"
     if recipe.distill is not None:
-        result = distill_(model, teacher, train_ds, recipe.distill, checkpoint=checkpoint, resume=resume,
-                          fingerprint_extra={"model": model.lraqvit_spec.to_dict(), "low_rank": low_rank.to_dict()},
-                          progress=progress)
+        with stage("distill"):
+            result = distill_(model, teacher, train_ds, recipe.distill, checkpoint=checkpoint, resume=resume,
+                              fingerprint_extra={"model": model.lraqvit_spec.to_dict(),
+                                                 "low_rank": low_rank.to_dict()}, progress=progress)
         info["distill"] = {"config": recipe.distill.to_dict(),
                            "train_data": _describe(train_data, "fashion-mnist:train"),
                            "train_images": len(train_ds), **result.to_dict()}
@@ -434,9 +448,10 @@ def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress
     dense, factor = alloc.target_bits()
     target = alloc.target
     teacher = copy.deepcopy(model).eval() if recipe.distill is not None else None
-    allocation = allocate(model, "mlorq", None, alloc.memory_budget_mb, images, alloc.activation_aware,
-                          progress=progress, dense_bits=dense, factor_bits=factor,
-                          size_budget_mb=alloc.size_budget_mb, target=target)
+    with stage("allocation"):
+        allocation = allocate(model, "mlorq", None, alloc.memory_budget_mb, images, alloc.activation_aware,
+                              progress=progress, dense_bits=dense, factor_bits=factor,
+                              size_budget_mb=alloc.size_budget_mb, target=target)
     check_target(allocation.plan, target or alloc.mlorq_target)
     distill_info = None
     if recipe.distill is None:
@@ -446,8 +461,9 @@ def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress
 
         apply_plan_(model, allocation.plan, allocation.stats, quantize=False)  # float factors at the planned ranks
         extra = {"model": model.lraqvit_spec.to_dict(), "low_rank": {"allocation": alloc.to_dict()}}
-        result = distill_(model, teacher, train_ds, recipe.distill, checkpoint=checkpoint, resume=resume,
-                          fingerprint_extra=extra, progress=progress)
+        with stage("distill"):
+            result = distill_(model, teacher, train_ds, recipe.distill, checkpoint=checkpoint, resume=resume,
+                              fingerprint_extra=extra, progress=progress)
         distill_info = {"config": recipe.distill.to_dict(), "train_data": _describe(train_data, "fashion-mnist:train"),
                         "train_images": len(train_ds), **result.to_dict()}
         if is_main_process() and checkpoint is not None:

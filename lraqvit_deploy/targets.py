@@ -94,8 +94,13 @@ def build(model: ModelOrArtifact, out, options: Any = "android", *, data: Any = 
                          "nothing was lowered. Recompress it (`deploy compress` refuses to save such weights) or "
                          "check --weights.")
     data = BuildData(model, data, calib_data, data_limit, skip_bad_images=skip_bad_images)
-    result = backend.build(model.eval(), out, opts, data)
+    from .measure.stages import recording, rounded, stage
+
+    with recording() as times:
+        with stage("total"):
+            result = backend.build(model.eval(), out, opts, data)
     result.skipped_images = len(data.skipped)
+    result.stage_seconds = rounded(times)
     return result
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Dict, Optional
 
 from lraqvit_deploy.errors import DeployError, ToleranceError
+from lraqvit_deploy.measure.stages import stage
 from lraqvit_deploy.options import option
 
 from ..base import Backend, BenchOptions, BuildData, BuildOptions, BuildResult
@@ -155,8 +156,9 @@ class AndroidBackend(Backend):
             print(f"lowering {name} to ExecuTorch/XNNPACK ({precision}) ...", flush=True)
         if options.verify:
             data.verification(options.verify_images)  # load (and check) the images before lowering
-        lowered = lower_to_xnnpack(model, precision, shape_passes=options.shape_passes,
-                                   delegate_layernorm=options.delegate_layernorm)
+        with stage("lower"):
+            lowered = lower_to_xnnpack(model, precision, shape_passes=options.shape_passes,
+                                       delegate_layernorm=options.delegate_layernorm)
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         filename = f"{name}_xnnpack_{precision}.pte"
         manifest: Dict[str, Any] = {
@@ -200,8 +202,10 @@ class AndroidBackend(Backend):
             manifest.update(agreement=None, top1=None, verification=None)
             arm_failed = {}
             if options.verify:
-                manifest.update(_verify(model, pte, lowered.quantization, options, data))
-                manifest["arm_verification"] = _arm_verify(model, pte, options, data, manifest["verification"])
+                with stage("verify"):
+                    manifest.update(_verify(model, pte, lowered.quantization, options, data))
+                with stage("arm_verify"):
+                    manifest["arm_verification"] = _arm_verify(model, pte, options, data, manifest["verification"])
                 arm_failed = arm_failures(manifest["arm_verification"])
                 if arm_failed:
                     manifest["arm_verification"]["gate"] = {

@@ -21,6 +21,7 @@ import torch
 from lraqvit_deploy.artifacts import atomic_dir, versions, write_json
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.measure.closeness import compare_logits
+from lraqvit_deploy.measure.stages import stage
 
 FORMAT = "lraqvit-deploy/jetson/1"
 
@@ -117,34 +118,39 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
         if fp16:
             files["fp16"] = f"{name}_fp16.onnx"
         log(f"exporting {files['fp32']} (opset {opset})")
-        export_onnx(fmodel, tmp / files["fp32"], shape, opset=opset)
-        if fp16:
-            export_onnx(fmodel, tmp / files["fp16"], shape, opset=opset, fp16=True)
+        with stage("onnx_export"):
+            export_onnx(fmodel, tmp / files["fp32"], shape, opset=opset)
+            if fp16:
+                export_onnx(fmodel, tmp / files["fp16"], shape, opset=opset, fp16=True)
 
         t0 = time.perf_counter()
-        sim, qinfo = qdq.engine_model(model, calib_images, method, int8_mode, quant_overrides)
+        with stage("engine_model"):
+            sim, qinfo = qdq.engine_model(model, calib_images, method, int8_mode, quant_overrides)
         log(f"engine INT8 model: {qinfo['how']} ({time.perf_counter() - t0:.1f} s)")
-        export_onnx(qdq.to_qdq_export(sim), tmp / files["int8"], shape, opset=opset, prepared=False)
+        with stage("onnx_export"):
+            export_onnx(qdq.to_qdq_export(sim), tmp / files["int8"], shape, opset=opset, prepared=False)
 
         structure, int8_mb, ln_nodes = {}, None, {}
-        for prec, f in files.items():
-            proto = onnx.load(str(tmp / f))
-            ln_nodes[prec] = [n.name for n in proto.graph.node if LN_TAG in n.name]
-            rep = verify.check_structure(proto, qdq.expected_qdq_matmuls(sim) if prec == "int8" else None,
-                                         require_qdq=prec == "int8", int8_weights=True if prec == "int8" else None)
-            structure[prec] = {"ok": rep.ok, "problems": rep.problems, "qdq_matmuls": len(rep.qdq_matmuls),
-                               "int8_weights": rep.int8_weights, "float_weights": rep.float_weights,
-                               "layernorms": rep.layernorms, "layernorm_tagged": rep.layernorm_tagged, "ops": rep.ops}
-            if prec == "int8":
-                int8_mb = _int8_initializer_mb(proto)
-            if not rep.ok:
-                raise DeployError(f"{f} fails the TensorRT 8.5 structure check:\n  " + "\n  ".join(rep.problems))
+        with stage("verify"):  # the structure check is part of verification
+            for prec, f in files.items():
+                proto = onnx.load(str(tmp / f))
+                ln_nodes[prec] = [n.name for n in proto.graph.node if LN_TAG in n.name]
+                rep = verify.check_structure(proto, qdq.expected_qdq_matmuls(sim) if prec == "int8" else None,
+                                             require_qdq=prec == "int8", int8_weights=True if prec == "int8" else None)
+                structure[prec] = {"ok": rep.ok, "problems": rep.problems, "qdq_matmuls": len(rep.qdq_matmuls),
+                                   "int8_weights": rep.int8_weights, "float_weights": rep.float_weights,
+                                   "layernorms": rep.layernorms, "layernorm_tagged": rep.layernorm_tagged, "ops": rep.ops}
+                if prec == "int8":
+                    int8_mb = _int8_initializer_mb(proto)
+                if not rep.ok:
+                    raise DeployError(f"{f} fails the TensorRT 8.5 structure check:\n  " + "\n  ".join(rep.problems))
 
         log(f"verifying with onnxruntime on {len(eval_ds)} images")
-        q = verify.compare_predictions(sim, tmp / files["int8"], eval_ds, progress=progress,
-                                       twin=prepare_for_export(sim))  # unfused attention: float-order twin
-        f32 = verify.compare_predictions(fmodel, tmp / files["fp32"], eval_ds, progress=progress)
-        f16 = verify.compare_predictions(fmodel, tmp / files["fp16"], eval_ds, progress=progress) if fp16 else None
+        with stage("verify"):
+            q = verify.compare_predictions(sim, tmp / files["int8"], eval_ds, progress=progress,
+                                           twin=prepare_for_export(sim))  # unfused attention: float-order twin
+            f32 = verify.compare_predictions(fmodel, tmp / files["fp32"], eval_ds, progress=progress)
+            f16 = verify.compare_predictions(fmodel, tmp / files["fp16"], eval_ds, progress=progress) if fp16 else None
         for prec, r in (("int8", q), ("fp32", f32), ("fp16", f16)):
             if r is not None:
                 r["gates"] = table[prec]

@@ -17,7 +17,8 @@ JSON_KEYS = {"model", "method", "param_reduction_target", "top1", "baseline_top1
              "baseline_size_mb", "n_images", "kd_steps", "kd_final_loss", "kd_seconds", "kd_world_size",
              "calib_seconds", "wads_seconds", "out", "skipped_images", "ranks",
              "probe_top1", "top1_diff_ci95", "top1_diff_mcnemar_p",  # issue 13: added, none removed
-             "size_budget_mb", "target", "planned_size_mb", "weight_forms"}  # issue 23: added, none removed
+             "size_budget_mb", "target", "planned_size_mb", "weight_forms",  # issue 23: added, none removed
+             "stage_seconds"}  # issue 25
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -19,6 +19,9 @@ def test_android_build_of_a_model_without_data_uses_synthetic_images(tmp_path):
     ver = res.manifest["verification"]
     assert ver["synthetic"] and "synthetic" in ver["data"] and res.manifest["top1"] is None
     assert res.manifest["agreement"] >= 0.995 and res.target == "android"
+    st = res.stage_seconds  # the build's own stage timings (lraqvit_deploy.measure.stages)
+    assert {"total", "lower", "verify", "arm_verify"} <= set(st) and st["lower"]["calls"] == 1
+    assert st["lower"]["seconds"] + st["verify"]["seconds"] <= st["total"]["seconds"]
     r = bench(tmp_path / "a", HostBenchOptions(iterations=3, warmup=1))
     assert r.iterations == 3 and r.target == "host" and r.median_ms > 0
 
@@ -32,12 +35,15 @@ def test_jetson_build_of_an_int8_artifact_needs_no_calibration_data(tmp_path):
 
     model = make_tiny("vit")
     images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    compress(model, Recipe(quant=quant_config("per-token")), calib_data=images, out=tmp_path / "q", progress=False)
+    rep = compress(model, Recipe(quant=quant_config("per-token")), calib_data=images, out=tmp_path / "q",
+                   progress=False)
+    assert set(rep.stage_seconds) == {"total", "quantize"} and rep.to_dict()["stage_seconds"] == rep.stage_seconds
     res = build(tmp_path / "q", tmp_path / "j", JetsonBuildOptions(latency_iters=0, fp16=False, progress=False,
                                                                    verify_images=16, min_agreement=0.5))
     man = json.loads((tmp_path / "j" / "manifest.json").read_text())
     assert "recorded at its quantization" in man["quantization"]["how"] and man["quantization"]["calib_images"] == 0
     assert res.manifest["n_images"] == 16
+    assert {"total", "onnx_export", "engine_model", "verify"} <= set(res.stage_seconds)
 
 
 def test_jetson_build_of_an_fp32_timm_model_without_any_data_still_builds(tmp_path):
