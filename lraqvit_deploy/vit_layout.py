@@ -82,6 +82,12 @@ def check_replaceable(model: nn.Module) -> None:
 
     for name, block in encoder_blocks(model).items():
         attn = getattr(block, "attn", None)
+        if getattr(attn, "qkv", None) is None and isinstance(getattr(attn, "q_proj", None), nn.Module):
+            raise DeployError(
+                f"{name}.attn ({type(attn).__name__}) projects q, k and v with separate Linears (e.g. grouped-query "
+                f"attention, k/v narrower than q), so it has no qkv slot and would stay dense; create_model stacks "
+                f"EVA-02's equal-width q/k/v_proj into qkv, other such attention is not supported. "
+                f"Supported: {supported_list()}.")
         if has_separate_qkv_bias(attn):
             raise DeployError(
                 f"{name}.attn ({type(attn).__name__}) computes qkv from qkv.weight with separate q/v biases and has "

@@ -94,3 +94,14 @@ def test_unknown_separate_bias_attention_is_refused():
         check_replaceable(model)
     msg = str(e.value)
     assert "\n" not in msg and "blocks.0.attn" in msg and "Swin V2 (swinv2_)" in msg
+
+
+def test_separate_q_k_v_projections_left_unstacked_are_refused():
+    """Without a qkv slot the block's attention would silently stay dense (e.g. timm's grouped-query `vit_*_sapiens2`)."""
+    from lraqvit_deploy.vit_layout import check_replaceable
+
+    model = _timm_model("eva02_base_patch14_224", dict(_VIT, img_size=14, patch_size=7))  # timm layout: q/k/v_proj
+    with pytest.raises(DeployError, match="separate Linears .* no qkv slot"):
+        check_replaceable(model)
+    fold_qkv_bias_(model)
+    check_replaceable(model)
