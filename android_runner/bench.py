@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional, Tuple
 
-from lraqvit_deploy.backends.base import BenchOptions
+from lraqvit_deploy.measure.latency import BenchOptions
 from lraqvit_deploy.benchmark import BenchResult
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.options import option
@@ -45,7 +45,7 @@ class AndroidBenchOptions(BenchOptions):
 
 
 def bench(path, options: AndroidBenchOptions) -> BenchResult:
-    from lraqvit_deploy.backends.executorch.runtime import resolve_program
+    from lraqvit_deploy.files import resolve_program
 
     from .adb import Adb
     from .protocol import RunPlan, run_on_device

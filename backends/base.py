@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 import torch
 
 from lraqvit_deploy.errors import DeployError
+from lraqvit_deploy.measure.latency import BenchOptions  # noqa: F401  the latency protocol (shared with the device halves)
 from lraqvit_deploy.options import Options, option
 
 
@@ -31,17 +32,6 @@ class BuildOptions(Options):
     """Options every build takes; backends subclass it (and set `target`)."""
 
     target: ClassVar[str] = ""
-    progress: bool = option(True, "progress output", cli=False)
-
-
-@dataclass(frozen=True)
-class BenchOptions(Options):
-    """The latency protocol every target follows: warm-up, then N timed iterations on `threads` threads."""
-
-    target: ClassVar[str] = ""
-    iterations: int = option(50, "timed iterations", min=1, max=1_000_000, flag=("--iterations", "-n"))
-    warmup: int = option(5, "untimed warm-up iterations", min=0, max=1_000_000)
-    threads: int = option(1, "CPU threads of the runtime", min=1, max=1024, cli=False)  # the CLI's --threads
     progress: bool = option(True, "progress output", cli=False)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..backends.base import BenchOptions
+from ..measure.latency import BenchOptions
 from ..benchmark import SCHEMA, BenchResult
 from ..errors import DeployError, ToleranceError
 from ..options import option

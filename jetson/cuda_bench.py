@@ -11,7 +11,7 @@ import time
 from typing import Any, Dict, List
 
 try:
-    from ..backends.tensorrt import engine as trt_engine
+    from . import engine as trt_engine
 except ImportError:  # standalone on the Jetson
     import engine as trt_engine  # type: ignore[no-redef]
 

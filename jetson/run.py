@@ -23,7 +23,7 @@ import sys
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 try:
-    from ..backends.tensorrt import engine as trt_engine
+    from . import engine as trt_engine
     from ..benchmark import BenchResult, summarize
     from ..measure import closeness
     from . import clocks, cuda_bench, trtexec

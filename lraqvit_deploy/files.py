@@ -364,4 +364,27 @@ __all__ = ["BadImageError", "SKIP_FLAG", "WEIGHT_SUFFIXES", "bad_file", "check_d
            "check_output_dir", "check_output_file", "check_pte", "is_kd_checkpoint", "native_stderr", "open_image",
            "pass_on_native_log", "show_native_log",
            "read_json", "read_json_object", "read_kd_checkpoint", "read_safetensors", "read_state_dict", "read_text",
-           "read_toml", "short_reason", "torch_load"]
+           "read_toml", "resolve_program", "short_reason", "torch_load"]
+
+
+def resolve_program(path) -> Path:
+    """A .pte file, or the single .pte named by (or found in) a `deploy build` folder; checked to be an
+    ExecuTorch flatbuffer (`files.check_pte`) before any runtime reads it."""
+    from .artifacts import MANIFEST
+
+    path = Path(path).expanduser()
+    if path.is_file():
+        if path.suffix != ".pte":
+            raise DeployError(f"{path}: expected an ExecuTorch program (.pte) or a `deploy build --target android` "
+                              f"folder, not a {path.suffix or 'suffix-less'} file.")
+        return check_pte(path)
+    if path.is_dir():
+        if (path / MANIFEST).is_file():
+            program = read_json_object(path / MANIFEST, "a build manifest written by `deploy build`").get("program")
+            if isinstance(program, str) and program and (path / program).is_file():
+                return check_pte(path / program)
+        ptes = sorted(path.glob("*.pte"))
+        if len(ptes) == 1:
+            return check_pte(ptes[0])
+        raise DeployError(f"{path}: expected exactly one .pte inside, found {len(ptes)}; pass the .pte itself.")
+    raise DeployError(f"{path}: no such file or folder; pass a `deploy build --target android` folder or a .pte.")

@@ -16,7 +16,7 @@ def bench(path, options) -> BenchResult:
     """
     from lraqvit_deploy.files import native_stderr, pass_on_native_log
 
-    from .runtime import resolve_program
+    from lraqvit_deploy.files import resolve_program
 
     pte = resolve_program(path)
     logged = []  # the runtime's C++ log lines (fd 2): shown after a run only with --debug, dropped with an error

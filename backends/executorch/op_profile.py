@@ -17,7 +17,7 @@ def op_profile(path, runs: int = 10) -> Dict[str, Any]:
     from executorch.devtools import Inspector
     from executorch.runtime import Runtime
 
-    from .runtime import resolve_program
+    from lraqvit_deploy.files import resolve_program
 
     program = Runtime.get().load_program(str(resolve_program(path)), enable_etdump=True, debug_buffer_size=0)
     method = program.load_method("forward")

@@ -5,31 +5,8 @@ import time
 from pathlib import Path
 from typing import Optional, Tuple
 
-from lraqvit_deploy.artifacts import MANIFEST
 from lraqvit_deploy.errors import DeployError
-
-
-def resolve_program(path) -> Path:
-    """A .pte file, or the single .pte named by (or found in) a `deploy build` folder; checked to be an
-    ExecuTorch flatbuffer (`files.check_pte`) before any runtime reads it."""
-    from lraqvit_deploy.files import check_pte, read_json_object
-
-    path = Path(path).expanduser()
-    if path.is_file():
-        if path.suffix != ".pte":
-            raise DeployError(f"{path}: expected an ExecuTorch program (.pte) or a `deploy build --target android` "
-                              f"folder, not a {path.suffix or 'suffix-less'} file.")
-        return check_pte(path)
-    if path.is_dir():
-        if (path / MANIFEST).is_file():
-            program = read_json_object(path / MANIFEST, "a build manifest written by `deploy build`").get("program")
-            if isinstance(program, str) and program and (path / program).is_file():
-                return check_pte(path / program)
-        ptes = sorted(path.glob("*.pte"))
-        if len(ptes) == 1:
-            return check_pte(ptes[0])
-        raise DeployError(f"{path}: expected exactly one .pte inside, found {len(ptes)}; pass the .pte itself.")
-    raise DeployError(f"{path}: no such file or folder; pass a `deploy build --target android` folder or a .pte.")
+from lraqvit_deploy.files import resolve_program
 
 
 def set_threads(threads: Optional[int]) -> int:

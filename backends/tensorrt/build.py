@@ -44,7 +44,7 @@ def _precision_plans(strongly_typed: Optional[bool], layernorm_fp32: bool) -> Di
     """`engine.precision_plan` for TensorRT 8.5 / 10 / 11 and int8 / fp16 (what the device will do)."""
     from dataclasses import asdict
 
-    from .engine import precision_plan
+    from lraqvit_deploy.jetson.engine import precision_plan
 
     out: Dict[str, Any] = {}
     for version in ("8.5", "10.0", "11.0"):
@@ -92,7 +92,7 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
     from lraqvit_deploy.quant import float_copy
 
     from . import bundle, qdq, verify
-    from .engine import LN_TAG
+    from lraqvit_deploy.jetson.engine import LN_TAG
     from .onnx_export import export_onnx, prepare_for_export
 
     spec = getattr(model, "lraqvit_spec", None)
@@ -191,7 +191,7 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
 
             from lraqvit_deploy.jetson.run import onnx_for
 
-            from . import engine as trt_engine
+            from lraqvit_deploy.jetson import engine as trt_engine
 
             engines = {}
             fp16_src = trt_engine.precision_plan(tensorrt.__version__, "fp16", strongly_typed, layernorm_fp32).onnx

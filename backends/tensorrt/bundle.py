@@ -14,7 +14,7 @@ FILES = {
     "jetson/clocks.py": "clocks.py",
     "jetson/trtexec.py": "trtexec.py",
     "jetson/cuda_bench.py": "cuda_bench.py",
-    "backends/tensorrt/engine.py": "engine.py",
+    "jetson/engine.py": "engine.py",
     "lraqvit_deploy/benchmark.py": "benchmark.py",
     "lraqvit_deploy/measure/closeness.py": "closeness.py",
 }
@@ -124,7 +124,7 @@ def write_bundle(out_dir: Path, name: str, onnx: Dict[str, str], input_shape, op
     `layernorm_nodes`: per ONNX, the tagged LayerNorm node names (= TensorRT layer names), for
     `trtexec.build_command(fp32_layers=...)` on the device.
     """
-    from .engine import LN_TAG
+    from lraqvit_deploy.jetson.engine import LN_TAG
 
     jdir = Path(out_dir) / "jetson"
     jdir.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ import torch.nn as nn
 from lraqvit_deploy.artifacts import atomic_write
 from lraqvit_deploy.errors import DeployError
 
-from .engine import LN_TAG
+from lraqvit_deploy.jetson.engine import LN_TAG
 
 MAX_OPSET = 17  # TensorRT 8.5's ONNX parser reads opsets 7..17
 DEFAULT_OPSET = 16  # the highest opset at which torch still decomposes LayerNorm

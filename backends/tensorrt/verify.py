@@ -15,7 +15,7 @@ import numpy as np
 from lraqvit_deploy.errors import ToleranceError
 from lraqvit_deploy.measure.closeness import compare_logits, gate_problems
 
-from .engine import LN_TAG
+from lraqvit_deploy.jetson.engine import LN_TAG
 from .onnx_export import INPUT_NAME, MAX_OPSET, opset_of
 
 # Ops TensorRT 8.5's ONNX parser has no importer for, that torch can emit for a ViT.

@@ -27,6 +27,15 @@ def test_no_backend_module_imports_the_cli():
     assert not offenders, offenders
 
 
+def test_device_halves_never_import_the_backends():
+    """One direction: a backend imports its device half (android_runner, jetson), never the reverse; what both
+    need (the latency protocol, the closeness gates, finding a .pte) sits below both in lraqvit_deploy."""
+    offenders = [f"{p.relative_to(ROOT)} imports {name}" for d in ("android_runner", "jetson")
+                 for p in (ROOT / d).rglob("*.py") for name in _imports(p)
+                 if name == "lraqvit_deploy.backends" or name.startswith("lraqvit_deploy.backends.")]
+    assert not offenders, offenders
+
+
 def test_nothing_imports_the_bare_backends_package():
     """`import backends` from the repository root would load a second copy of every module (two registries)."""
     bare = ("backends", "android_runner", "jetson")

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from lraqvit_deploy.backends.tensorrt import engine
+from lraqvit_deploy.jetson import engine
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 HAS_PYCUDA = importlib.util.find_spec("pycuda") is not None

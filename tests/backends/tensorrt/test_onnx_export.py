@@ -7,7 +7,8 @@ import torch
 from onnx import numpy_helper
 
 from conftest import make_tiny
-from lraqvit_deploy.backends.tensorrt import engine, onnx_export, qdq, verify
+from lraqvit_deploy.backends.tensorrt import onnx_export, qdq, verify
+from lraqvit_deploy.jetson import engine
 from lraqvit_deploy.backends.tensorrt.onnx_export import export_onnx
 
 
