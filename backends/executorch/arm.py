@@ -29,6 +29,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -47,12 +48,13 @@ QEMU_KNOWN_BAD = {
     (7, 2): "qemu 7.2 (Debian bookworm) emulates SME wrongly: an INT8 program under -cpu max returned "
             "garbage (agreement 0.08); install qemu 10 with `bash scripts/install.sh`",
 }
-_ROOT = Path(__file__).resolve().parents[2]  # the checkout: backends/executorch/arm.py
+_ROOT = Path(__file__).resolve().parents[2]  # the checkout (backends/executorch/arm.py) or site-packages/lraqvit_deploy
 
 
 class ArmTimeout(DeployError):
     """An emulated run that went past its time bound (killed): the check is incomplete, not failed."""
-BUILD_SCRIPT = _ROOT / "android_runner" / "native" / "build.sh"
+# the native runner's sources ship in the package (pyproject package-data): a wheel install builds them too
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "android_runner" / "native" / "build.sh"
 XNNPACK_LIB = "libexecutorch_backend_xnnpack.so"
 
 
@@ -205,7 +207,11 @@ def _cache() -> Path:
 
 
 def native_dir() -> Path:
-    return Path(os.environ.get("LRAQVIT_NATIVE_DIR") or _ROOT / "build" / "native")
+    """Where pte_runner builds go: $LRAQVIT_NATIVE_DIR, else build/native in a source checkout, else the cache
+    (an installed package's folder may not be writable)."""
+    if os.environ.get("LRAQVIT_NATIVE_DIR"):
+        return Path(os.environ["LRAQVIT_NATIVE_DIR"])
+    return _ROOT / "build" / "native" if (_ROOT / "pyproject.toml").is_file() else _cache() / "native"
 
 
 def qemu_version(qemu: Path) -> Tuple[Optional[Tuple[int, int, int]], str]:
@@ -258,9 +264,11 @@ def build_runner(target: str, timeout: float = 600) -> Tuple[Optional[Path], Opt
     """Build (or find up to date) pte_runner for `target` ("host" | "aarch64"): (path, reason)."""
     out = native_dir() / target / "pte_runner"
     if not BUILD_SCRIPT.is_file():
-        return (out if out.is_file() else None), f"no {BUILD_SCRIPT} (not a source checkout)"
+        return (out if out.is_file() else None), f"no {BUILD_SCRIPT} (the package was installed without its data)"
+    env = {**os.environ, "LRAQVIT_NATIVE_DIR": str(native_dir()), "PYTHON": os.environ.get("PYTHON", sys.executable)}
     try:
-        proc = subprocess.run(["bash", str(BUILD_SCRIPT), target], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(["bash", str(BUILD_SCRIPT), target], capture_output=True, text=True, timeout=timeout,
+                              env=env)
     except subprocess.TimeoutExpired:
         return None, f"building the {target} runner took over {timeout:.0f} s"
     if proc.returncode == 0 and out.is_file():
