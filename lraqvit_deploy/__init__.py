@@ -25,6 +25,8 @@ _EXPORTS = {
     "create_model": "lraqvit_deploy.models",
     "load_artifact": ("lraqvit_deploy.artifacts", "load_model_artifact"),
     "save_artifact": ("lraqvit_deploy.artifacts", "save_model_artifact"),
+    "ModelInfo": "lraqvit_deploy.model_info",
+    "model_info": "lraqvit_deploy.model_info",
     # the pipeline
     "compress": "lraqvit_deploy.pipeline",
     "quantize": "lraqvit_deploy.pipeline",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from .errors import DeployError
+from .model_info import model_info, record
 from .io import PathLike, atomic_dir, atomic_write, read_json, sha256_file, write_json  # noqa: F401  (re-exported)
 
 MANIFEST = "manifest.json"
@@ -50,9 +51,9 @@ def save_model_artifact(out_dir: PathLike, model, extra: Dict[str, Any] | None =
     """
     from safetensors.torch import save
 
-    spec = getattr(model, "lraqvit_spec", None)
+    spec = model_info(model).spec
     if spec is None:
-        raise DeployError("the model has no lraqvit_spec; create it with lraqvit_deploy.models.create_model.")
+        raise DeployError("the model has no ModelInfo spec; create it with lraqvit_deploy.models.create_model.")
     manifest: Dict[str, Any] = {
         "format": MODEL_FORMAT,
         "model": spec.to_dict(),
@@ -132,7 +133,5 @@ def load_model_artifact(path: PathLike):
     except RuntimeError as e:
         raise bad_file(path / MODEL_FILE, f"the weights of the model its manifest describes ({spec.arch})",
                        " ".join(str(e).split())[:200]) from None
-    model.lraqvit_spec = spec
-    model.lraqvit_manifest = manifest
-    model.lraqvit_path = str(path)  # where it was loaded from (named by the checks that refuse it)
+    record(model, spec=spec, manifest=manifest, path=str(path))  # path: named by the checks that refuse it
     return model.eval()

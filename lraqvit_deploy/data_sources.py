@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from .data import calibration_batch, check_images, load_dataset, seeded_subset, skipped_images
 from .errors import DeployError
+from .model_info import model_info
 from .models import TESTBED
 
 
@@ -31,7 +32,7 @@ def _as_dataset(model, data: Any, skip_bad_images: bool = False) -> Tuple[Datase
 
 
 def is_testbed(model) -> bool:
-    spec = getattr(model, "lraqvit_spec", None)
+    spec = model_info(model).spec
     return spec is not None and spec.name == TESTBED
 
 
@@ -51,7 +52,7 @@ def eval_dataset(model, data: Any = None, limit: Optional[int] = None, required:
     if is_testbed(model):
         from .models import testbed as tb
 
-        cfg = tb.get_profile(model.lraqvit_spec.testbed_profile or "quick")
+        cfg = tb.get_profile(model_info(model).spec.testbed_profile or "quick")
         ds, _ = _as_dataset(model, "fashion-mnist:test")
         return seeded_subset(ds, limit or cfg.n_test, cfg.seed), "the test bed's test subset"
     if required:

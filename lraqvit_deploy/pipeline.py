@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from .errors import DeployError
 from .measure.stages import stage
+from .model_info import model_info, record
 from .recipe import Recipe
 
 
@@ -65,7 +66,7 @@ class CompressionReport:
         info = self.compression or {}
         distill = info.get("distill") or {}
         quant = self.quantization or {}
-        return {"model": self.model.lraqvit_spec.name, "method": info.get("method", "dense"),
+        return {"model": model_info(self.model).spec.name, "method": info.get("method", "dense"),
                 "param_reduction_target": (info.get("config") or {}).get("param_reduction"), **self.metrics,
                 "kd_steps": distill.get("steps", 0), "kd_final_loss": distill.get("final_loss"),
                 "kd_seconds": distill.get("seconds"), "kd_world_size": distill.get("world_size"),
@@ -87,14 +88,14 @@ def _check_model(model: nn.Module, recipe: Recipe) -> None:
     from .layers import QuantLinear
     from .vit_layout import check_replaceable
 
-    if getattr(model, "lraqvit_spec", None) is None:
-        raise DeployError("the model has no lraqvit_spec; create it with lraqvit_deploy.create_model(...) or load "
+    if model_info(model).spec is None:
+        raise DeployError("the model has no ModelInfo spec; create it with lraqvit_deploy.create_model(...) or load "
                           "an artifact with lraqvit_deploy.load_artifact(...).")
     check_replaceable(model)
     if recipe.empty:
         raise DeployError("nothing to do: the recipe has neither a low-rank method (--method lra|rb-lra) nor a "
                           "quantization method (--quant METHOD).")
-    if recipe.compresses and hasattr(model, "lraqvit_manifest"):
+    if recipe.compresses and model_info(model).manifest is not None:
         raise DeployError("the model is an artifact: re-compressing it is not supported; start from the original "
                           "weights (--model), or only quantize the artifact (--quant).")
     if recipe.quant is not None and any(isinstance(m, QuantLinear) for m in model.modules()):
@@ -118,14 +119,14 @@ def quantize(model: nn.Module, config, calib_data: Any = None, n_images: int = 3
     """INT8-quantize `model` in place with `config` (e.g. `quant_config("wads")`); returns it.
 
     `calib_data` is an (N, 3, H, W) tensor, a Dataset or a spec string; the test bed defaults to its
-    training split. `model.lraqvit_quant` then records the config and the calibration summary.
+    training split. `model_info(model).quant` then records the config and the calibration summary.
     """
     from .data_sources import calibration_images
     from .quant import quantize_
 
     images = calibration_images(model, n_images, calib_data, seed, why="INT8 calibration (--quant)")
     summary = quantize_(model, config, images)
-    model.lraqvit_quant = {"config": config.to_dict(), **summary.__dict__}
+    record(model, quant={"config": config.to_dict(), **summary.__dict__})
     return model
 
 
@@ -182,7 +183,7 @@ def check_checkpoint(checkpoint, resume: bool, recipe: Recipe, model: Optional[n
         if stored_extra.get("model") != ours["extra"]["model"]:
             there = (stored_extra.get("model") or {})
             diffs.append(f"model {there.get('name')!r} ({there.get('weights')}) there, "
-                         f"{model.lraqvit_spec.name!r} ({model.lraqvit_spec.weights}) here")
+                         f"{model_info(model).spec.name!r} ({model_info(model).spec.weights}) here")
         skip = {"ranks", "param_reduction"} if recipe.allocation.method != "uniform" else set()
         if svd is None:
             skip.add("svd")
@@ -217,7 +218,7 @@ def _fingerprint_of(recipe: Recipe, model: Optional[nn.Module], svd: Optional[st
         lr_dict = {"allocation": recipe.allocation.to_dict()}
     else:
         lr_dict = (recipe.low_rank if svd is None else dataclasses.replace(recipe.low_rank, svd=svd)).to_dict()
-    extra = {"model": None if model is None else model.lraqvit_spec.to_dict(), "low_rank": lr_dict}
+    extra = {"model": None if model is None else model_info(model).spec.to_dict(), "low_rank": lr_dict}
     return _fingerprint(nn.Module(), recipe.distill, extra, amp)
 
 
@@ -290,7 +291,7 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
     with recording() as times, stage("total"):  # report.stage_seconds
         # ---- the steps ------------------------------------------------------------------------------
         rank, world = init_distributed()
-        source_manifest = getattr(model, "lraqvit_manifest", {})
+        source_manifest = model_info(model).manifest or {}
         baseline = copy.deepcopy(model) if evaluate and eval_ds is not None else None
         info = source_manifest.get("compression")
         if recipe.compresses:
@@ -318,13 +319,13 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
                 config = dataclasses.replace(config, progress=False)
             with stage("quantize"):
                 summary = quantize_(model, config, quant_images)
-            quant_info = model.lraqvit_quant = {"config": config.to_dict(), **summary.__dict__}
+            quant_info = record(model, quant={"config": config.to_dict(), **summary.__dict__}).quant
         res = score(model, eval_ds, batch_size=64, progress=progress) if (eval_ds is not None and recipe.quant) else fp32
         metrics = _metrics(model, res, fp32, base, recipe, base_res)
         report = CompressionReport(model, metrics, info, quant_info if recipe.quant else quant_info,
                                    _describe(eval_data, "test bed test subset") if eval_ds is not None else eval_desc,
                                    eval_limit, evaluated=eval_ds is not None, skipped_images=len(skipped))
-        model.lraqvit_compression = info
+        record(model, compression=info)
     report.stage_seconds = rounded(times)
     if out is not None:
         report.save(out)
@@ -355,7 +356,7 @@ def _probe_top1(model: nn.Module, source_manifest: Dict[str, Any], base: Dict[st
         return known.get("probe_top1")
     from .models import TESTBED
 
-    spec = getattr(model, "lraqvit_spec", None)
+    spec = model_info(model).spec
     if eval_ds is None or spec is None or spec.name != TESTBED or spec.testbed_reference is None:
         return None
     if spec.testbed_reference == "probe":
@@ -376,7 +377,7 @@ def _metrics(model: nn.Module, res, fp32, base: Dict[str, Any], recipe: Recipe, 
     top1 = None if res is None else res.top1
     size = quantized_size_mb(model)  # low-bit weights (quantization, MLoRQ) at their stored width
     if base.get("params") is None:  # not evaluated: the dense figures come from the recipe's own record
-        base = {**base, "params": (getattr(model, "lraqvit_compression", None) or {}).get("params_dense")}
+        base = {**base, "params": (model_info(model).compression or {}).get("params_dense")}
     paired = None if res is None or base_res is None else res.paired_with(base_res)
     return {
         "top1": top1, "baseline_top1": base["top1"],
@@ -425,7 +426,7 @@ def _low_rank(model: nn.Module, recipe: Recipe, svd: str, images, train_ds, chec
     if recipe.distill is not None:
         with stage("distill"):
             result = distill_(model, teacher, train_ds, recipe.distill, checkpoint=checkpoint, resume=resume,
-                              fingerprint_extra={"model": model.lraqvit_spec.to_dict(),
+                              fingerprint_extra={"model": model_info(model).spec.to_dict(),
                                                  "low_rank": low_rank.to_dict()}, progress=progress)
         info["distill"] = {"config": recipe.distill.to_dict(),
                            "train_data": _describe(train_data, "fashion-mnist:train"),
@@ -433,7 +434,7 @@ def _low_rank(model: nn.Module, recipe: Recipe, svd: str, images, train_ds, chec
         if is_main_process() and checkpoint is not None:
             Path(checkpoint).unlink(missing_ok=True)
     merge_(model)
-    model.lraqvit_compression = info
+    record(model, compression=info)
     return info
 
 
@@ -460,7 +461,7 @@ def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress
         from .lowrank import distill_, is_main_process
 
         apply_plan_(model, allocation.plan, allocation.stats, quantize=False)  # float factors at the planned ranks
-        extra = {"model": model.lraqvit_spec.to_dict(), "low_rank": {"allocation": alloc.to_dict()}}
+        extra = {"model": model_info(model).spec.to_dict(), "low_rank": {"allocation": alloc.to_dict()}}
         with stage("distill"):
             result = distill_(model, teacher, train_ds, recipe.distill, checkpoint=checkpoint, resume=resume,
                               fingerprint_extra=extra, progress=progress)
@@ -480,5 +481,5 @@ def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress
             "params_dense": dense_params, "distill": distill_info, "rank_alloc": allocation.to_dict()}
     if "planned_size_mb" in allocation.summary:
         info["planned_size_mb"] = allocation.summary["planned_size_mb"]
-    model.lraqvit_compression = info
+    record(model, compression=info)
     return info

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 import torch.nn as nn
 
 from .errors import DeployError
+from .model_info import model_info
 
 ModelOrArtifact = Union[nn.Module, str, Path]
 
@@ -88,8 +89,9 @@ def build(model: ModelOrArtifact, out, options: Any = "android", *, data: Any = 
     model = as_model(model)
     from .finite import check_finite_weights
 
-    spec = getattr(model, "lraqvit_spec", None)
-    name = getattr(model, "lraqvit_path", None) or (spec.name if spec else type(model).__name__)
+    info = model_info(model)
+    spec = info.spec
+    name = info.path or (spec.name if spec else type(model).__name__)
     check_finite_weights(model, f"refusing to build {name}",
                          "nothing was lowered. Recompress it (`deploy compress` refuses to save such weights) or "
                          "check --weights.")

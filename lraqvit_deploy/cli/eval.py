@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..model_info import model_info
 from .args import add_json_arg, add_model_args, add_skip_arg, check_count, check_inputs, load_model
 from .output import emit
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         reference = (load_model(args, source=args.reference) if reference_is_artifact
                      else load_model(args, source="", name=args.reference))
     result = evaluate(model, ds, reference=reference, batch_size=args.batch_size, progress=not args.quiet)
-    spec = model.lraqvit_spec
+    spec = model_info(model).spec
     data = {"model": spec.name, "arch": spec.arch, "weights": spec.weights, **result.to_dict(),
             "skipped_images": len(skipped_images(ds))}
     emit(data, args.json, title=f"eval: {spec.name}")

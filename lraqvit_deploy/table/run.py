@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional
 from ..artifacts import read_json, write_json
 from ..benchmark import SCHEMA, BenchResult
 from ..errors import DeployError, ToleranceError
+from ..model_info import model_info
 from .plan import Plan, Step
 
 Runner = Callable[[Step, Plan], None]
@@ -81,7 +82,7 @@ def run_step(step: Step, plan: Plan, progress: bool = False) -> None:
         if step.kind == "eval":
             ds, _ = eval_dataset(model, s.get("eval_data"), s.get("eval_limit"))
             res = evaluate(model, ds, progress=progress)
-            spec = model.lraqvit_spec
+            spec = model_info(model).spec
             return write_json(step.out, {"model": spec.name, "arch": spec.arch, "weights": spec.weights,
                                          **res.to_dict()})
         if step.kind == "compress":
