@@ -40,9 +40,9 @@ class AllocationConfig(Options):
     calib_images: int = option(128, "images whose activations calibrate the allocation and the activation-aware "
                                     "SVD", min=1, max=MAX_IMAGES, flag="--alloc-calib-images", metavar="N")
     size_budget_mb: Optional[float] = option(
-        None, "the built program's size for target in MB (1e6 bytes), e.g. 10.8 (12.5% of the test bed's FP32 .pte): "
+        None, "the built program's size for `target` in MB (1e6 bytes), e.g. 10.8 (12.5% of the test bed's FP32 .pte): "
               "MLoRQ picks every layer's rank and weight form (android: int8/int4, per channel or blockwise "
-              "32/64/128; jetson: int8) to fit it; implies rank allocation mlorq",
+              "32/64/128; jetson: int8) to fit it; implies `method` mlorq",
         min=0, min_exclusive=True, max=1e9, metavar="MB")
     target: Optional[str] = option(None, "the deployment target the plan is for (its weight forms and program "
                                          "size): android or jetson", choices=TARGETS, flag=("--target", "-t"))

@@ -127,7 +127,7 @@ def _cli_fields(cls: Type, skip: tuple, only: Optional[tuple]):
 def _shown(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(map(str, value))
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return str(value)
 
 
 def add_options(group, cls: Type, skip: tuple = (), shared: tuple = (), only: Optional[tuple] = None,
@@ -175,10 +175,12 @@ def add_options(group, cls: Type, skip: tuple = (), shared: tuple = (), only: Op
 
 
 def _flag_names(cls: Type, text: str) -> str:
-    """A help text with the snake_case field names of `cls` it mentions written as their flags."""
+    """A help text with the fields of `cls` it names (snake_case, or any in backquotes) written as their flags."""
     for f in dataclasses.fields(cls):
-        flag = flag_of(cls, f.name) if "_" in f.name else None
-        if flag and f.name in text:
+        flag = flag_of(cls, f.name)
+        if flag and f"`{f.name}`" in text:
+            text = text.replace(f"`{f.name}`", flag)
+        if flag and "_" in f.name and f.name in text:
             text = re.sub(rf"(?<![\w.-]){re.escape(f.name)}(?![\w])", flag, text)
     return text
 

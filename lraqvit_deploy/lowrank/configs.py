@@ -119,15 +119,15 @@ class DistillConfig(Options):
 
     steps: Optional[int] = option(None, f"optimizer steps (default {DEFAULT_KD_STEPS}; 0 = no distillation)", min=0,
                                   max=MAX_STEPS, flag="--kd-steps", metavar="N")
-    epochs: Optional[float] = option(None, "epochs over the training images instead of a number of steps", min=0,
+    epochs: Optional[float] = option(None, "epochs over the training images instead of `steps`", min=0,
                                      min_exclusive=True, max=1e6, flag="--kd-epochs", metavar="N")
     batch_size: int = option(DEFAULT_KD_BATCH, "images per batch, per process", min=1, max=MAX_IMAGES,
                              flag="--kd-batch-size", metavar="N")
     lr: float = option(DEFAULT_KD_LR, "AdamW peak lr, cosine decay", min=0, min_exclusive=True, max=10,
                        flag="--kd-lr", metavar="LR")
     branch_lr: Optional[float] = option(
-        None, "rb-lra: a separate peak lr for the branch (default: the lr above); with train_base the base keeps "
-              "that lr", min=0, min_exclusive=True, max=10, flag="--kd-branch-lr", metavar="LR")
+        None, "rb-lra: a separate peak lr for the branch (default: `lr`); with a trained base (train_base) the "
+              "base keeps `lr`", min=0, min_exclusive=True, max=10, flag="--kd-branch-lr", metavar="LR")
     weight_decay: float = option(0.01, "AdamW weight decay", min=0, max=10, flag="--kd-weight-decay", metavar="WD")
     alpha: float = option(DEFAULT_KD_ALPHA, "CE weight (the paper: 1; see kd_objective.md)", min=0, max=1e6,
                           flag="--kd-alpha")

@@ -41,7 +41,7 @@ def test_every_declared_field_has_its_generated_flag(cls, name):
         assert ">" in help_, help_  # the limits are shown
     default = f.metadata["cli_default"] if f.metadata["cli_default"] is not dataclasses.MISSING else f.default
     if default not in (None, False, True) and not isinstance(default, tuple):
-        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        shown = str(default)
         shown = {"per_token_dynamic": "per-token-dynamic"}.get(shown, shown)
         assert f"default {shown}" in help_, help_
 
