@@ -75,7 +75,7 @@ class AllocationConfig(Options):
                 raise self.error("size_budget_mb", "size_budget_mb is the size of a built program: give target = "
                                                    "android or jetson.", "target")
             if self.memory_budget_mb is not None:
-                raise self.error("size_budget_mb", "give either size_budget_mb (the built program, for target) or "
+                raise self.error("size_budget_mb", "give either size_budget_mb (the built program, for its target) or "
                                                    "memory_budget_mb (simulated weight memory), not both.",
                                  "memory_budget_mb")
         if self.method == "mlorq" and self.memory_budget_mb is None and self.size_budget_mb is None:

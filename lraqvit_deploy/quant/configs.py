@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Dict, Optional, Type
 
 from ..errors import DeployError
 from ..layers.quant_linear import ACT_SCHEMES
-from ..options import MAX_IMAGES, MAX_SEED, Options, option
+from ..options import MAX_IMAGES, MAX_SEED, OptionError, Options, option
 
 FC2_MODES = ("skip", "explicit")
 MAX_SEARCH_ITERS = 1_000_000  # alpha search steps per layer
@@ -229,8 +229,10 @@ def quant_config(name: str, **fields: Any) -> BaseQuantConfig:
     if wrong:
         owners = sorted(m for m, c in QUANT_METHODS.items() if wrong[0] in _field_names(c))
         where = f"it is an option of {', '.join(owners)}" if owners else "no method has it"
-        raise DeployError(f"{wrong[0]!r} does not apply to quantization method {name!r} ({where}); "
-                          f"{name} takes {', '.join(f.name for f in dataclasses.fields(cls))}.")
+        owner = QUANT_METHODS[owners[0]] if owners else cls  # where the field is declared: the CLI names its flag
+        raise OptionError(owner, wrong[0], f"{wrong[0]!r} does not apply to quantization method {name!r} ({where}); "
+                                           f"{name} takes {', '.join(f.name for f in dataclasses.fields(cls))}.",
+                          prose=True)
     return cls(**{accepted[k]: v for k, v in fields.items()})
 
 

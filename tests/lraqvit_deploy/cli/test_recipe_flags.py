@@ -96,6 +96,9 @@ def test_bad_values_name_the_field_in_python_and_the_flag_on_the_command_line(ma
     (["--method", "lra", "--param-reduction", "0.3", "--kd-branch-lr", "1e-3"], "--kd-branch-lr sets the lr"),
     (["--quant", "wads", "--mlorq-bits", "4,x"], "--mlorq-bits: '4,x': expected comma-separated integers"),
     (["--quant", "naive", "--act-scheme", "per_token_dynamic"], "--act-scheme: invalid choice"),
+    (["--quant", "naive", "--wads-iters", "3"], "'--wads-iters' does not apply to quantization method 'naive'"),
+    (["--size-budget-mb", "5", "--memory-budget-mb", "3", "--target", "android"],
+     "give either --size-budget-mb (the built program, for its target) or --memory-budget-mb"),
 ])
 def test_compress_names_the_flag(argv, words, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
