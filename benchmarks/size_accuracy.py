@@ -9,9 +9,13 @@ re-parameterises for per-tensor static activations, which XNNPACK does not run);
 The held-out images (train[50000:51000]) score the simulator only; the test images score both.
 
     python benchmarks/size_accuracy.py --profile full [--rows NAME,NAME] [--quiet]
+    python benchmarks/size_accuracy.py --profile full --arm "MLoRQ 12.5,MLoRQ 19.5" [--arm-images 64]
 
 Writes benchmarks/results/size_accuracy.{json,md,png} after every row; a re-run skips stored rows
-(their per-image results are kept for pairing). Settings and the CPU are in the JSON.
+(their per-image results are kept for pairing). Settings and the CPU are in the JSON. `--arm` runs the
+built .pte of the named stored rows (kept in --work) on the emulated Arm CPUs (qemu-aarch64: Cortex-A55,
+A76, A710, max) against the same .pte on this host's runtime, and records each CPU's agreement, SQNR
+and the KleidiAI GEMMs that ran in the row's `arm_verification`.
 """
 from __future__ import annotations
 
@@ -96,6 +100,37 @@ def run_row(bed: TestBed, name: str, recipe, work: Path, calib, progress: bool):
     return row
 
 
+def row_dir(rows, i: int, work: Path) -> Path:
+    """Where row i's .pte was built: FP32 in work/FP32, the others in work/row<i> (the order they ran in)."""
+    return work / ("FP32" if rows[i]["row"] == "FP32" else f"row{i}")
+
+
+def arm_check(bed: TestBed, pte: Path, n_images: int, progress: bool):
+    """The .pte under qemu on each default emulated CPU against the same .pte on the host runtime (which was
+    verified against the simulator when built): the Arm gates the build applies (agreement >= 0.99 counting
+    near-tie flips, SQNR >= the host gate)."""
+    from lraqvit_deploy.backends.executorch import arm
+    from lraqvit_deploy.backends.executorch.backend import DEFAULT_MIN_SQNR_DB
+    from lraqvit_deploy.backends.executorch.runtime import execute, load_forward
+
+    images = torch.stack([bed.test[i][0] for i in range(n_images)])
+    labels = torch.tensor([int(bed.test[i][1]) for i in range(n_images)])
+    method, _ = load_forward(pte)
+    host = torch.cat([execute(method, [images[i: i + 1].contiguous()], pte)[0] for i in range(n_images)])
+    res = arm.arm_verification(pte, images, host, labels, min_agreement=0.99,
+                               min_sqnr_db=DEFAULT_MIN_SQNR_DB["quant_linear"], progress=progress)
+    cpus = {}
+    for cpu, e in res["cpus"].items():
+        k = e.get("kernels") or {}
+        cpus[cpu] = {"status": e.get("status"), "reason": e.get("reason"), "agreement": e.get("agreement"),
+                     "gated_agreement": e.get("gated_agreement"), "sqnr_db": e.get("sqnr_db"), "top1": e.get("top1"),
+                     "int8_gemm": k.get("int8_gemm"), "int4_gemm": k.get("int4_gemm"),
+                     "int4_families": k.get("int4_families"), "seconds": e.get("seconds")}
+    return {"reference": "the same .pte on this host's ExecuTorch runtime", "n_images": n_images,
+            "min_agreement": 0.99, "min_sqnr_db": DEFAULT_MIN_SQNR_DB["quant_linear"], "skipped": res.get("skipped"),
+            "cpus": cpus}
+
+
 def render(meta, rows, fp32_mb, out: Path) -> None:
     lines = [f"# Size-accuracy on built Android programs ({meta['profile']} profile)", "",
              *meta["header"], "", f"FP32 .pte: {fp32_mb:.2f} MB. Sizes are the built .pte files.", "",
@@ -107,6 +142,19 @@ def render(meta, rows, fp32_mb, out: Path) -> None:
                      f"{r.get('planned_size_mb') or ''} | {p['top1']:.2f} | {format_difference(p['vs_reference'])} | "
                      f"{r['test']['top1']:.2f} | {format_difference(r['held_out']['vs_reference'])} | "
                      f"{p['host_verification'].get('sqnr_db')} |")
+    armed = [r for r in rows if r.get("arm_verification")]
+    if armed:
+        lines += ["", "Emulated Arm CPUs (qemu-aarch64), each .pte against itself on this host's runtime "
+                      f"({armed[0]['arm_verification']['n_images']} test images; gates: agreement >= 0.99 counting "
+                      "near-tie flips, SQNR >= the host gate):", "",
+                  "| row | CPU | status | agreement | SQNR dB | 4-bit GEMMs that ran | 8-bit GEMMs that ran |",
+                  "|---|---|---|---:|---:|---|---|"]
+        for r in armed:
+            for cpu, e in r["arm_verification"]["cpus"].items():
+                sq = "exact" if e.get("sqnr_db") is None else f"{e['sqnr_db']:.1f}"
+                ag = "" if e.get("agreement") is None else f"{e['agreement']:.3f}"
+                lines.append(f"| {r['row']} | {cpu} | {e['status']} | {ag} | {sq} | "
+                             f"{', '.join(e.get('int4_gemm') or []) or '-'} | {', '.join(e.get('int8_gemm') or []) or '-'} |")
     with atomic_write(out.with_suffix(".md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     try:
@@ -141,6 +189,9 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT / "size_accuracy", help="file stem of the .json/.md/.png")
     ap.add_argument("--work", type=Path, default=Path("/tmp/size_accuracy"))
+    ap.add_argument("--arm", default=None, help="comma-separated row-name prefixes of stored rows: run their built "
+                                                "programs on the emulated Arm CPUs (no new rows)")
+    ap.add_argument("--arm-images", type=int, default=64)
     args = ap.parse_args()
     progress = not args.quiet
     bed = TestBed(args.profile, progress=progress)
@@ -157,6 +208,16 @@ def main() -> None:
         row["per_image"] = bed.per_image("FP32")
         fp32_mb = row["pte"]["size_mb"]
         rows = [row]
+    if args.arm:
+        for w in (w.strip() for w in args.arm.split(",")):
+            for i, r in enumerate(rows):
+                if r["row"].startswith(w):
+                    pte = next((row_dir(rows, i, args.work) / "pte").glob("*.pte"))
+                    print(f"== Arm check: {r['row']} ({pte})", flush=True)
+                    r["arm_verification"] = arm_check(bed, pte, args.arm_images, progress)
+                    write_json(path, {**stored, "rows": rows})
+                    render(meta, rows, fp32_mb, args.out)
+        return
     done = {r["row"] for r in rows}
     wanted = None if args.rows is None else [w.strip() for w in args.rows.split(",")]
     todo = recipes(fp32_mb)

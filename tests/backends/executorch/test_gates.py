@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +186,33 @@ def test_the_arm_check_is_bounded(toolchain, tmp_path):
         assert cpus[cpu]["seconds"] < 10
     assert "gate" not in man["arm_verification"]  # not a failure: the build wrote OUT
     assert (tmp_path / "a" / "manifest.json").is_file()
+
+
+def test_the_arm_budget_is_split_by_measured_speed(monkeypatch):
+    """The staging logic of the bounded check (the runner's cost simulated; the real runner's bound is the test
+    above): tracing past its share is dropped, one untraced image measures the speed, the rest of the budget runs
+    as many images as fit, and a partial result is scored and said to be partial."""
+    import time
+
+    def fake_run(pte, images, cpu=None, threads=1, iterations=0, toolchain=None, trace_kernels=False, timeout=None,
+                 **kw):
+        cost = 1.0 if trace_kernels else 0.05 * len(images)  # tracing is slow
+        if timeout is not None and cost > timeout:
+            time.sleep(timeout)
+            raise arm.ArmTimeout(f"pte_runner on {cpu} ran past {timeout:g} s and was stopped")
+        time.sleep(cost)
+        return images.flatten(1)[:, :3].clone(), {"wall_s": cost, "cpu_features": {"features": ["asimd"]}}
+
+    monkeypatch.setattr(arm, "run_native", fake_run)
+    x = torch.randn(20, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    ref = x.flatten(1)[:, :3]
+    res = arm.arm_verification("m.pte", x, ref, cpus=["cortex-a76"], timeout_per_cpu=1.0, min_sqnr_db=60.0,
+                               toolchain=arm.ArmToolchain(None, Path("r"), Path("q"), "10.0.0", Path("/"), (), None))
+    e = res["cpus"]["cortex-a76"]
+    assert e["status"] == "ok" and e["kernels"]["method"] == "not traced"
+    assert 2 <= e["n_images"] < 20 and e["images_planned"] == 20 and "images ran within the 1 s budget" in e["budget_note"]
+    assert e["seconds_per_image"] == pytest.approx(0.05, rel=0.5) and e["seconds"] < 1.5
+    # unbounded: every image runs, the traced one included, no note
+    full = arm.arm_verification("m.pte", x, ref, cpus=["cortex-a76"], timeout_per_cpu=None, trace_kernels=False,
+                                toolchain=arm.ArmToolchain(None, Path("r"), Path("q"), "10.0.0", Path("/"), (), None))
+    assert full["cpus"]["cortex-a76"]["n_images"] == 20 and full["cpus"]["cortex-a76"]["budget_note"] is None
