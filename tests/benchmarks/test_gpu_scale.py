@@ -62,7 +62,7 @@ def test_measurements_and_report_on_a_tiny_model_on_the_cpu(gs):
     kd = m["kd"]
     assert kd["bf16"]["amp"] == "bf16" and kd["off"]["amp"] == "off" and kd["bf16"]["losses_finite"]
     assert kd["off"]["steps"] == 2 and kd["off"]["steps_per_s"] > 0 and kd["off"]["num_workers"] == 0
-    assert "--kd-amp fp16 needs a CUDA device" in kd["fp16"]["error"]  # recorded, the rest still measured
+    assert "amp = 'fp16' needs a CUDA device" in kd["fp16"]["error"]  # recorded (the library names the field)
     assert m["wads"]["rb-lra"]["seconds"] > 0 and m["wads"]["dense"]["iters"] == 2
     assert m["params_rb_lra"] < m["params_dense"]
     res = {"schema": gs.SCHEMA, "date": "2025-01-01", "command": "python benchmarks/gpu_scale.py", "settings": {},
@@ -73,6 +73,6 @@ def test_measurements_and_report_on_a_tiny_model_on_the_cpu(gs):
     assert md.startswith("# GPU scale: deit_tiny_patch16_224 at 32 px, RB-LRA −45 % params")
     assert "NVIDIA H100 80GB HBM3" in md and f"torch {torch.__version__}" in md
     assert "| bf16 | bf16 | 4 | 0 |" in md and "| off | off | 4 | 0 |" in md
-    assert "| fp16 | **failed**: DeployError: --kd-amp fp16 needs a CUDA device" in md
+    assert "| fp16 | **failed**: OptionError: amp = 'fp16' needs a CUDA device" in md
     assert "amp bf16 (bf16) / off:" in md
     assert "| RB-LRA (merged) |" in md and "| dense |" in md
