@@ -92,7 +92,8 @@ def check_replaceable(model: nn.Module) -> None:
             raise DeployError(
                 f"{name}.attn ({type(attn).__name__}) computes qkv from qkv.weight with separate q/v biases and has "
                 f"no rewrite to a real qkv Linear, so its qkv cannot be replaced by a low-rank or INT8 layer; "
-                f"build the model with lraqvit_deploy.create_model (it rewrites EVA, BEiT and Swin V2). "
+                f"build the model with lraqvit_deploy.create_model or pass it through lraqvit_deploy.models.standard_layout_ "
+                f"(they rewrite EVA, BEiT and Swin V2). "
                 f"Supported: {supported_list()}.")
 
 
