@@ -90,11 +90,10 @@ def check_replaceable(model: nn.Module) -> None:
                 f"Supported: {supported_list()}.")
         if has_separate_qkv_bias(attn):
             raise DeployError(
-                f"{name}.attn ({type(attn).__name__}) computes qkv from qkv.weight with separate q/v biases and has "
-                f"no rewrite to a real qkv Linear, so its qkv cannot be replaced by a low-rank or INT8 layer; "
-                f"build the model with lraqvit_deploy.create_model or pass it through lraqvit_deploy.models.standard_layout_ "
-                f"(they rewrite EVA, BEiT and Swin V2). "
-                f"Supported: {supported_list()}.")
+                f"{name}.attn ({type(attn).__name__}) computes qkv from qkv.weight with separate q/v biases, so its "
+                f"qkv cannot be replaced by a low-rank or INT8 layer; timm's EVA, BEiT and Swin V2 are rewritten to a "
+                f"real qkv Linear by lraqvit_deploy.create_model (or lraqvit_deploy.models.standard_layout_ for a "
+                f"model built otherwise), other such attention is not supported. Supported: {supported_list()}.")
 
 
 def is_encoder_linear(name: str, module: nn.Module) -> bool:
