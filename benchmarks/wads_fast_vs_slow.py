@@ -38,7 +38,6 @@ from lraqvit_deploy.evaluate import predict
 from lraqvit_deploy.models import create_model
 from lraqvit_deploy.models import testbed as tb
 from lraqvit_deploy.quant import quant_config, quantize_
-from lraqvit_deploy.quant.methods import wads as wads_mod
 from lraqvit_deploy.measure.host import cpu_line, lscpu
 
 OLD_DEFAULT = {"wads_iters": 300, "wads_max_rows": 4096, "wads_lr": 1e-2, "wads_sampling": "fresh"}
@@ -55,21 +54,10 @@ def paired(correct_a: torch.Tensor, correct_b: torch.Tensor) -> dict:
 def run(fields: dict, model, images, datasets) -> dict:
     q = copy.deepcopy(model)
     config = quant_config("wads", progress=False, **fields)
-    searches = []
-    real = wads_mod.search_alpha
-
-    def recording(*a, **k):  # the objective before/after of every searched layer
-        res = real(*a, **k)
-        searches.append((res.loss_init, min(res.loss_final, res.loss_init)))
-        return res
-
-    wads_mod.search_alpha = recording
-    try:
-        t0 = time.perf_counter()
-        s = quantize_(q, config, images)
-        seconds = time.perf_counter() - t0
-    finally:
-        wads_mod.search_alpha = real
+    t0 = time.perf_counter()
+    s = quantize_(q, config, images)
+    seconds = time.perf_counter() - t0
+    searches = list(s.layer_objective.values())  # the objective before/after of every searched layer
     out = {"fields": fields, "iters": config.wads_iters, "max_rows": config.wads_max_rows, "lr": config.wads_lr,
            "sampling": config.wads_sampling, "scaled_layers": len(s.scaled_layers), "search_seconds": s.search_seconds, "seconds": seconds,
            "objective_rel": sum(f for _, f in searches) / max(sum(i for i, _ in searches), 1e-30)}

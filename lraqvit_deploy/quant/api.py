@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -26,7 +26,8 @@ from .configs import BaseQuantConfig
 from .fold import Target, find_targets, fold_scale
 
 Select = Callable[[List[Target]], List[Target]]  # the layers a method scales
-Scale = Callable[[Target, InputStats], Optional[torch.Tensor]]  # alpha (in,) of one layer, None: leave it
+# alpha (in,) of one layer, None: leave it; or an objective search's result (.alpha, .loss_init, .loss_final)
+Scale = Callable[[Target, InputStats], Any]
 
 
 def quantize_(model: nn.Module, config: BaseQuantConfig, calib_images: torch.Tensor) -> CalibrationSummary:
@@ -103,6 +104,9 @@ def _channel_scales(chosen: List[Target], config: BaseQuantConfig, stats: Dict[s
         bar.set_postfix_str(t.name, refresh=False)
         t0 = time.perf_counter()
         alpha = scale(t, stats[t.name])
+        if hasattr(alpha, "loss_init"):  # an objective search (WADS / QADS): kept only where it lowers it
+            summary.layer_objective[t.name] = [alpha.loss_init, min(alpha.loss_final, alpha.loss_init)]
+            alpha = alpha.alpha if alpha.loss_final < alpha.loss_init else None
         stats[t.name].inputs = None  # free memory as we go
         if alpha is not None:
             alphas[t.name] = alpha

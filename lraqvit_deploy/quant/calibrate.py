@@ -98,7 +98,8 @@ class CalibrationSummary:
 
     `calib_seconds`: the calibration pass over the images and the swap to QuantLinear;
     `search_seconds`: the channel scales (alpha searches) after that pass, with
-    `layer_search_seconds` per scaled-candidate layer.
+    `layer_search_seconds` per scaled-candidate layer; for an objective search (WADS, QADS)
+    `layer_objective[name]` = [objective before, after] (after = before where no scale helped).
     """
 
     method: str
@@ -110,6 +111,7 @@ class CalibrationSummary:
     calib_seconds: float = 0.0
     search_seconds: float = 0.0
     layer_search_seconds: Dict[str, float] = field(default_factory=dict)
+    layer_objective: Dict[str, List[float]] = field(default_factory=dict)
 
 
 @torch.no_grad()

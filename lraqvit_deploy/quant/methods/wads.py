@@ -234,7 +234,7 @@ def search_alpha(x: torch.Tensor, weight: torch.Tensor, scheme: str = "per_token
     return AlphaSearch(candidates[i].exp(), loss_init, losses[i], steps)
 
 
-def alpha_search(config: AlphaSearchConfig, weight_term: bool) -> Callable[[Target, InputStats], Optional[torch.Tensor]]:
+def alpha_search(config: AlphaSearchConfig, weight_term: bool) -> Callable[[Target, InputStats], AlphaSearch]:
     """Per-layer scale of QADS (`weight_term=False`) / WADS: the searched alpha where it lowers the objective."""
 
     def scale(t: Target, stats: InputStats) -> Optional[torch.Tensor]:
@@ -244,7 +244,7 @@ def alpha_search(config: AlphaSearchConfig, weight_term: bool) -> Callable[[Targ
                            max_rows=config.wads_max_rows, seed=config.seed, sampling=config.wads_sampling,
                            normalize=config.wads_normalize, patience=config.wads_patience,
                            group_size=config.w_group_size)
-        return res.alpha if res.loss_final < res.loss_init else None
+        return res  # quantize_ keeps res.alpha where it lowers the objective, and records the objective
 
     return scale
 

@@ -242,6 +242,10 @@ def test_summary_times_each_searched_layer():
     assert s.scaled_layers and set(s.scaled_layers) <= set(s.layer_search_seconds)
     assert all(v >= 0 for v in s.layer_search_seconds.values())
     assert s.search_seconds >= sum(s.layer_search_seconds.values()) * 0.99
+    # the objective of every search, before and after: a scaled layer's went down, none went up
+    assert set(s.layer_objective) == set(s.layer_search_seconds)
+    assert all(after <= before for before, after in s.layer_objective.values())
+    assert all(s.layer_objective[n][1] < s.layer_objective[n][0] for n in s.scaled_layers)
 
 
 def test_progress_bar_counts_layers_with_a_rate(capsys):

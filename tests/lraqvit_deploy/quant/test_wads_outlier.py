@@ -53,9 +53,9 @@ def _errors(layer: str, norm: str, outlier: float):
     target = next(t for t in find_targets(model) if t.name == layer)
     xc = _inputs(model, layer, calib)
     stats = InputStats(xc.abs().amax(), xc.abs().amax(dim=(0, 2)), xc.abs().amax(dim=(0, 1)), inputs=xc)
-    alpha = alpha_search(cfg, weight_term=True)(target, stats)
-    if alpha is not None:
-        fold_scale(target, alpha)  # the LayerNorm now emits x / alpha, the Linear's columns hold alpha W
+    res = alpha_search(cfg, weight_term=True)(target, stats)
+    if res.loss_final < res.loss_init:  # what quantize_ keeps
+        fold_scale(target, res.alpha)  # the LayerNorm now emits x / alpha, the Linear's columns hold alpha W
     wads = error(QuantLinear.from_linear(target.linear, cfg.act_scheme, act_symmetric=cfg.act_symmetric),
                  _inputs(model, layer, held_out))
     return plain, wads
