@@ -1,7 +1,7 @@
 """How close a program's logits are to its reference's, and the gates on that: the one implementation.
 
 Every verifier uses it: the Android host check (`backends/executorch/verify.py`), the emulated Arm
-CPUs (`backends/executorch/arm.py`), the ONNX check in onnxruntime (`backends/tensorrt/verify.py`)
+CPUs (`backends/executorch/arm/`), the ONNX check in onnxruntime (`backends/tensorrt/verify.py`)
 and the TensorRT engine on the Jetson (`jetson/run.py`). numpy and the standard library only: the
 Jetson bundle ships this file beside `run.py` (`backends/tensorrt/bundle.py FILES`).
 

@@ -1,6 +1,5 @@
 """jetson/run.py's numpy-only pieces: which ONNX each engine is built from, the verdict it prints and writes
 (the comparison and gates are lraqvit_deploy.measure.closeness: tests/lraqvit_deploy/measure)."""
-import math
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""backends/executorch/arm.py: a tiny INT8 ViT under qemu-aarch64 on several phone-core models.
+"""backends/executorch/arm/: a tiny INT8 ViT under qemu-aarch64 on several phone-core models.
 
 The emulated tests need Debian trixie's qemu-aarch64 10.x, g++-aarch64-linux-gnu (its sysroot)
 and PyPI's aarch64 executorch wheel, all installed by `bash scripts/install.sh`; without them they

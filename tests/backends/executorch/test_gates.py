@@ -138,7 +138,7 @@ def arm_flips_sign(monkeypatch, toolchain):
         out, info = real(*a, **k)
         return -out, info
 
-    monkeypatch.setattr(arm, "run_native", flipped)
+    monkeypatch.setattr(arm.runner, "run_native", flipped)
 
 
 def test_arm_failure_fails_the_build_and_keeps_the_program_aside(tmp_path, arm_flips_sign, capsys):
@@ -203,7 +203,7 @@ def test_the_arm_budget_is_split_by_measured_speed(monkeypatch):
         time.sleep(cost)
         return images.flatten(1)[:, :3].clone(), {"wall_s": cost, "cpu_features": {"features": ["asimd"]}}
 
-    monkeypatch.setattr(arm, "run_native", fake_run)
+    monkeypatch.setattr(arm.runner, "run_native", fake_run)
     x = torch.randn(20, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     ref = x.flatten(1)[:, :3]
     res = arm.arm_verification("m.pte", x, ref, cpus=["cortex-a76"], timeout_per_cpu=1.0, min_sqnr_db=60.0,
