@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..backends import options_type
+from ..backends import backend_names, options_type
 from .args import add_json_arg, add_options, options_from_args
 
-TARGETS = ("host", "android", "jetson")
 SHARED = ("iterations", "warmup")  # BenchOptions' own fields: one flag for every target
 HELP = "measure latency of a built program on this host, an adb-attached phone or a Jetson"
 DESCRIPTION = """\
@@ -26,11 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..backends.base import BenchOptions
 
     p = sub.add_parser("bench", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", "-t", required=True, choices=sorted(TARGETS))
+    targets = backend_names("bench")  # the registry's (lraqvit_deploy.backends.register_backend)
+    p.add_argument("--target", "-t", required=True, choices=targets)
     p.add_argument("program", type=Path, metavar="DIR_OR_PROGRAM", help="a `deploy build` folder, or the .pte / engine")
     add_options(p.add_argument_group("timing"), BenchOptions, shared=SHARED)
     add_json_arg(p)
-    for target in TARGETS:
+    for target in targets:
         cls = options_type(target, "bench")
         add_options(p.add_argument_group(f"{target} options", cls.__doc__), cls, skip=SHARED)
     p.set_defaults(func=run)

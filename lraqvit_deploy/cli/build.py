@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..backends import options_type
+from ..backends import backend_names, options_type
 from .args import add_data_arg, add_json_arg, add_model_args, add_options, add_skip_arg, load_model, options_from_args
 from .compress import add_recipe_args, check_recipe_inputs, data_from_args, recipe_from_args
 
-TARGETS = ("android", "jetson")
 HELP = "lower a model to an Android .pte (ExecuTorch/XNNPACK) or a Jetson Q/DQ ONNX + TensorRT bundle"
 DESCRIPTION = """\
 Build the deployable program for a target and verify it on this host (the .pte in the ExecuTorch
@@ -30,7 +29,8 @@ examples:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", "-t", required=True, choices=TARGETS, help="deployment target")
+    targets = backend_names("build")  # the registry's (lraqvit_deploy.backends.register_backend)
+    p.add_argument("--target", "-t", required=True, choices=targets, help="deployment target")
     p.add_argument("--out", "-o", required=True, type=Path, help="output folder (replaced atomically)")
     add_model_args(p)
     d = p.add_argument_group("verification data")
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_skip_arg(d)
     add_json_arg(p)
     add_recipe_args(p)  # --method / --quant ...: compress (and distil, quantize) before lowering
-    for target in TARGETS:
+    for target in targets:
         cls = options_type(target, "build")
         add_options(p.add_argument_group(f"{target} options", cls.__doc__), cls)
     p.set_defaults(func=run)

@@ -34,3 +34,39 @@ def test_backend_option_flags_reach_the_backend(tmp_path):
                  "--delegate-layernorm"]) == 0
     man = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert man["verification"] is None and man["layernorm"].startswith("xnnpack")
+
+
+def test_the_cli_targets_come_from_the_backend_registry(monkeypatch, capsys):
+    """A backend registered with `register_backend` is a `deploy build` / `bench` target with its own options."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    import pytest
+
+    from lraqvit_deploy.backends import _registry, register_backend
+    from lraqvit_deploy.backends.base import Backend, BuildOptions
+    from lraqvit_deploy.cli.main import main as cli_main
+    from lraqvit_deploy.options import option
+
+    @dataclass(frozen=True)
+    class ToyBuildOptions(BuildOptions):
+        """toy target: a test backend"""
+        toy_level: int = option(3, "how toy", min=1)
+
+    class ToyBackend(Backend):
+        name = "toy"
+        build_options = ToyBuildOptions
+
+    mod = types.ModuleType("toy_backend_for_test")
+    mod.ToyBackend = ToyBackend
+    monkeypatch.setitem(sys.modules, "toy_backend_for_test", mod)
+    monkeypatch.setattr(_registry, "_BACKENDS", dict(_registry._BACKENDS))
+    register_backend("toy", "toy_backend_for_test", "ToyBackend")
+    with pytest.raises(SystemExit):
+        cli_main(["build", "--help"])
+    out = capsys.readouterr().out
+    assert "toy" in out.split("--target")[1].split("\n")[0] and "--toy-level" in out and "toy options" in out
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "--help"])
+    assert "toy" not in capsys.readouterr().out.split("--target")[1].split("\n")[0]  # it cannot bench
