@@ -50,6 +50,17 @@ class JetsonBuildOptions(BuildOptions):
     verify_images: Optional[int] = option(None, "images for onnxruntime verification (default: the whole eval set; "
                                                 "64 seeded synthetic images for models without data)", min=1,
                                           max=1_000_000, flag="--trt-verify-images", metavar="N")
+    min_sqnr_db: Optional[float] = option(None, "INT8 Q/DQ logit SQNR gate in onnxruntime (default 15 dB, "
+                                                "verify.HOST_GATES)", min=0, max=1000, flag="--trt-min-sqnr-db",
+                                          metavar="DB")
+    min_cosine: Optional[float] = option(None, "INT8 Q/DQ mean logit cosine gate (default 0.98)", min=0, max=1,
+                                         flag="--trt-min-cosine", metavar="C")
+    device_images: int = option(32, "images (with the host's reference logits) the bundle carries for the on-device "
+                                    "output check (python3 jetson/run.py); 0 for none", min=0, max=100_000,
+                                flag="--trt-device-images", metavar="N")
+    layernorm_fp32: bool = option(True, "keep LayerNorm in FP32 in the engines (engine.precision_plan)", cli=False)
+    strongly_typed: Optional[bool] = option(None, "build strongly typed engines (default: by TensorRT version)",
+                                            cli=False)
 
 
 class JetsonBackend(Backend):
@@ -99,12 +110,8 @@ class JetsonBackend(Backend):
         if v.synthetic:
             log(f"verifying on {v.description}: agreement only, no top-1")
         method = getattr(model, "lraqvit_quant", {}).get("config", {}).get("method") if quantized else None
-        manifest = build_bundle(model, Path(out), TensorDataset(v.images, labels), calib,
-                                method=method or options.ptq_method, opset=options.opset, fp16=options.fp16,
-                                int8_mode=options.int8_mode,
-                                min_agreement=options.min_agreement, latency_iters=options.latency_iters,
-                                engine=None if options.engine else False, workspace_mb=options.workspace_mb,
-                                progress=options.progress, log=log, calibration_note=calib_note)
+        manifest = build_bundle(model, Path(out), TensorDataset(v.images, labels), calib, options, method=method,
+                                log=log, calibration_note=calib_note)
         return BuildResult(self.name, Path(out), manifest)
 
     def bench(self, program: Path, options):

@@ -55,33 +55,33 @@ def _precision_plans(strongly_typed: Optional[bool], layernorm_fp32: bool) -> Di
     return out
 
 
-def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Tensor], *, method: str = "naive",
-                 opset: int = 16, fp16: bool = True, min_agreement: float = 0.9, latency_iters: int = 20,
-                 engine: Optional[bool] = None, workspace_mb: int = 1024, progress: bool = True, log=print,
-                 int8_mode: str = "auto", quant_overrides: Optional[Dict[str, Any]] = None,
-                 min_sqnr_db: Optional[float] = None, min_cosine: Optional[float] = None,
-                 gates: Optional[Dict[str, Dict[str, Optional[float]]]] = None, device_images: int = 32,
-                 layernorm_fp32: bool = True, strongly_typed: Optional[bool] = None,
+def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Tensor], options=None, *,
+                 method: Optional[str] = None, quant_overrides: Optional[Dict[str, Any]] = None,
+                 gates: Optional[Dict[str, Dict[str, Optional[float]]]] = None, log=print,
                  calibration_note: Optional[str] = None) -> Dict[str, Any]:
     """Everything `deploy build --target jetson` writes, into `out_dir` (atomically); returns the manifest.
+
+    `options`: a `JetsonBuildOptions` (default: its defaults): opset, fp16, gates (min_agreement,
+    min_sqnr_db, min_cosine), latency_iters, engine, workspace_mb, int8_mode, device_images,
+    layernorm_fp32, strongly_typed, progress; its `ptq_method` is the INT8 method of an FP32 model.
 
     Args:
         eval_ds: (image, label) dataset the ONNX are verified on; labels < 0 mean synthetic images
             (no top-1, no agreement gate: closeness gates only).
         calib_images: (N, 3, H, W) calibration images, or None (an INT8 artifact then keeps its own or
             recorded per-tensor scales, see `int8_mode`).
-        method: the INT8 method for an FP32 model (an INT8 artifact brings its own).
-        int8_mode: how the engine's INT8 model is obtained (`qdq.engine_model`): 'auto' (default),
+        method: an INT8 artifact's own method (default: `options.ptq_method`).
+        options.int8_mode: how the engine's INT8 model is obtained (`qdq.engine_model`): 'auto' (default),
             'requantize' (the method re-run with per-tensor static activations), 'keep',
             'recalibrate' (artifact weights + recalibrated per-tensor scales), 'recorded'.
         quant_overrides: config fields for a re-run quantization (e.g. `{"wads_iters": 100}`).
-        min_agreement: INT8 Q/DQ vs simulator top-1 agreement gate (labelled images only); the
+        options.min_agreement: INT8 Q/DQ vs simulator top-1 agreement gate (labelled images only); the
             manifest's `target_agreement` states this enforced value.
-        min_sqnr_db / min_cosine: INT8 logit closeness gates (default `verify.HOST_GATES["int8"]`).
+        options.min_sqnr_db / options.min_cosine: INT8 logit closeness gates (default `verify.HOST_GATES["int8"]`).
         gates: per-precision gate overrides, e.g. `{"fp16": {"min_sqnr_db": 25}}`.
-        device_images: how many eval images (with the host's reference logits) the bundle carries for
+        options.device_images: how many eval images (with the host's reference logits) the bundle carries for
             the on-device output check (`python3 jetson/run.py`); 0 for none.
-        layernorm_fp32 / strongly_typed: passed to the engine builds (`engine.precision_plan`).
+        options.layernorm_fp32 / options.strongly_typed: passed to the engine builds (`engine.precision_plan`).
         calibration_note: a warning about the calibration images (e.g. synthetic ones), written into
             the manifest on disk as `calibration_note`.
     """
@@ -89,6 +89,17 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
     import onnx
 
     from lraqvit_deploy.data import input_size
+
+    from .backend import JetsonBuildOptions
+
+    o = JetsonBuildOptions() if options is None else options
+    if not isinstance(o, JetsonBuildOptions):
+        raise DeployError(f"build_bundle takes JetsonBuildOptions, got {type(o).__name__}.")
+    method = method or o.ptq_method
+    opset, fp16, min_agreement, latency_iters = o.opset, o.fp16, o.min_agreement, o.latency_iters
+    engine, workspace_mb, progress, int8_mode = (None if o.engine else False), o.workspace_mb, o.progress, o.int8_mode
+    min_sqnr_db, min_cosine, device_images = o.min_sqnr_db, o.min_cosine, o.device_images
+    layernorm_fp32, strongly_typed = o.layernorm_fp32, o.strongly_typed
     from lraqvit_deploy.quant import float_copy
 
     from . import bundle, qdq, verify

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from lraqvit_deploy.backends.tensorrt.backend import JetsonBuildOptions
 from lraqvit_deploy.backends.tensorrt.build import build_bundle
 from lraqvit_deploy.errors import ToleranceError
 from lraqvit_deploy.quant import quant_config, quantize_
@@ -19,9 +20,10 @@ def _data(n, seed, labelled=True):
     return x, (torch.randint(0, 10, (n,), generator=g) if labelled else torch.full((n,), -1))
 
 
-def _build(model, out, labelled=True, **kw):
-    return build_bundle(model, out, TensorDataset(*_data(24, 1, labelled)), _data(16, 2)[0], progress=False,
-                        latency_iters=0, log=lambda *a: None, device_images=12, **kw)
+def _build(model, out, labelled=True, gates=None, **kw):
+    opts = JetsonBuildOptions(progress=False, latency_iters=0, device_images=12, **kw)
+    return build_bundle(model, out, TensorDataset(*_data(24, 1, labelled)), _data(16, 2)[0], opts, gates=gates,
+                        log=lambda *a: None)
 
 
 def test_wads_artifact_manifest_names_the_engine_quantizer(tmp_path, tiny_vit):

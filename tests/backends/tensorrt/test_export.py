@@ -173,12 +173,13 @@ def test_fc2_explicit_input_scale_is_a_div_in_front_of_the_q_node(tmp_path, tiny
 
 
 def test_build_bundle_writes_everything(tmp_path, tiny_vit):
+    from lraqvit_deploy.backends.tensorrt.backend import JetsonBuildOptions
     from lraqvit_deploy.backends.tensorrt.build import build_bundle
 
     x, y = _data(32)
     out = tmp_path / "out"
-    man = build_bundle(tiny_vit, out, TensorDataset(x, y), _data(16, seed=4)[0], progress=False,
-                       latency_iters=3, log=lambda *a: None)
+    man = build_bundle(tiny_vit, out, TensorDataset(x, y), _data(16, seed=4)[0],
+                       JetsonBuildOptions(progress=False, latency_iters=3), log=lambda *a: None)
     saved = json.loads((out / "manifest.json").read_text())
     assert saved["agreement"] == man["agreement"] and 0 <= man["agreement"] <= 1
     for key in ("top1", "opset", "size_mb"):
@@ -208,14 +209,15 @@ def test_int8_artifact_gets_true_float_baselines(tmp_path, tiny_vit):
     """From a quantized (WADS-style) model the FP32 ONNX holds its float weights: no fake-quant rounding."""
     import onnx
 
+    from lraqvit_deploy.backends.tensorrt.backend import JetsonBuildOptions
     from lraqvit_deploy.backends.tensorrt.build import build_bundle
     from lraqvit_deploy.quant import QuantConfig, float_copy, quantize_
 
     x, y = _data(32)
     reference = float_copy(tiny_vit)
     quantize_(tiny_vit, QuantConfig(method="smoothquant", progress=False), _data(16, seed=4)[0])
-    man = build_bundle(tiny_vit, tmp_path / "out", TensorDataset(x, y), _data(16, seed=4)[0], progress=False,
-                       latency_iters=0, log=lambda *a: None)
+    man = build_bundle(tiny_vit, tmp_path / "out", TensorDataset(x, y), _data(16, seed=4)[0],
+                       JetsonBuildOptions(progress=False, latency_iters=0), log=lambda *a: None)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / man["onnx"]["fp32"])).graph.node}
     assert "Round" not in ops and "QuantizeLinear" not in ops
     assert man["fp32_onnx_agreement"] == 1.0

@@ -7,13 +7,14 @@ import pytest
 
 @pytest.mark.slow
 def test_testbed_qdq_bundle(tmp_path, testbed_model):
+    from lraqvit_deploy.backends.tensorrt.backend import JetsonBuildOptions
     from lraqvit_deploy.backends.tensorrt.build import build_bundle
     from lraqvit_deploy.data_sources import calibration_images, eval_dataset
 
     ds, _ = eval_dataset(testbed_model, None, 200)
     calib = calibration_images(testbed_model, 32)
-    man = build_bundle(testbed_model, tmp_path / "jetson", ds, calib, fp16=False, latency_iters=0, progress=False,
-                       log=lambda *a: None)
+    man = build_bundle(testbed_model, tmp_path / "jetson", ds, calib,
+                       JetsonBuildOptions(fp16=False, latency_iters=0, progress=False), log=lambda *a: None)
     saved = json.loads((tmp_path / "jetson" / "manifest.json").read_text())
     s8 = saved["structure"]["int8"]
     assert s8["ok"] and s8["qdq_matmuls"] == 48 and s8["int8_weights"] == 48  # 12 blocks x 4, weights stored int8

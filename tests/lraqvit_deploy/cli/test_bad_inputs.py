@@ -46,6 +46,9 @@ VALID = {
     ("--trt-min-agreement", "0"): "no agreement gate",
     ("--min-sqnr-db", "0"): "the weakest SQNR gate",
     ("--trt-latency-iters", "0"): "0 skips the onnxruntime timing",
+    ("--trt-min-sqnr-db", "0"): "the weakest SQNR gate",
+    ("--trt-min-cosine", "0"): "the weakest cosine gate",
+    ("--trt-device-images", "0"): "no on-device output check data in the bundle",
     ("--cooldown", "0"): "no idle wait before the run",
 }
 # A valid value per numeric flag, for the controls (default: 1 for ints, 0.5 for floats).
