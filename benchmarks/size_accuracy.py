@@ -183,8 +183,8 @@ def render(meta, rows, fp32_mb, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=("quick", "full"), default="full")
-    ap.add_argument("--rows", default=None, help="comma-separated row-name prefixes to run, in that order "
-                                                 "(default: all, in table order)")
+    ap.add_argument("--rows", default=None, help="comma-separated row names (or name prefixes) to run, in that "
+                                                 "order (default: all, in table order)")
     ap.add_argument("--calib-images", type=int, default=128)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT / "size_accuracy", help="file stem of the .json/.md/.png")
@@ -222,7 +222,8 @@ def main() -> None:
     wanted = None if args.rows is None else [w.strip() for w in args.rows.split(",")]
     todo = recipes(fp32_mb)
     if wanted:  # in the order asked for
-        todo = [t for w in wanted for t in todo if t[0].startswith(w)]
+        names = {t[0] for t in todo}  # a full row name selects that row alone, a prefix every row it starts
+        todo = [t for w in wanted for t in todo if (t[0] == w if w in names else t[0].startswith(w))]
     for name, recipe, extra in todo:
         if name in done:
             continue
