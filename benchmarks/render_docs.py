@@ -444,10 +444,48 @@ def table4_testbed(src: Source) -> str:
     return "\n".join(lines)
 
 
+def model_coverage(src: Source) -> str:
+    """models.md: the done-when runs of benchmarks/model_coverage.py."""
+    d = src.data
+
+    def mmss(sec):
+        return "—" if sec is None else f"{int(sec) // 60}:{int(sec) % 60:02d}"
+
+    def gates(j):
+        ps = [p for p in ("int8", "fp32", "fp16") if p in j]
+        return (" / ".join(f"{j[p]['sqnr_db']:.1f}" for p in ps) + " dB (≥ "
+                + " / ".join(f"{j[p]['min_sqnr_db']:g}" for p in ps) + ")"
+                + ("" if all(j[p]["passed"] for p in ps) else " FAILED"))
+
+    rows = []
+    for r in d["rows"]:
+        a, sec = r["android"], r["seconds"]
+        arm = a["arm"].values()
+        sq = sorted(round(x["sqnr_db"], 1) for x in arm if x.get("sqnr_db") is not None)
+        ok = sum(x["status"] == "ok" for x in arm)
+        rng = "" if not sq else (f"{sq[0]:.1f}" if sq[0] == sq[-1] else f"{sq[0]:.1f}–{sq[-1]:.1f}") + " dB, "
+        n = sorted({x.get("n_images") for x in arm})
+        rows.append([code(r["model"]), f"{r['baseline_params'] / 1e6:.1f} M → {r['params'] / 1e6:.1f} M "
+                     f"({100 * r['param_reduction']:.1f} %)", mmss(sec.get("compress")), mmss(sec.get("android")),
+                     f"{a['pte_mb']:.1f} MB", f"{100 * a['delegated_fraction']:.1f} %",
+                     f"{a['sqnr_db']:.1f} dB (≥ {a['min_sqnr_db']:g})",
+                     f"{ok}/{len(a['arm'])} ok ({rng}{'/'.join(map(str, n))} images each)",
+                     mmss(sec.get("jetson")), gates(r["jetson"]),
+                     f"{r['host_bench']['median_ms']:.0f} ms" if r.get("host_bench") else "—"])
+    lines = table(["model", "params (dense → LRA −30 %)", "compress", "Android build", ".pte", "delegated",
+                   "host SQNR (gate)", "Arm CPUs (SQNR)", "Jetson build", "ONNX INT8 / FP32 / FP16 SQNR (gates)",
+                   "host bench (1 thread)"], rows, "lllllllllll")
+    lines += ["", f"{d['cpu']['model_name']} (family {d['cpu']['family']} model {d['cpu']['model']}), "
+                  f"{d['cpu']['cpus']} CPUs; times in min:s; host bench: median of 5 runs after 1 warm-up "
+                  f"({code(src.path)}, {d['date']})."]
+    return "\n".join(lines)
+
+
 RENDERERS: Dict[str, Callable[..., str]] = {
     "testbed_profiles": testbed_profiles, "testbed_cpus": testbed_cpus, "svd_why": svd_why,
     "kd_objective": kd_objective, "table1": table1, "kd_cost": kd_cost, "table2": table2,
     "arm_testbed": arm_testbed, "jetson_sizes": jetson_sizes, "table4_testbed": table4_testbed,
+    "model_coverage": model_coverage,
 }
 
 
