@@ -12,20 +12,8 @@ import math
 from typing import Any, Iterable, List, Mapping, Optional, Tuple
 
 from .errors import DeployError
-
-
-def below(value: Any, threshold: float) -> bool:
-    """True unless `value` is a finite number >= `threshold` (NaN, inf's sign aside, and None fail).
-
-    +inf passes (an SQNR of a bit-exact output is infinite), -inf and NaN fail.
-    """
-    if value is None:
-        return True
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return True
-    return not (v >= threshold)
+# the one NaN-safe comparison and non-finite row count (numpy only, shared with the Jetson bundle)
+from .measure.closeness import below, nonfinite_rows  # noqa: F401
 
 
 def is_finite(value: Any) -> bool:
@@ -73,23 +61,6 @@ def check_finite_weights(model_or_state, what: str, fix: str) -> None:
              else model_nonfinite(model_or_state))
     if found:
         raise DeployError(f"{what}: its weights hold non-finite values (NaN/inf): {describe(found)}; {fix}")
-
-
-def nonfinite_rows(x) -> int:
-    """How many rows (images) of logits `x` (torch or numpy, (N, ...)) hold a NaN or an inf."""
-    import numpy as np
-
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            x = x.detach().double().cpu().numpy()
-    except ImportError:  # pragma: no cover - the Jetson's run.py has its own copy
-        pass
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim == 0:
-        return int(not np.isfinite(a))
-    return int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
 
 
 def check_finite_outputs(logits, what: str, model=None, n_seen: Optional[int] = None) -> None:

@@ -40,11 +40,23 @@ def _array(x):
 
 
 def below(value: Any, threshold: float) -> bool:
-    """`not value >= threshold`: NaN and None fail, where `value < threshold` would pass a NaN."""
+    """`not value >= threshold`: NaN, -inf and None fail (where `value < threshold` would pass a NaN); +inf
+    passes (the SQNR of a bit-exact output is infinite)."""
     try:
         return not (float(value) >= threshold)
     except (TypeError, ValueError):
         return True
+
+
+def nonfinite_rows(x) -> int:
+    """How many rows (images) of logits `x` (torch or numpy, (N, ...); a scalar counts as one row) hold a NaN or
+    an inf."""
+    import numpy as np
+
+    if np.ndim(x.detach().cpu() if hasattr(x, "detach") else x) == 0:
+        return int(not np.isfinite(float(x)))
+    a = _array(x)
+    return int((~np.isfinite(a)).any(axis=1).sum()) if len(a) else 0
 
 
 def near_tie_flips(got, ref) -> int:
@@ -79,8 +91,7 @@ def compare_logits(got, ref, labels=None) -> Dict[str, Any]:
     if got.shape != ref.shape:
         raise ValueError(f"logits shape {got.shape} != reference shape {ref.shape}")
     n = len(ref)
-    bad_got = int((~np.isfinite(got)).any(axis=1).sum()) if n else 0
-    bad_ref = int((~np.isfinite(ref)).any(axis=1).sum()) if n else 0
+    bad_got, bad_ref = nonfinite_rows(got), nonfinite_rows(ref)
     with np.errstate(invalid="ignore", over="ignore"):
         err = float(((ref - got) ** 2).sum())
         sig = float((ref ** 2).sum())
