@@ -12,7 +12,7 @@ from .errors import DeployError
 from .model_info import model_info, record
 from .io import PathLike, atomic_dir, atomic_write, read_json, sha256_file, write_json  # noqa: F401  (re-exported)
 
-MANIFEST = "manifest.json"
+from .files import MANIFEST  # noqa: E402,F401  (defined beside the readers that find it)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 from .errors import DeployError
 
+MANIFEST = "manifest.json"  # the file every artifact and build folder describes itself in (artifacts.py)
+
 PathLike = Union[str, os.PathLike]
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 SKIP_FLAG = "--skip-bad-images"  # the CLI flag (Python API: skip_bad_images=True) that skips unreadable images
@@ -370,8 +372,6 @@ __all__ = ["BadImageError", "SKIP_FLAG", "WEIGHT_SUFFIXES", "bad_file", "check_d
 def resolve_program(path) -> Path:
     """A .pte file, or the single .pte named by (or found in) a `deploy build` folder; checked to be an
     ExecuTorch flatbuffer (`files.check_pte`) before any runtime reads it."""
-    from .artifacts import MANIFEST
-
     path = Path(path).expanduser()
     if path.is_file():
         if path.suffix != ".pte":

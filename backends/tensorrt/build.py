@@ -55,13 +55,13 @@ def _precision_plans(strongly_typed: Optional[bool], layernorm_fp32: bool) -> Di
     return out
 
 
-def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Tensor], options=None, *,
+def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Tensor], options, *,
                  method: Optional[str] = None, quant_overrides: Optional[Dict[str, Any]] = None,
                  gates: Optional[Dict[str, Dict[str, Optional[float]]]] = None, log=print,
                  calibration_note: Optional[str] = None) -> Dict[str, Any]:
     """Everything `deploy build --target jetson` writes, into `out_dir` (atomically); returns the manifest.
 
-    `options`: a `JetsonBuildOptions` (default: its defaults): opset, fp16, gates (min_agreement,
+    `options`: the build's `JetsonBuildOptions` (backend.py; not imported here, which imports this): opset, fp16, gates (min_agreement,
     min_sqnr_db, min_cosine), latency_iters, engine, workspace_mb, int8_mode, device_images,
     layernorm_fp32, strongly_typed, progress; its `ptq_method` is the INT8 method of an FP32 model.
 
@@ -90,11 +90,7 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
 
     from lraqvit_deploy.data import input_size
 
-    from .backend import JetsonBuildOptions
-
-    o = JetsonBuildOptions() if options is None else options
-    if not isinstance(o, JetsonBuildOptions):
-        raise DeployError(f"build_bundle takes JetsonBuildOptions, got {type(o).__name__}.")
+    o = options
     method = method or o.ptq_method
     opset, fp16, min_agreement, latency_iters = o.opset, o.fp16, o.min_agreement, o.latency_iters
     engine, workspace_mb, progress, int8_mode = (None if o.engine else False), o.workspace_mb, o.progress, o.int8_mode

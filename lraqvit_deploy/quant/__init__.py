@@ -7,7 +7,8 @@ by `register_quant_handler` and chosen by the config's type.
 """
 from . import methods  # noqa: F401  registers the handlers
 from ._registry import register_quant_handler
-from .api import float_copy, quantize_, quantize_layers_, quantized_size_mb
+from .api import float_copy, quantize_, quantize_layers_
+from .forms import quantized_size_mb
 from .calibrate import CalibrationSummary
 from .configs import (DEFAULT_ACT_SCHEME, METHODS, QUANT_METHODS, AlphaSearchConfig, BaseQuantConfig, NaiveConfig,
                       PerTokenConfig, QADSConfig, QuantConfig, RepQConfig, SmoothQuantConfig, WADSConfig, quant_config)

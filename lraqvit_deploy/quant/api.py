@@ -142,15 +142,6 @@ def _swap(model: nn.Module, t: Target, stats: InputStats, config: BaseQuantConfi
     replace_module(model, t.name, q)
 
 
-def quantized_size_mb(model: nn.Module) -> float:
-    """Stored size in MB (1e6) of the weights as a program holds them: QuantLinear weights packed at w_bits
-    (4-bit: two per byte) with their scales, everything else at its own width (`forms.program_bytes`
-    without the program's structure records)."""
-    from .forms import program_bytes
-
-    return program_bytes(model, structure=False) / 1e6
-
-
 def float_copy(model: nn.Module) -> nn.Module:
     """A deep copy with every QuantLinear back to its float Linear: the same folded weights, no rounding.
 

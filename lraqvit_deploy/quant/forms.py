@@ -181,3 +181,10 @@ def forms_summary(model) -> Dict[str, int]:
             k = WeightForm(m.w_bits, m.w_group_size).name
             out[k] = out.get(k, 0) + 1
     return dict(sorted(out.items()))
+
+
+def quantized_size_mb(model) -> float:
+    """Stored size in MB (1e6) of the weights as a program holds them: QuantLinear weights packed at w_bits
+    (4-bit: two per byte) with their scales, everything else at its own width (`program_bytes`
+    without the program's structure records)."""
+    return program_bytes(model, structure=False) / 1e6
