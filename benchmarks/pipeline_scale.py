@@ -50,11 +50,17 @@ SCHEMA = "lraqvit-deploy/pipeline-scale/1"
 DEFAULT_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
 
 # the latency programs, in round-0 order; the first is the baseline every ratio is taken against
-PROGRAMS = ("fp32", "pt2e-int8", "rb-fp32", "rb-wads-int8")
+PROGRAMS = ("fp32", "pt2e-int8", "rb-fp32", "rb-wads-int8", "w4", "w4-g32", "mlorq-19.5", "mlorq-12.5")
+DEFAULT_PROGRAMS = PROGRAMS[:4]  # the RB-LRA protocol; the 4-bit forms (issue 23) by --programs
 PROGRAM_LABELS = {"fp32": "dense FP32", "pt2e-int8": "dense, stock PT2E INT8", "rb-fp32": "RB-LRA FP32",
-                  "rb-wads-int8": "RB-LRA + WADS INT8"}
-PROGRAM_INT8 = {"fp32": False, "pt2e-int8": True, "rb-fp32": False, "rb-wads-int8": True}
-PROGRAM_FLOPS = {"fp32": "dense", "pt2e-int8": "dense", "rb-fp32": "rb", "rb-wads-int8": "rb"}
+                  "rb-wads-int8": "RB-LRA + WADS INT8", "w4": "dense W4 per channel (RTN)",
+                  "w4-g32": "dense W4 g32 (RTN)", "mlorq-19.5": "MLoRQ at 19.5 % of the FP32 .pte",
+                  "mlorq-12.5": "MLoRQ at 12.5 % of the FP32 .pte"}
+PROGRAM_INT8 = {p: p != "fp32" and p != "rb-fp32" for p in PROGRAMS}  # int8 activations (4-bit weights too)
+# which GFLOPs the floor uses: the dense model's, the RB-LRA artifact's, or the program's own compress step's
+PROGRAM_FLOPS = {"fp32": "dense", "pt2e-int8": "dense", "rb-fp32": "rb", "rb-wads-int8": "rb", "w4": "dense",
+                 "w4-g32": "dense", "mlorq-19.5": "mlorq-19.5", "mlorq-12.5": "mlorq-12.5"}
+MLORQ_FRACTIONS = {"mlorq-19.5": 0.195, "mlorq-12.5": 0.125}  # of the dense FP32 .pte (the MLoRQ poster's points)
 
 # step -> (what it does, steps it needs, output folder under WORK/MODEL)
 STEPS: Dict[str, tuple] = {
@@ -65,9 +71,40 @@ STEPS: Dict[str, tuple] = {
     "android-rb-fp32": ("android build: RB-LRA FP32", ("compress",), "android-rb-fp32"),
     "android-rb-wads": ("android build: RB-LRA + WADS INT8", ("calibrate",), "android-rb-wads"),
     "jetson-rb-wads": ("jetson build: RB-LRA + WADS (Q/DQ ONNX)", ("calibrate",), "jetson-rb-wads"),
+    "w4": ("dense W4 per channel, RTN (int8 per-token activations)", (), "w4"),
+    "w4-g32": ("dense W4 blockwise g32, RTN", (), "w4-g32"),
+    # the 19.5 % plan searches the candidates (cold cache); the 12.5 % plan reads them back
+    "mlorq-19.5": ("MLoRQ plan + quantize, 19.5 % of the FP32 .pte", ("android-fp32",), "mlorq-19.5"),
+    "mlorq-12.5": ("MLoRQ plan + quantize, 12.5 % of the FP32 .pte", ("android-fp32", "mlorq-19.5"), "mlorq-12.5"),
+    "android-w4": ("android build: dense W4 per channel", ("w4",), "android-w4"),
+    "android-w4-g32": ("android build: dense W4 g32", ("w4-g32",), "android-w4-g32"),
+    "android-mlorq-19.5": ("android build: MLoRQ 19.5 %", ("mlorq-19.5",), "android-mlorq-19.5"),
+    "android-mlorq-12.5": ("android build: MLoRQ 12.5 %", ("mlorq-12.5",), "android-mlorq-12.5"),
 }
 BUILD_OF_PROGRAM = {"fp32": "android-fp32", "pt2e-int8": "android-pt2e-int8", "rb-fp32": "android-rb-fp32",
-                    "rb-wads-int8": "android-rb-wads"}
+                    "rb-wads-int8": "android-rb-wads", "w4": "android-w4", "w4-g32": "android-w4-g32",
+                    "mlorq-19.5": "android-mlorq-19.5", "mlorq-12.5": "android-mlorq-12.5"}
+# the build source of each android step: None = the seeded dense model, else the step whose artifact it builds
+ANDROID_SOURCE = {"android-fp32": None, "android-pt2e-int8": None, "android-rb-fp32": "compress",
+                  "android-rb-wads": "calibrate", "android-w4": "w4", "android-w4-g32": "w4-g32",
+                  "android-mlorq-19.5": "mlorq-19.5", "android-mlorq-12.5": "mlorq-12.5"}
+
+
+def steps_for(programs) -> list:
+    """The steps the chosen programs need, in STEPS order (the Jetson build comes with the RB-LRA + WADS program)."""
+    want = set()
+
+    def add(step: str) -> None:
+        if step not in want:
+            want.add(step)
+            for need in STEPS[step][1]:
+                add(need)
+    for p in programs:
+        add(BUILD_OF_PROGRAM[p])
+    if "rb-wads-int8" in programs:
+        add("jetson-rb-wads")
+    return [s for s in STEPS if s in want]
+
 
 FULL = {"rounds": 5, "iterations": 20, "warmup": 3, "verify_images": 64, "wads_iters": None, "gemm_reps": 20,
         "arm_verify": True}
@@ -149,6 +186,13 @@ def render_markdown(res: Dict[str, Any]) -> str:
               "`VmHWM` (/proc/self/status) at its end, over its whole life (Python, torch, set-up, step); "
               "'RSS before' is its `VmRSS` just before the timed call. `ru_maxrss` of the same child (parent, "
               "`os.wait4`) agrees.",
+              *([f"- 4-bit forms: `quant_config(\"per-token\", w_bits=4, w_group_size=None|32, act_scheme="
+                 "\"per_token_dynamic\", act_symmetric=False)` on the dense model (round to nearest, MSE-clipped "
+                 "scales); MLoRQ: `AllocationConfig(size_budget_mb=f x the dense FP32 .pte's MB, target=\"android\")` "
+                 f"(f = 19.5 %, 12.5 %), its activation statistics from the {s['calib_images']} calibration images; the "
+                 "19.5 % plan searches every layer's candidates with an empty candidate cache (timed), the 12.5 % plan "
+                 "reads them back. Each is built like the INT8 artifact (its own integers and scales)."]
+                if any(p in s.get("programs", ()) for p in ("w4", "w4-g32", *MLORQ_FRACTIONS)) else []),
               f"- Latency: `bench(pte_dir, HostBenchOptions(iterations={s['iterations']}, warmup={s['warmup']}, "
               f"threads=T))` (ExecuTorch runtime, XNNPACK), {s['rounds']} interleaved rounds per thread count; "
               "round r runs each program once, order rotated by r. Median = median over rounds of each round's "
@@ -194,21 +238,21 @@ def render_markdown(res: Dict[str, Any]) -> str:
     threads = sorted({t for m in res["models"].values() for t in (m.get("bench") or {}).get("threads", {})}, key=int)
     for t in threads:
         lines += [f"## Host latency, {t} thread{'s' if int(t) > 1 else ''}", "",
-                  "| model | program | median (ms) | min–max (ms) | × dense FP32 (median) | min–max | "
-                  "floor @FP32 GEMM (ms) | floor / measured | floor @INT8 GEMM (ms) | floor / measured |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| model | program | .pte MB (% of FP32) | median (ms) | min–max (ms) | × dense FP32 (median) | "
+                  "min–max | floor @FP32 GEMM (ms) | floor / measured | floor @INT8 GEMM (ms) | floor / measured |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, m in res["models"].items():
             b = (m.get("bench") or {})
             tb = b.get("threads", {}).get(t)
             if not tb:
                 why = b.get("error") or "not measured"
-                lines.append(f"| {name} | — | {_cell(why)} | | | | | | | |")
+                lines.append(f"| {name} | — | | {_cell(why)} | | | | | | | |")
                 continue
             for p, row in tb["summary"].items():
                 fp = row.get("floor_fp32_ms")
                 f8 = row.get("floor_int8_ms")
                 lines.append(
-                    f"| {name} | {PROGRAM_LABELS.get(p, p)} | {row['median_ms']:.2f} | "
+                    f"| {name} | {PROGRAM_LABELS.get(p, p)} | {_size_cell(m, p)} | {row['median_ms']:.2f} | "
                     f"{row['min_ms']:.2f}–{row['max_ms']:.2f} | {_num(row['ratio_median'], '{:.3f}')} | "
                     f"{_num(row['ratio_min'], '{:.3f}')}–{_num(row['ratio_max'], '{:.3f}')} | {_num(fp)} | "
                     f"{_num(floor_fraction(fp, row['median_ms']), '{:.2f}')} | "
@@ -230,6 +274,16 @@ def render_markdown(res: Dict[str, Any]) -> str:
     for note in res.get("notes") or []:
         lines.append(f"- {note}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _size_cell(m: Dict[str, Any], program: str) -> str:
+    """The program's .pte size and its share of the dense FP32 .pte, from the build steps' records."""
+    def size(p: str) -> Optional[float]:
+        return (((m.get("steps") or {}).get(BUILD_OF_PROGRAM.get(p, "")) or {}).get("info") or {}).get("size_mb")
+    mb, fp32 = size(program), size("fp32")
+    if mb is None:
+        return "—"
+    return f"{mb:.2f}" + (f" ({100 * mb / fp32:.1f} %)" if fp32 else "")
 
 
 def _m(params: Optional[float]) -> Optional[float]:
@@ -254,6 +308,14 @@ def _notes(step: str, r: Dict[str, Any]) -> str:
     bits = ["reused from an earlier run (--reuse)"] if r.get("reused") else []
     if step == "compress":
         bits.append(f"SVD {info.get('svd')}, {info.get('n_layers')} layers")
+    if step in MLORQ_FRACTIONS:
+        bits.append(f"budget {_num(info.get('size_budget_mb'), '{:.3f}')} MB = {_num(info.get('fraction'), '{:.1%}')} "
+                    f"of {_num(info.get('fp32_pte_mb'))} MB, planned {_num(info.get('planned_size_mb'), '{:.3f}')} MB; "
+                    f"plan {_num(info.get('plan_seconds'), '{:.1f}')} s "
+                    f"({'candidate search, cold cache' if step == 'mlorq-19.5' else 'candidates read back from the 19.5 % plan'}); "
+                    f"forms {info.get('forms')}")
+    if step in ("w4", "w4-g32"):
+        bits.append(f"{info.get('n_layers')} Linears quantized")
     if step == "calibrate":
         bits.append(f"calib {_num(info.get('calib_seconds'), '{:.1f}')} s + WADS search "
                     f"{_num(info.get('search_seconds'), '{:.1f}')} s; {info.get('scaled_layers')} of "
@@ -353,16 +415,42 @@ def run_step(step: str, cfg: Dict[str, Any], model_name: str, work: Path) -> Dic
     elif step.startswith("android-"):
         from lraqvit_deploy import AndroidBuildOptions
 
-        source = {"android-fp32": None, "android-pt2e-int8": None, "android-rb-fp32": "compress",
-                  "android-rb-wads": "calibrate"}[step]
+        source = ANDROID_SOURCE[step]
         model = _seeded_model(cfg, model_name) if source is None else load_artifact(work / STEPS[source][2])
-        precision = {"android-fp32": "fp32", "android-pt2e-int8": "q8", "android-rb-fp32": "fp32",
-                     "android-rb-wads": "q8"}[step]
+        # an artifact that is quantized already builds as it is (its integers and scales); fp32 keeps floats
+        precision = {"android-fp32": "fp32", "android-rb-fp32": "fp32"}.get(step, "q8")
         gate = {"min_agreement": cfg["int8_min_agreement"]} if (precision == "q8" and
                                                                  cfg.get("int8_min_agreement") is not None) else {}
         options = AndroidBuildOptions(precision=precision, verify_images=cfg["verify_images"],
                                       arm_verify=cfg["arm_verify"], progress=False, **gate)
         call = lambda: build(model, out, options, data=_verify_data(cfg), data_limit=cfg["verify_images"])  # noqa: E731
+    elif step in ("w4", "w4-g32"):
+        from lraqvit_deploy import Recipe, quant_config
+        from lraqvit_deploy.pipeline import compress
+
+        model = _seeded_model(cfg, model_name)
+        q = quant_config("per-token", w_bits=4, w_group_size=32 if step == "w4-g32" else None,
+                         act_scheme="per_token_dynamic", act_symmetric=False, progress=False)
+        images = _calibration_images(cfg, model)
+        recipe = Recipe(quant=q, quant_calib_images=cfg["calib_images"])
+        call = lambda: compress(model, recipe, calib_data=images, evaluate=False, out=out, progress=False)  # noqa: E731
+    elif step in MLORQ_FRACTIONS:
+        from lraqvit_deploy import Recipe
+        from lraqvit_deploy.pipeline import compress
+        from lraqvit_deploy.recipe import AllocationConfig
+
+        # the candidate cache of this run only: the first plan's search is timed cold, the next reads it back
+        os.environ["LRAQVIT_CACHE"] = str(work / "plan-cache")
+        fp32_mb = json.loads((work / STEPS["android-fp32"][2] / "manifest.json").read_text())["size_mb"]
+        budget = round(fp32_mb * MLORQ_FRACTIONS[step], 3)
+        model = _seeded_model(cfg, model_name)
+        images = _calibration_images(cfg, model)
+        info.update(fp32_pte_mb=fp32_mb, size_budget_mb=budget, fraction=MLORQ_FRACTIONS[step])
+        recipe = Recipe(allocation=AllocationConfig(size_budget_mb=budget, target="android",
+                                                    calib_images=cfg["calib_images"]),
+                        quant_calib_images=cfg["calib_images"])
+        call = lambda: compress(model, recipe, calib_data=images, alloc_data=images, evaluate=False, out=out,  # noqa: E731
+                                progress=False)
     elif step == "jetson-rb-wads":
         from lraqvit_deploy import JetsonBuildOptions
 
@@ -401,6 +489,14 @@ def _step_info(step: str, result) -> Dict[str, Any]:
                 "n_layers": q.get("n_layers"), "scaled_layers": len(q.get("scaled_layers") or []),
                 "gflops_wads": result.metrics.get("gflops"), "size_mb_wads": result.metrics.get("size_mb"),
                 "wads_config": {k: v for k, v in (q.get("config") or {}).items() if k.startswith("wads_")}}
+    if step in ("w4", "w4-g32") or step in MLORQ_FRACTIONS:
+        comp, q = result.compression or {}, result.quantization or {}
+        alloc = comp.get("rank_alloc") if isinstance(comp.get("rank_alloc"), dict) else {}
+        stages = getattr(result, "stage_seconds", None) or {}
+        return {"gflops": result.metrics.get("gflops"), "params": result.metrics.get("params"),
+                "planned_size_mb": comp.get("planned_size_mb"), "forms": alloc.get("forms"),
+                "plan_seconds": (stages.get("allocation") or {}).get("seconds"),
+                "n_layers": q.get("n_layers")}
     man = result.manifest
     if step.startswith("android-"):
         v = man.get("verification") or {}
@@ -424,7 +520,8 @@ def run_bench(cfg: Dict[str, Any], work: Path) -> Dict[str, Any]:
     import torch
 
     start_threads = torch.get_num_threads()
-    programs = [p for p in PROGRAMS if (work / STEPS[BUILD_OF_PROGRAM[p]][2] / "manifest.json").is_file()]
+    programs = [p for p in PROGRAMS if p in cfg.get("programs", DEFAULT_PROGRAMS)
+                and (work / STEPS[BUILD_OF_PROGRAM[p]][2] / "manifest.json").is_file()]
     result: Dict[str, Any] = {"programs": programs, "gemm": {"shape": cfg["gemm_shape"], "fp32": {}, "int8": {},
                                                            "before": {}, "after": {}},
                               "threads": {}}
@@ -477,7 +574,7 @@ def _write_json(path: Path, data: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-BENCH_ONLY = ("models", "threads", "rounds", "iterations", "warmup", "gemm_shape", "gemm_reps")
+BENCH_ONLY = ("models", "programs", "threads", "rounds", "iterations", "warmup", "gemm_shape", "gemm_reps")
 COMPRESS_KEYS = ("img_size", "num_classes", "seed", "param_reduction", "svd", "calib_data", "calib_images",
                  "work_threads")
 
@@ -574,6 +671,10 @@ def parse_args(argv=None):
                    help="top-1 agreement gate of the INT8 android and jetson builds (default 0: recorded, not gated; random "
                         "weights give near-tied logits, so argmax flips are noise; the 20 dB SQNR gate still "
                         "applies). -1: the library's default gate")
+    p.add_argument("--programs", nargs="+", choices=PROGRAMS, default=list(DEFAULT_PROGRAMS),
+                   help="the latency programs (dense FP32 always first: the ratios' baseline); their compress and "
+                        "build steps run. Default: the RB-LRA protocol " + " ".join(DEFAULT_PROGRAMS)
+                        + "; the 4-bit forms: w4 w4-g32 mlorq-19.5 mlorq-12.5")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="latency thread counts")
     p.add_argument("--rounds", type=int, default=None, help=f"interleaved rounds (default {FULL['rounds']})")
     p.add_argument("--iterations", type=int, default=None, help=f"timed iterations per bench (default "
@@ -601,7 +702,8 @@ def resolve_config(args) -> Dict[str, Any]:
     preset = QUICK if args.quick else FULL
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else preset[name]  # noqa: E731
     wads = args.wads_iters if args.wads_iters is not None else preset["wads_iters"]
-    return {"models": list(args.models), "img_size": args.img_size, "num_classes": args.num_classes,
+    programs = ["fp32"] + [p for p in PROGRAMS if p in args.programs and p != "fp32"]
+    return {"models": list(args.models), "programs": programs, "img_size": args.img_size, "num_classes": args.num_classes,
             "calib_data": args.calib_data, "calib_images": args.calib_images, "svd": args.svd,
             "param_reduction": args.param_reduction, "wads_iters": wads, "verify_data": args.verify_data,
             "verify_images": pick("verify_images"),
@@ -639,7 +741,8 @@ def main(argv=None) -> int:
         log = work / "log.txt"
         entry: Dict[str, Any] = {"steps": {}, "info": {}}
         res["models"][model] = entry
-        for step, (label, needs, _) in STEPS.items():
+        for step in steps_for(cfg["programs"]):
+            label, needs, _ = STEPS[step]
             missing = [n for n in needs if not entry["steps"].get(n, {}).get("ok")]
             if missing:
                 entry["steps"][step] = {"ok": False, "skipped": f"needs {', '.join(missing)}, which failed"}
@@ -665,7 +768,12 @@ def main(argv=None) -> int:
         rec = spawn("bench", cfg, model, work, log)
         if rec.get("ok"):
             bench = rec["bench"]
-            attach_floors(bench, {"dense": entry["info"].get("gflops_dense"), "rb": entry["info"].get("gflops_rb")})
+            flops = {"dense": entry["info"].get("gflops_dense"), "rb": entry["info"].get("gflops_rb")}
+            flops.update({k: ((entry["steps"].get(k) or {}).get("info") or {}).get("gflops") for k in MLORQ_FRACTIONS})
+            if flops["dense"] is None:  # no RB-LRA compress step in this run: the dense model's from the w4 step
+                flops["dense"] = ((entry["steps"].get("w4") or entry["steps"].get("w4-g32") or {}).get("info")
+                                  or {}).get("gflops")
+            attach_floors(bench, flops)
             bench["peak_rss_kib"], bench["process_seconds"] = rec.get("peak_rss_kib"), rec.get("process_seconds")
             entry["bench"] = bench
             print(f"{bench['seconds']:.1f} s", flush=True)
