@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
+import _result_file
+
+SCHEMA = "lraqvit-deploy/delegation-latency/1"
+
 
 def build_all(args, work: Path) -> Dict[str, Dict[str, Any]]:
     import torch
@@ -149,22 +153,18 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", type=Path, default=Path("/tmp/delegation_latency"))
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/delegation_latency"))
+    _result_file.add_out(p, Path("benchmarks/results/delegation_latency"))
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
-    from lraqvit_deploy.measure.host import lscpu
-
-    cpu = lscpu()
+    head = _result_file.header(SCHEMA, __file__, args.argv)
+    cpu = head["cpu"]
     args.work.mkdir(parents=True, exist_ok=True)
     programs = build_all(args, args.work)
     bench_all(args, programs)
     seconds = time.perf_counter() - t0
     md = markdown(args, cpu, programs, seconds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(md)
-    args.out.with_suffix(".json").write_text(json.dumps({"cpu": cpu, "model": args.model, "seconds": seconds,
-                                                         "programs": programs}, indent=2, default=str))
+    _result_file.write(args.out, {**head, "model": args.model, "seconds": seconds, "programs": programs}, md)
     print(md)
     return 0
 

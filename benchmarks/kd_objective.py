@@ -13,7 +13,7 @@ Rows are RB-LRA (WR) at -45 %, activation-aware SVD, the library pipeline (`comp
 Choices are made on the held-out training images train[50000:60000] (10,000 images no step trains
 on: the 1,000 of HELD_OUT are too few to separate these rows); the test split is reported only.
 
-    python benchmarks/kd_objective.py --profile full --out benchmarks/results --quiet
+    python benchmarks/kd_objective.py --profile full --out benchmarks/results/kd_objective --quiet
 """
 from __future__ import annotations
 
@@ -21,20 +21,18 @@ import argparse
 import copy
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import TestBed  # noqa: E402
+import _result_file
+from accuracy import TestBed
 
-from lraqvit_deploy.artifacts import versions  # noqa: E402
-from lraqvit_deploy.io import atomic_write, write_json  # noqa: E402
-from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig  # noqa: E402
-from lraqvit_deploy.models import testbed as tb  # noqa: E402
-from lraqvit_deploy.pipeline import compress  # noqa: E402
-from lraqvit_deploy.recipe import Recipe  # noqa: E402
+from lraqvit_deploy.artifacts import versions
+from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig
+from lraqvit_deploy.models import testbed as tb
+from lraqvit_deploy.pipeline import compress
+from lraqvit_deploy.recipe import Recipe
 
 HELD_OUT_WIDE = range(tb.HELD_OUT.start, 60000)  # every training image no step draws from
 DEFAULT_ROW = "RB-LRA + KD, CE weight 1, lr 3e-05, {steps} steps -45%"  # the former default, the paper's α = 1 (paired against)
@@ -72,23 +70,21 @@ def markdown(bed: TestBed, rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=("quick", "full"), default="full")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    _result_file.add_out(p, Path("benchmarks/results/kd_objective"))
     p.add_argument("--steps", type=int, default=240, help="distillation steps of the objective rows")
     p.add_argument("--long-steps", type=int, default=960, help="steps of the best objective's long row (0: skip)")
     p.add_argument("--extra", default="", help="more rows after the plan, ALPHA:LR:STEPS,... (e.g. 0:3e-4:240)")
-    p.add_argument("--append", action="store_true", help="keep the rows of OUT/kd_objective.json and run only --extra")
+    p.add_argument("--append", action="store_true", help="keep the rows of OUT.json and run only --extra")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     progress = not args.quiet
     bed = TestBed(args.profile, progress=progress, held_out=HELD_OUT_WIDE)
     meta = {**bed.meta(), "choice": "", "steps": args.steps, "versions": versions()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / "kd_objective"
     rows: List[Dict[str, Any]] = []
     default_row = DEFAULT_ROW.format(steps=args.steps)
     specs = [] if args.append else plan(args.steps, args.long_steps)
     if args.append:
-        old = json.loads(stem.with_suffix(".json").read_text())
+        old = json.loads(args.out.with_name(args.out.name + ".json").read_text())
         rows, meta["choice"] = old["rows"], old["meta"].get("choice", "")
         for r in rows:  # the kept rows' per-image results, so new rows pair with them
             bed.restore(r)
@@ -102,9 +98,8 @@ def main(argv=None) -> int:
         if at_steps:  # recomputed over every row, appended ones included
             meta["choice"] = (f"Best held-out at {args.steps} steps: "
                               f"{max(at_steps, key=lambda r: r['held_out']['top1'])['row']}.")
-        write_json(stem.with_suffix(".json"), {"meta": meta, "reference": bed.reference_row, "rows": rows})
-        with atomic_write(stem.with_suffix(".md"), "w") as fh:
-            fh.write(markdown(bed, rows, meta))
+        _result_file.write(args.out, {"meta": meta, "reference": bed.reference_row, "rows": rows},
+                           markdown(bed, rows, meta))
 
     for spec in specs:
         kd = spec["kd"]
@@ -131,7 +126,7 @@ def main(argv=None) -> int:
         print(f"   held-out {row['held_out']['top1']:.2f}  test {row['test']['top1']:.2f}", flush=True)
         save()
     save()  # --append with no --extra: rewrites the Markdown from the kept rows
-    print(stem.with_suffix(".md").read_text())
+    print(args.out.with_name(args.out.name + ".md").read_text())
     return 0
 
 

@@ -13,7 +13,7 @@ Per model M, in WORK:
     deploy bench --target host WORK/M-android --iterations 5 --warmup 1 --json WORK/M.bench.json
 (--kd-steps 0: distilling a random ViT-B is hours on 2 cores and says nothing; distillation on the rewritten
 blocks is tested in tests/lraqvit_deploy/models/test_families.py.) Step times go to WORK/times.json.
-Writes benchmarks/results/model_coverage.json; docs/models.md renders it (benchmarks/render_docs.py).
+Writes OUT.json (default benchmarks/results/model_coverage); docs/models.md renders it (benchmarks/render_docs.py).
 """
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ import sys
 import time
 from pathlib import Path
 
+import _result_file
 from lraqvit_deploy.io import read_json, write_json
-from lraqvit_deploy.measure.host import lscpu, versions
 
 DONE_WHEN = ("vit_base_patch16_siglip_224", "eva02_tiny_patch14_224", "beit_base_patch16_224",
              "swinv2_tiny_window8_256")
-OUT = Path(__file__).parent / "results" / "model_coverage.json"
+OUT = Path(__file__).parent / "results" / "model_coverage"
 DEPLOY = [sys.executable, "-m", "lraqvit_deploy"]
 DATA = ["--data", "fashion-mnist:test", "--limit", "64"]
 
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(DONE_WHEN))
     p.add_argument("--work", type=Path, default=Path("/tmp/model_coverage"))
     p.add_argument("--collect", action="store_true", help="only read --work (benching .pte files not benched yet)")
-    p.add_argument("--out", type=Path, default=OUT, help="the result JSON")
+    _result_file.add_out(p, OUT, markdown=False)
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.work.mkdir(parents=True, exist_ok=True)
@@ -104,11 +104,11 @@ def main(argv=None) -> int:
              and (args.work / f"{m}-android").is_dir()], args.work, steps=("bench",))
     else:
         run(models, args.work)
-    write_json(args.out, {"schema": "lraqvit-deploy/model-coverage/1", "date": time.strftime("%Y-%m-%d"),
-                          "cpu": lscpu(), "versions": versions(),
-                          "commands": {k: "deploy " + " ".join(v) for k, v in commands("MODEL", Path("WORK")).items()},
-                          "rows": collect(models, args.work)})
-    print(json.dumps({"wrote": str(args.out)}))
+    path = _result_file.write(args.out, {
+        **_result_file.header("lraqvit-deploy/model-coverage/1", __file__, argv),
+        "commands": {k: "deploy " + " ".join(v) for k, v in commands("MODEL", Path("WORK")).items()},
+        "rows": collect(models, args.work)})
+    print(json.dumps({"wrote": str(path)}))
     return 0
 
 

@@ -6,7 +6,7 @@ then the built .pte verified on this host and on emulated Arm CPUs, with its 4-b
 
     python benchmarks/size_budget_check.py [--profile quick] [--budget-mb 10.8] [--work DIR]
 
-Writes benchmarks/results/size_budget_check.{json,md}: planned and built size, the weight forms, host
+Writes OUT.{json,md} (default benchmarks/results/size_budget_check): planned and built size, the weight forms, host
 agreement / SQNR, and per emulated CPU the agreement and the KleidiAI 4-bit and 8-bit GEMMs that ran.
 """
 from __future__ import annotations
@@ -15,27 +15,28 @@ import argparse
 import time
 from pathlib import Path
 
+import _result_file
 from lraqvit_deploy import Recipe, build, compress, create_model
-from lraqvit_deploy.io import atomic_write, write_json
 from lraqvit_deploy.recipe import AllocationConfig
 
 OUT = Path(__file__).parent / "results" / "size_budget_check"
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=("quick", "full"), default="quick")
     ap.add_argument("--budget-mb", type=float, default=10.8)
     ap.add_argument("--work", type=Path, default=Path("/tmp/size_budget_check"))
-    ap.add_argument("--out", type=Path, default=OUT, help="file stem of the .json/.md")
+    _result_file.add_out(ap, OUT)
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the stored .json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     from lraqvit_deploy.measure.host import lscpu
 
     if args.render_only:
         from lraqvit_deploy.io import read_json
 
-        render(read_json(args.out.with_suffix(".json")), args.out)
+        result = read_json(args.out.with_name(args.out.name + ".json"))
+        _result_file.write(args.out, result, render(result))
         return
     model = create_model("testbed", testbed_profile=args.profile)
     t0 = time.time()
@@ -63,11 +64,11 @@ def main() -> None:
               "host": {k: v.get(k) for k in ("agreement", "gated_agreement", "sqnr_db", "min_cosine", "n_images",
                                                "min_agreement", "min_sqnr_db")},
               "arm": cpus, "compress_seconds": round(compress_s, 1), "build_seconds": round(build_s, 1)}
-    write_json(args.out.with_suffix(".json"), result)
-    render(result, args.out)
+    _result_file.write(args.out, result, render(result))
 
 
-def render(result, out: Path) -> None:
+def render(result) -> str:
+    """The Markdown report of a result."""
     from lraqvit_deploy.measure.host import cpu_line
 
     v, budget = result["host"], result["size_budget_mb"]
@@ -90,5 +91,8 @@ def render(result, out: Path) -> None:
         sq = "exact" if e["sqnr_db"] is None else f"{e['sqnr_db']:.1f}"
         lines.append(f"| {cpu} | {e['status']} | {e['agreement']:.4f} ({e['n_images']} images) | {sq} | "
                      f"{', '.join(e['int8_gemm'] or [])} | {', '.join(e['int4_gemm'] or [])} |")
-    with atomic_write(out.with_suffix(".md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -12,9 +12,9 @@ and RB-LRA untrained; LRA + KD; RB-LRA + KD (WR, the default); RB-LRA with a CE-
 paper's "without KD" row, trained); and the RB-LRA variants: zero / random init, base + branch trained
 (one lr, and a separate branch lr: base 10x slower, or branch 10x faster).
 
-    python benchmarks/table1_lra.py --profile full --out benchmarks/results --quiet
+    python benchmarks/table1_lra.py --profile full --out benchmarks/results/table1_lra --quiet
 
-Writes OUT/table1_lra.{md,json}, rewritten after every row; `--save-default DIR` keeps the
+Writes OUT.{md,json} (default benchmarks/results/table1_lra), rewritten after every row; `--save-default DIR` keeps the
 RB-LRA + KD model as an artifact (the low-rank model of Table 2).
 """
 from __future__ import annotations
@@ -22,20 +22,17 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+import _result_file
+from accuracy import TestBed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import TestBed  # noqa: E402
-
-from lraqvit_deploy.artifacts import versions  # noqa: E402
-from lraqvit_deploy.io import atomic_write, write_json  # noqa: E402
-from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, distill_  # noqa: E402
-from lraqvit_deploy.pipeline import compress  # noqa: E402
-from lraqvit_deploy.recipe import Recipe  # noqa: E402
+from lraqvit_deploy.artifacts import versions
+from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, distill_
+from lraqvit_deploy.pipeline import compress
+from lraqvit_deploy.recipe import Recipe
 
 
 CE_ONLY_LR = 1e-5  # the best held-out lr of the CE-weighted rows in kd_objective.md
@@ -100,7 +97,7 @@ def markdown(bed: TestBed, control: Dict[str, Any], rows: List[Dict[str, Any]], 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=("quick", "full"), default="full")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    _result_file.add_out(p, Path("benchmarks/results/table1_lra"))
     p.add_argument("--reductions", default="0.45", help="comma-separated parameter reductions (largest: Table 7)")
     p.add_argument("--kd-steps", type=int, default=None, help="distillation steps (default: the library's)")
     p.add_argument("--kd-lr", type=float, default=None, help="distillation lr (default: the library's)")
@@ -114,15 +111,11 @@ def main(argv=None) -> int:
     kd = DistillConfig(steps=args.kd_steps, **({} if args.kd_lr is None else {"lr": args.kd_lr}))
     meta = {**bed.meta(), "kd_config": kd.to_dict(), "svd": "activation-aware (whitened; the default)",
             "versions": versions()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / "table1_lra"
     rows: List[Dict[str, Any]] = []
 
     def save(control):
-        write_json(stem.with_suffix(".json"), {"meta": meta, "reference": bed.reference_row, "probe": bed.probe_row,
-                                               "dense_kd_control": control, "rows": rows})
-        with atomic_write(stem.with_suffix(".md"), "w") as fh:
-            fh.write(markdown(bed, control, rows, meta))
+        _result_file.write(args.out, {"meta": meta, "reference": bed.reference_row, "probe": bed.probe_row,
+                                      "dense_kd_control": control, "rows": rows}, markdown(bed, control, rows, meta))
 
     # the control: the dense model given the same distillation budget (every parameter trains)
     control = None
@@ -157,7 +150,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"   held-out {row['held_out']['top1']:.2f}  test {row['test']['top1']:.2f}", flush=True)
         save(control)
-    print(stem.with_suffix(".md").read_text())
+    print(args.out.with_name(args.out.name + ".md").read_text())
     return 0
 
 

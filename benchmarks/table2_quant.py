@@ -21,21 +21,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import TestBed  # noqa: E402
+import _result_file
+from accuracy import TestBed
 
 from lraqvit_deploy.artifacts import load_model_artifact
 from lraqvit_deploy.calibration import calibrate
 from lraqvit_deploy.data import calibration_batch
 from lraqvit_deploy.evaluate import count_params
-from lraqvit_deploy.io import atomic_write, write_json
 from lraqvit_deploy.layers import LowRankLinear, replace_module
 from lraqvit_deploy.quant import quant_config, quantize_, quantized_size_mb
 from lraqvit_deploy.vit_layout import encoder_linears
@@ -130,7 +128,7 @@ def to_markdown(bed: TestBed, res: dict) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=("quick", "full"), default="full")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/table2_quant"), help="writes OUT.json and OUT.md")
+    _result_file.add_out(p, Path("benchmarks/results/table2_quant"))
     p.add_argument("--models", default="dense,lowrank")
     p.add_argument("--rows", default=DEFAULT_ROWS, help=f"comma-separated row ids (any of {','.join(ROWS)})")
     p.add_argument("--lowrank-artifact", type=Path, default=None, help="an FP32 low-rank artifact (RB-LRA + KD)")
@@ -181,9 +179,7 @@ def main(argv=None) -> None:
             entry["rows"].append(row)
             print(f"[{key}] {row_label:48s} held-out {row['held_out']['top1']:6.2f} test {row['test']['top1']:6.2f} "
                   f"({TestBed.vs_cell(row)} vs FP32)  alpha on {row['alpha_layers']}/{s.n_layers}  {total:.0f}s", flush=True)
-            write_json(args.out.with_suffix(".json"), res)
-            with atomic_write(args.out.with_suffix(".md"), "w") as f:
-                f.write(to_markdown(bed, res))
+            _result_file.write(args.out, res, to_markdown(bed, res))
     print(json.dumps(res["setup"]))
 
 

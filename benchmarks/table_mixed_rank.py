@@ -11,29 +11,27 @@ train[0:50000]; rows are scored on the held-out train[50000:51000] and on the te
 
     python benchmarks/table_mixed_rank.py --profile full [--calib-images 128] [--ft-images 2048] [--quiet]
 
-Writes benchmarks/results/mixed_rank.{json,md}, updated after every row.
+Writes OUT.{json,md} (default benchmarks/results/mixed_rank), updated after every row.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import TestBed  # noqa: E402
+import _result_file
+from accuracy import TestBed
 
-from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, collect_stats, compensate_model_, partial_finetune_  # noqa: E402
-from lraqvit_deploy.data import calibration_batch, seeded_subset  # noqa: E402
-from lraqvit_deploy.io import atomic_write, write_json  # noqa: E402
-from lraqvit_deploy.pipeline import compress  # noqa: E402
-from lraqvit_deploy.recipe import AllocationConfig, Recipe  # noqa: E402
+from lraqvit_deploy.data import calibration_batch, seeded_subset
+from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig, collect_stats, compensate_model_, partial_finetune_
+from lraqvit_deploy.pipeline import compress
+from lraqvit_deploy.recipe import AllocationConfig, Recipe
 from lraqvit_deploy.rank_alloc import LayerChoice, allocate, apply_plan_
 from lraqvit_deploy.rank_alloc.mlorq import memory_mb, mlorq_candidates
 from lraqvit_deploy.vit_layout import encoder_linears
 
-OUT = Path(__file__).parent / "results"
+OUT = Path(__file__).parent / "results" / "mixed_rank"
 
 
 def main() -> None:
@@ -48,7 +46,7 @@ def main() -> None:
     ap.add_argument("--skip-ft", action="store_true")
     ap.add_argument("--skip-kd", action="store_true", help="leave out the pipeline (energy ranks + block KD) rows")
     ap.add_argument("--kd-lr", type=float, default=None, help="distillation lr of the KD rows (default: the library's)")
-    ap.add_argument("--out", type=Path, default=OUT)
+    _result_file.add_out(ap, OUT)
     args = ap.parse_args()
     bed = TestBed(args.profile, progress=not args.quiet)
     model = bed.reference
@@ -159,8 +157,6 @@ def main() -> None:
 
 
 def write(out: Path, bed: TestBed, meta: dict, rows: list) -> None:
-    write_json(out / "mixed_rank.json", {"meta": meta, "reference": bed.reference_row, "probe": bed.probe_row,
-                                         "rows": rows})
     lines = [f"# Mixed rank / MLoRQ on the test bed (converged reference, {meta['fp32_mb']:.1f} MB FP32)", ""] + \
         bed.header() + ["", f"Statistics: {meta['calib_images']} training images. Partial fine-tune: {meta['finetune']}. "
                         f"KD rows: {meta['kd']}. Quantization: {meta['quantization']}.", "",
@@ -172,8 +168,8 @@ def write(out: Path, bed: TestBed, meta: dict, rows: list) -> None:
         mem = (f"{r['memory_mb']:.2f} ({r['memory_frac']:.1%})" if "memory_mb" in r
                else f"{r['params'] * 4 / 1e6:.2f} (100.0%)")
         lines.append(f"| {r['row']} | {budget} | {TestBed.cells(r)} | {red} | {mem} | {r.get('seconds', '')} |")
-    with atomic_write(out / "mixed_rank.md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    _result_file.write(out, {"meta": meta, "reference": bed.reference_row, "probe": bed.probe_row, "rows": rows},
+                       "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,30 +5,27 @@ pool (train[0:50000]); the choice is made on top-1 over the held-out train[50000
 test split. Test top-1 is reported for the probe and each candidate, with paired 95 % intervals
 against the probe over the same images (`lraqvit_deploy.stats`).
 
-    python benchmarks/testbed_reference.py --profile quick --lrs 1e-5,3e-5,1e-4 --out benchmarks/results
-    python benchmarks/testbed_reference.py --profile full --lrs 3e-5 --epochs 2 --out benchmarks/results
-    python benchmarks/testbed_reference.py --profile quick --lrs 3e-5 --images 3000,9000 --name testbed_reference_quick_images
+    python benchmarks/testbed_reference.py --profile quick --lrs 1e-5,3e-5,1e-4
+    python benchmarks/testbed_reference.py --profile full --lrs 3e-5 --epochs 2
+    python benchmarks/testbed_reference.py --profile quick --lrs 3e-5 --images 3000,9000 --out benchmarks/results/testbed_reference_quick_images
 
-Writes OUT/testbed_reference_<profile>.{md,json} (rewritten after every candidate).
+Writes OUT.{md,json} (default benchmarks/results/testbed_reference_PROFILE; rewritten after every candidate).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import dataclasses
-import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lraqvit_deploy.measure.host import cpu_line, lscpu  # noqa: E402
-
-from lraqvit_deploy.evaluate import evaluate  # noqa: E402
-from lraqvit_deploy.models import testbed  # noqa: E402
-from lraqvit_deploy.stats import format_difference  # noqa: E402
+import _result_file
+from lraqvit_deploy.evaluate import evaluate
+from lraqvit_deploy.measure.host import cpu_line, lscpu
+from lraqvit_deploy.models import testbed
+from lraqvit_deploy.stats import format_difference
 
 
 def main(argv=None) -> int:
@@ -39,8 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", default=None,
                     help="comma-separated fine-tune set sizes (seeded draws of train[0:50000]; default: the "
                          "profile's); without --epochs each runs as many image passes as the profile's default")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    ap.add_argument("--name", default=None, help="file stem (default testbed_reference_PROFILE)")
+    ap.add_argument("--out", type=_result_file.out_stem, default=None, metavar="STEM",
+                    help="writes STEM.json and STEM.md (default benchmarks/results/testbed_reference_PROFILE)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     cfg = testbed.get_profile(args.profile)
@@ -51,8 +48,7 @@ def main(argv=None) -> int:
     base = {"held": evaluate(probe, held, progress=False), "test": evaluate(probe, test, progress=False)}
     rows.append({"name": "probe (frozen backbone + linear head)", "held_out_top1": base["held"].top1,
                  "test_top1": base["test"].top1, "seconds": time.time() - t0})
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / (args.name or f"testbed_reference_{args.profile}")
+    stem = args.out or Path("benchmarks/results") / f"testbed_reference_{args.profile}"
     cpu = lscpu()
     default_images = cfg.reference.n_images or cfg.n_train
     sizes = [None] if args.images is None else [int(v) for v in args.images.split(",")]
@@ -92,7 +88,6 @@ def _write(stem: Path, args, cfg, cpu, rows) -> None:
     best = max(rows[1:], key=lambda r: r["held_out_top1"])
     data = {"profile": args.profile, "testbed": dataclasses.asdict(cfg), "cpu": cpu, "threads": torch.get_num_threads(),
             "selection": "held-out train[50000:51000] top-1 (test reported only)", "chosen": best["name"], "rows": rows}
-    stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
     lines = [f"# Test bed converged reference ({args.profile} profile)", "",
              f"DINOv2 ViT-S/14 at {cfg.img_size} px; probe on {cfg.n_train} seeded images of Fashion-MNIST "
              f"train[0:50000], fine-tunes on the sizes given per row (a larger draw contains the probe's images); "
@@ -111,7 +106,7 @@ def _write(stem: Path, args, cfg, cpu, rows) -> None:
         lines.append(f"| {r['name']}{' (chosen)' if r is best else ''} | {r['held_out_top1']:.2f} | {format_difference(hv)} | "
                      f"{r['test_top1']:.2f} | {format_difference(tv)} | {r['steps'] or 'built by testbed.build'} | {loss} | "
                      f"{r['seconds']:.0f} |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    _result_file.write(stem, data, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
