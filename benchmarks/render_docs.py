@@ -18,6 +18,9 @@ Paths in a marker are relative to the repository root. A renderer is a function 
 only: labels (settings, CPU, image counts) come from what the run recorded, so re-running a
 benchmark and then this script updates the documents, and `tests/test_docs_figures.py` fails while a
 document and its result file disagree. Standard library only (no torch): the check takes a second.
+
+The same regions keep `benchmarks/README.md`'s index of the scripts (renderer `benchmarks_index`, the
+marker naming the folder): generated from each script's module docstring.
 """
 from __future__ import annotations
 

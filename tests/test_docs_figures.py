@@ -39,7 +39,8 @@ def test_the_documents_hold_their_figure_regions(rd):
     want = {"README.md": {"testbed_profiles", "testbed_cpus"},
             "docs/compress.md": {"svd_why", "kd_objective", "table1", "kd_cost"},
             "docs/quantization.md": {"table2"}, "docs/android.md": {"arm_testbed"},
-            "docs/jetson.md": {"jetson_sizes"}, "docs/table.md": {"table4_testbed"}}
+            "docs/jetson.md": {"jetson_sizes"}, "docs/table.md": {"table4_testbed"},
+            "benchmarks/README.md": {"benchmarks_index"}}
     for doc, names in want.items():
         have = {r.name for r in rd.regions((ROOT / doc).read_text(), doc)}
         assert names <= have, f"{doc} lost its figure regions {sorted(names - have)}"

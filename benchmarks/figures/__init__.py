@@ -4,6 +4,7 @@
     regions.py       markers, render / check a document
     renderers.py     RENDERERS: marker name -> function
     testbed.py, compress.py, quantization.py, devices.py, size_budget.py: one module per document
+    index.py         benchmarks/README.md's index of the scripts, from their module docstrings
 
 Standard library only (no torch; `size_goals` imports `lraqvit_deploy.stats` when it runs).
 """

@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, List, Sequence
 
 from .format import FiguresError, Source
 from .renderers import RENDERERS
@@ -18,7 +18,16 @@ CLOSE = "<!-- /figures -->"
 
 
 def default_documents(root: Path = ROOT) -> List[Path]:
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    index = root / "benchmarks" / "README.md"  # the generated benchmarks index
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), *([index] if index.is_file() else [])]
+
+
+def load(path: Path) -> Any:
+    """A JSON result file's data, or a folder's {file name: text} of its `*.py` files."""
+    if path.is_dir():
+        return {p.name: p.read_text() for p in sorted(path.glob("*.py"))}
+    return json.loads(path.read_text())
+
 
 @dataclass
 class Region:
@@ -56,9 +65,9 @@ def render_region(region: Region, root: Path, doc: str = "document") -> str:
     sources = []
     for f in region.files:
         path = root / f
-        if not path.is_file():
+        if not path.exists():
             raise FiguresError(f"{doc}:{region.line}: region `{region.name}`: result file {f} does not exist")
-        sources.append(Source(f, json.loads(path.read_text())))
+        sources.append(Source(f, load(path)))
     try:
         body = fn(*sources)
     except FiguresError:
