@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from ..errors import DeployError
 
-COMMANDS = ["eval", "compress", "build", "bench", "table"]  # modules of lraqvit_deploy.cli: register(sub), run(args)
+COMMANDS = ["eval", "compress", "build", "bench", "profile", "table"]  # modules of lraqvit_deploy.cli: register(sub), run(args)
 ISSUES_URL = "https://github.com/lraqvit/lraqvit-deploy/issues"
 
 DESCRIPTION = """\

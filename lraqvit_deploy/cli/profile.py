@@ -1,0 +1,81 @@
+"""`deploy profile --target host --model M`: flags -> `lraqvit_deploy.measure.costs.profile_costs`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "time every encoder-Linear shape of a model (dense and rank-r pairs, FP32/INT8/INT4) on a target"
+DESCRIPTION = """\
+Build a cost table: every distinct encoder-Linear shape of the model at its token count, timed as
+small programs in the target's own runtime (dense FP32, INT8, INT4 per channel and group 32, and
+rank-r pairs over a grid of ranks in each form), in interleaved rounds. The table is written to
+--out (JSON) and cached for this host, runtime and thread count (docs/profile.md).
+--threads sets the runtime's threads (default 1).
+
+examples:
+  deploy profile --target host --model deit_small_patch16_224 --out deit_s_host.json
+  deploy profile --target host --model deit_tiny_patch16_224 --threads 2 --rounds 5
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..measure.costs import FORMS, TARGETS
+
+    p = sub.add_parser("profile", help=HELP, description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", "-t", default="host", choices=TARGETS,
+                   help="host: this machine's ExecuTorch runtime; android: not yet (default: host)")
+    p.add_argument("--serial", default=None, help="adb serial of the phone (--target android)")
+    g = p.add_argument_group("model", "Whose shapes: a timm ViT-family name (random weights: values do not change timings).")
+    g.add_argument("--model", "-m", required=True, help="e.g. deit_small_patch16_224, or testbed")
+    g.add_argument("--img-size", type=int, default=None, help="input resolution (sets the token count)")
+    t = p.add_argument_group("timing")
+    t.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    t.add_argument("--iterations", "-n", type=int, default=10, help="timed calls per cell and round (default 10)")
+    t.add_argument("--warmup", type=int, default=3, help="untimed calls per cell before the rounds (default 3)")
+    t.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS), help="forms to time (default: all)")
+    t.add_argument("--rank-fractions", type=float, nargs="+", default=None,
+                   help="pair ranks as fractions of the break-even rank in x out / (in + out) "
+                        "(default 0.125 0.25 0.5 0.75 1; plus the multiple of 32 nearest to 0.5)")
+    p.add_argument("--out", type=Path, default=None, metavar="TABLE.json", help="also write the table here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..files import check_output_file
+    from ..measure.costs import RANK_FRACTIONS, check_profile_args, profile_costs
+    from ..models import create_model
+    from .args import check_count
+
+    threads = args.threads or 1
+    fractions = tuple(args.rank_fractions) if args.rank_fractions else RANK_FRACTIONS
+    check_count(args.img_size, "--img-size", 1, 16_384, "input pixels")
+    check_profile_args(args.target, threads, args.rounds, args.iterations, args.warmup, tuple(args.forms), fractions)
+    if args.out is not None:
+        check_output_file(args.out, "--out", "table.json")
+    weights = "auto" if args.model == "testbed" else "random"
+    model = create_model(args.model, weights, img_size=args.img_size, progress=not args.quiet)
+    table = profile_costs(model, args.target, threads, args.rounds, args.iterations, args.warmup, tuple(args.forms),
+                          fractions, out=args.out, progress=not args.quiet, model_name=args.model)
+    print(summary(table, args.out), file=sys.stdout)
+    return 0
+
+
+def summary(table, out) -> str:
+    """A few lines: where the table went, and per shape the dense times and the measured break-even ranks."""
+    from ..measure.costs import cache_path
+
+    lines = [f"cost table: {len(table.shapes)} shapes, {table.meta.get('cells')} programs, "
+             f"{table.meta.get('profile_s')} s, {table.threads} thread(s), {table.cpu.get('model_name')}"]
+    for s in table.shape_list():
+        entry = table.shapes[s.key]["forms"]
+        dense = ", ".join(f"{f} {c['dense']['median_ms']:.3f} ms" for f, c in entry.items())
+        be = ", ".join(f"{f} {table.break_even_rank_measured(s, f) or '>' + str(max(c['ranks'], default=0))}"
+                       for f, c in entry.items())
+        lines.append(f"  {s.key}: dense {dense}; pair slower than dense from rank: {be} "
+                     f"(parameter break-even {s.break_even_rank:.0f})")
+    lines.append(f"written: {out}" if out is not None else "written: (no --out)")
+    lines.append(f"cached: {cache_path(table.target, table.threads, table.shape_list(), table.protocol.get('forms', []))}")
+    return "\n".join(lines)

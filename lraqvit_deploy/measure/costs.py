@@ -1,0 +1,528 @@
+"""Cost tables: what each encoder-Linear shape of a model costs in the target's own runtime (issue 26, item 1).
+
+A rank-r pair (down: in -> r, then up: r -> out) only beats the dense Linear above a break-even rank
+that the kernels set (their tiles, packing, the per-token quantization of each input), not at the
+parameter break-even in x out / (in + out). A cost table measures it instead of modelling it:
+
+  * every distinct encoder-Linear shape of a model: (in, out, tokens), where tokens is the number of
+    rows one image feeds that Linear (patches + class/register tokens; `model_shapes`);
+  * per shape and weight form (`FORMS`: fp32, w8, w4, w4g32), the dense Linear and rank-r pairs over
+    a grid of ranks (`rank_grid`: fractions of the break-even rank, even; multiples of the group for
+    blockwise forms; plus a few multiples of 32);
+  * each cell one small program built exactly as an Android program is built (the library's
+    `QuantLinear` / `LowRankLinear`, lowered by `backends.executorch.export.lower_to_xnnpack`) and
+    timed in-process with the host ExecuTorch runtime that `deploy bench --target host` uses;
+  * the cells of one shape timed in interleaved rounds (`measure.rounds.interleaved`): warm-up, then
+    per round each cell's median over `iterations` calls; the table keeps the median and min-max over
+    rounds.
+
+Each program computes `layer(x + 1)`: a graph input that feeds a dynamically quantized XNNPACK Linear
+directly does not load in the runtime (ExecuTorch 1.5: "Failed parsing tensor at index 0: 0x23"),
+and in a real model a LayerNorm, GELU or the attention product always feeds it. The add runs in the
+same XNNPACK delegate, in every cell alike (dense and pairs, every form).
+
+`CostTable.cost_ms(in_f, out_f, tokens, form, rank)` reads a cell (linear interpolation over the rank
+grid) and `CostTable.break_even_rank_measured(shape, form)` gives the smallest measured rank at
+which the pair is slower than the dense Linear. Tables are cached per host, runtime and thread
+count (`cached_table`), so a later allocation on the same machine finds them.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch.nn as nn
+
+from ..errors import DeployError
+
+TABLE_FORMAT = "lraqvit-deploy/cost-table/1"
+TARGETS = ("host", "android")
+PROFILED_TARGETS = ("host",)  # what `profile_costs` runs today (android: the adb runner is not wired yet)
+FORMS = ("fp32", "w8", "w4", "w4g32")  # fp32, then the XNNPACK forms of `quant.forms` (qc8w, qc4w, qb4w g32)
+RANK_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)  # of the break-even rank in x out / (in + out)
+ALIGNED_FRACTIONS = (1 / 2,)  # ... and the multiple of ALIGN nearest to these (a tile-aligned rank)
+ALIGN = 32
+RUNTIME = "executorch.runtime (pybindings, XNNPACK)"
+
+
+# ---- shapes -------------------------------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class LinearShape:
+    """One encoder-Linear shape at its token count: `in_f` -> `out_f` on `tokens` rows per image."""
+
+    in_f: int
+    out_f: int
+    tokens: int
+
+    @property
+    def key(self) -> str:
+        """`384x1536@197` (in x out @ tokens): the table's key for this shape."""
+        return f"{self.in_f}x{self.out_f}@{self.tokens}"
+
+    @classmethod
+    def parse(cls, key: str) -> "LinearShape":
+        try:
+            io_, tokens = key.split("@")
+            in_f, out_f = io_.split("x")
+            return cls(int(in_f), int(out_f), int(tokens))
+        except ValueError:
+            raise DeployError(f"{key!r}: expected a shape key like 384x1536@197 (in x out @ tokens).") from None
+
+    @property
+    def break_even_rank(self) -> float:
+        from ..layers.low_rank_linear import break_even_rank
+
+        return break_even_rank(self.in_f, self.out_f)
+
+
+ShapeLike = Union[LinearShape, Tuple[int, int, int], str]
+
+
+def as_shape(shape: ShapeLike) -> LinearShape:
+    if isinstance(shape, LinearShape):
+        return shape
+    if isinstance(shape, str):
+        return LinearShape.parse(shape)
+    return LinearShape(*(int(v) for v in shape))
+
+
+def model_shapes(model, example=None) -> Dict[LinearShape, List[str]]:
+    """`{shape: [layer names]}` of every encoder Linear of `model` (`vit_layout.encoder_layers`, Swin's
+    patch merging included), with the rows one image feeds it, seen in one batch-1 forward pass."""
+    import torch
+
+    from ..data import input_size
+    from ..vit_layout import encoder_layers
+
+    layers = encoder_layers(model, include_downsample=True)
+    if not layers:
+        raise DeployError("this model has no encoder Linears to profile (expected timm ViT-family blocks).")
+    seen: Dict[str, Tuple[int, int, int]] = {}
+    hooks = []
+    for t in layers:
+        def hook(mod, args, _out, name=t.name):
+            x = args[0]
+            seen[name] = (int(x.shape[-1]), int(_out.shape[-1]), int(x.numel() // x.shape[-1]))
+        hooks.append(t.linear.register_forward_hook(hook))
+    x = example if example is not None else torch.randn(1, *input_size(model))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    out: Dict[LinearShape, List[str]] = {}
+    for t in layers:
+        if t.name in seen:
+            out.setdefault(LinearShape(*seen[t.name]), []).append(t.name)
+    return dict(sorted(out.items()))
+
+
+# ---- forms and ranks ----------------------------------------------------------------------------------
+def _weight_form(form: str):
+    from ..quant.forms import WeightForm
+
+    if form == "fp32":
+        return None
+    try:
+        return WeightForm.parse(form)
+    except ValueError as e:
+        raise DeployError(f"form {form!r}: expected fp32 or a weight form like w8, w4, w4g32 ({e}).") from None
+
+
+def form_fits(form: str, in_f: int) -> bool:
+    """Whether XNNPACK runs `form` on a matrix with `in_f` inputs (`quant.forms.form_problem`)."""
+    from ..quant.forms import form_problem
+
+    wf = _weight_form(form)
+    return wf is None or form_problem("android", wf, in_f) is None
+
+
+def rank_grid(shape: ShapeLike, form: str, fractions: Sequence[float] = RANK_FRACTIONS,
+              aligned: Sequence[float] = ALIGNED_FRACTIONS) -> List[int]:
+    """The ranks a pair is timed at: `fractions` of the break-even rank rounded to even ranks (to the
+    form's group for blockwise forms: `up` takes r inputs), plus the multiples of 32 nearest to
+    `aligned` fractions; within 1..min(in, out), only ranks whose both halves the form fits."""
+    s = as_shape(shape)
+    wf = _weight_form(form)
+    step = wf.group if (wf is not None and wf.group) else 2
+    r_star, top = s.break_even_rank, min(s.in_f, s.out_f)
+
+    def near(r: float, m: int) -> int:
+        return min(max(m, int(round(r / m)) * m), top - top % m if top >= m else top)
+    ranks = {near(f * r_star, step) for f in fractions} | {near(f * r_star, max(step, ALIGN)) for f in aligned}
+    return sorted(r for r in ranks if 1 <= r <= top and form_fits(form, r) and form_fits(form, s.in_f))
+
+
+# ---- one cell: the small program ------------------------------------------------------------------------
+class CellProgram(nn.Module):
+    """`layer(x + 1)`: one Linear (or pair) fed by an op, as inside a model (see the module docstring)."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(x + 1.0)
+
+
+def cell_module(shape: ShapeLike, form: str, rank: Optional[int] = None, seed: int = 0):
+    """The module one cell times: the dense Linear (`rank` None) or a rank-`rank` `LowRankLinear`, each
+    matrix a `QuantLinear` in `form` with dynamic per-token int8 activations (what `rank_alloc` builds
+    for Android), or float for fp32."""
+    import torch
+
+    from ..layers.low_rank_linear import LowRankLinear
+    from ..layers.quant_linear import QuantLinear
+
+    s = as_shape(shape)
+    wf = _weight_form(form)
+    torch.manual_seed(seed)
+
+    def q(lin: nn.Linear) -> nn.Module:
+        if wf is None:
+            return lin
+        # the Android activations of `rank_alloc.plan.TARGET_ACT`: dynamic per token, asymmetric (XNNPACK's qd8)
+        return QuantLinear.from_linear(lin, "per_token_dynamic", w_bits=wf.bits, w_group_size=wf.group,
+                                       act_symmetric=False)
+
+    if rank is None:
+        layer = q(nn.Linear(s.in_f, s.out_f))
+    else:
+        layer = LowRankLinear(s.in_f, s.out_f, int(rank))
+        layer.down, layer.up = q(layer.down), q(layer.up)
+    return CellProgram(layer)
+
+
+def build_cell(shape: ShapeLike, form: str, rank: Optional[int], path: Path) -> Path:
+    """Lower one cell to an XNNPACK .pte at `path` with the Android build's lowering."""
+    import torch
+
+    from ..backends.executorch.export import lower_to_xnnpack
+
+    s = as_shape(shape)
+    module = cell_module(s, form, rank)
+    lowered = lower_to_xnnpack(module, "fp32" if form == "fp32" else "q8", example=torch.randn(1, s.tokens, s.in_f))
+    path.write_bytes(lowered.buffer)
+    return path
+
+
+def cell_name(form: str, rank: Optional[int]) -> str:
+    """`w8` (dense) or `w8/r64` (a rank-64 pair in w8)."""
+    return form if rank is None else f"{form}/r{rank}"
+
+
+# ---- the table --------------------------------------------------------------------------------------------
+@dataclass
+class CostTable:
+    """A measured cost table (`to_dict` is its JSON): per shape and form, the dense and pair timings."""
+
+    target: str
+    threads: int
+    cpu: Dict[str, Any]
+    versions: Dict[str, str]
+    shapes: Dict[str, Dict[str, Any]]  # shape key -> {"in", "out", "tokens", "layers", "forms": {form: cell}}
+    protocol: Dict[str, Any] = field(default_factory=dict)
+    meta: Dict[str, Any] = field(default_factory=dict)  # model, created, profile_s, clocks, runtime
+
+    # ---- reading ----
+    def _form(self, shape: ShapeLike, form: str) -> Dict[str, Any]:
+        s = as_shape(shape)
+        entry = self.shapes.get(s.key)
+        if entry is None:
+            have = ", ".join(sorted(self.shapes)) or "none"
+            raise DeployError(f"the cost table has no shape {s.key} (in x out @ tokens; it has {have}); "
+                              f"profile this model with `deploy profile --model ...`.")
+        cell = entry["forms"].get(form)
+        if cell is None:
+            raise DeployError(f"the cost table has no form {form!r} for {s.key} (it has {sorted(entry['forms'])}).")
+        return cell
+
+    def cost_ms(self, in_f: int, out_f: int, tokens: int, form: str, rank: Optional[int] = None) -> float:
+        """The median ms of one image through this Linear in `form`: dense (`rank` None) or a rank-`rank`
+        pair, linearly interpolated between the grid's ranks (below the grid: the smallest rank's cost;
+        above it: the last segment extended). A shape or form not in the table is a DeployError."""
+        cell = self._form((in_f, out_f, tokens), form)
+        if rank is None:
+            return float(cell["dense"]["median_ms"])
+        if not 1 <= rank <= min(in_f, out_f):
+            raise DeployError(f"rank {rank}: a pair of a {in_f} -> {out_f} Linear takes 1..{min(in_f, out_f)}.")
+        ranks = [int(r) for r in cell["ranks"]]
+        ms = [float(cell["pairs"][str(r)]["median_ms"]) for r in ranks]
+        if not ranks:
+            raise DeployError(f"the cost table has no pair timings for {LinearShape(in_f, out_f, tokens).key} {form}.")
+        if rank <= ranks[0] or len(ranks) == 1:
+            return ms[0] if rank <= ranks[0] else ms[-1]
+        i = min(bisect.bisect_left(ranks, rank), len(ranks) - 1)
+        r0, r1, m0, m1 = ranks[i - 1], ranks[i], ms[i - 1], ms[i]
+        return m0 + (m1 - m0) * (rank - r0) / (r1 - r0)
+
+    def break_even_rank_measured(self, shape: ShapeLike, form: str) -> Optional[int]:
+        """The smallest grid rank at which the pair is slower than the dense Linear in `form` (None: the
+        pair is faster at every rank of the grid). Compare `LinearShape.break_even_rank`, the parameter
+        break-even."""
+        cell = self._form(shape, form)
+        dense = float(cell["dense"]["median_ms"])
+        for r in cell["ranks"]:
+            if float(cell["pairs"][str(r)]["median_ms"]) > dense:
+                return int(r)
+        return None
+
+    def shape_list(self) -> List[LinearShape]:
+        return [LinearShape.parse(k) for k in self.shapes]
+
+    def covers(self, shapes: Iterable[ShapeLike], forms: Sequence[str] = ()) -> bool:
+        """Whether every shape (and each of `forms` it fits) is in the table."""
+        for sh in shapes:
+            s = as_shape(sh)
+            entry = self.shapes.get(s.key)
+            if entry is None or any(f not in entry["forms"] for f in forms if form_fits(f, s.in_f)):
+                return False
+        return True
+
+    # ---- JSON ----
+    def to_dict(self) -> Dict[str, Any]:
+        from .host import cpu_line
+
+        return {"format": TABLE_FORMAT, "target": self.target, "cpu_line": cpu_line(self.cpu), "cpu": self.cpu,
+                "versions": self.versions, "threads": self.threads, "runtime": self.meta.get("runtime", RUNTIME),
+                "host_key": host_key(self.target, self.threads, self.cpu, self.versions),
+                "protocol": self.protocol, "meta": self.meta, "shapes": self.shapes}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "the cost table") -> "CostTable":
+        if not isinstance(d, Mapping) or d.get("format") != TABLE_FORMAT:
+            got = d.get("format") if isinstance(d, Mapping) else type(d).__name__
+            raise DeployError(f"{source}: not a cost table of this version (format {got!r}, expected {TABLE_FORMAT!r}).")
+        try:
+            return cls(target=str(d["target"]), threads=int(d["threads"]), cpu=dict(d["cpu"]),
+                       versions=dict(d["versions"]), shapes=dict(d["shapes"]), protocol=dict(d.get("protocol", {})),
+                       meta=dict(d.get("meta", {})))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DeployError(f"{source}: a cost table missing {e} ({type(e).__name__}).") from None
+
+    def save(self, path) -> Path:
+        """Write the table as JSON, atomically."""
+        from ..io import write_json
+
+        write_json(path, self.to_dict())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path) -> "CostTable":
+        from ..files import read_json_object
+
+        return cls.from_dict(read_json_object(path, "a cost table written by `deploy profile`"), str(path))
+
+
+# ---- the cache ----------------------------------------------------------------------------------------------
+def host_key(target: str, threads: int, cpu: Optional[Mapping[str, Any]] = None,
+             versions: Optional[Mapping[str, str]] = None) -> str:
+    """What a table is valid for: the target, this CPU (model and kernel-relevant flags), the runtime
+    versions (torch, executorch) and the thread count, as a short hash."""
+    from .host import lscpu, versions as installed
+
+    cpu = lscpu() if cpu is None else cpu
+    versions = installed(("torch", "executorch")) if versions is None else versions
+    ident = {"target": target, "threads": int(threads),
+             "cpu": {k: cpu.get(k) for k in ("model_name", "family", "model", "stepping", "flags")},
+             "versions": {k: versions.get(k) for k in ("torch", "executorch")}}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _shapes_key(shapes: Iterable[ShapeLike], forms: Sequence[str]) -> str:
+    keys = sorted(as_shape(s).key for s in shapes)
+    return hashlib.sha256(json.dumps([keys, list(forms)]).encode()).hexdigest()[:16]
+
+
+def cache_path(target: str, threads: int, shapes: Iterable[ShapeLike], forms: Sequence[str] = FORMS) -> Path:
+    """Where the table of these shapes on this host, runtime and thread count is cached."""
+    from ..paths import cache_dir
+
+    return cache_dir("costs", host_key(target, threads)) / f"{_shapes_key(shapes, forms)}.json"
+
+
+def cached_table(target: str, threads: int, shapes: Iterable[ShapeLike],
+                 forms: Sequence[str] = FORMS) -> Optional[CostTable]:
+    """The cached table of this host + runtime + `threads` that covers every one of `shapes` in `forms`
+    (the exact one first, then any other of the same host that covers them), or None."""
+    from ..paths import cache_dir
+
+    shapes = [as_shape(s) for s in shapes]
+    exact = cache_path(target, threads, shapes, forms)
+    others = sorted(p for p in cache_dir("costs", exact.parent.name).glob("*.json") if p != exact)
+    for p in ([exact] if exact.is_file() else []) + others:
+        try:
+            table = CostTable.load(p)
+        except DeployError:
+            continue  # a stale or broken cache file is skipped, never fatal
+        if table.target == target and table.threads == int(threads) and table.covers(shapes, forms):
+            return table
+    return None
+
+
+# ---- profiling ---------------------------------------------------------------------------------------------------
+def _clocks_mhz() -> Optional[List[float]]:
+    """Per-CPU `cpu MHz` of /proc/cpuinfo (None where not readable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    mhz = [float(ln.split(":")[1]) for ln in text.splitlines() if ln.startswith("cpu MHz") and ":" in ln]
+    return mhz or None
+
+
+def check_profile_args(target: str, threads: int, rounds: int, iterations: int, warmup: int,
+                       forms: Sequence[str], fractions: Sequence[float] = RANK_FRACTIONS) -> None:
+    """The arguments of `profile_costs`, checked before any work (one DeployError line each)."""
+    if target not in TARGETS:
+        raise DeployError(f"--target {target!r}: choose one of {', '.join(TARGETS)}.")
+    if target not in PROFILED_TARGETS:
+        raise DeployError(f"--target {target}: not yet; the phone's cost tables need the adb runner wired to the "
+                          f"profile's programs (issue 26, item 1); profile this host with --target host.")
+    for flag, v, lo, hi in (("--threads", threads, 1, 4096), ("--rounds", rounds, 1, 1000),
+                            ("--iterations", iterations, 1, 1_000_000), ("--warmup", warmup, 0, 1_000_000)):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise DeployError(f"{flag} {v!r}: expected a whole number in {lo}..{hi:,}.")
+    if not fractions or not all(isinstance(f, (int, float)) and 0 < f <= 2 for f in fractions):
+        raise DeployError(f"--rank-fractions {' '.join(map(str, fractions)) or '(none)'}: expected fractions of the "
+                          "break-even rank in (0, 2], e.g. 0.25 0.5 1.")
+    if not forms:
+        raise DeployError("forms: give at least one of " + ", ".join(FORMS) + ".")
+    for f in forms:
+        wf = _weight_form(f)
+        if wf is not None and not any(form_fits(f, n) for n in (32, 64, 128, 256, 512, 1024)):
+            raise DeployError(f"form {f!r}: XNNPACK does not run it (forms: {', '.join(FORMS)}, w4g64, w4g128).")
+
+
+def profile_shapes(shapes: Iterable[ShapeLike], target: str = "host", threads: int = 1, rounds: int = 3,
+                   iterations: int = 10, warmup: int = 3, forms: Sequence[str] = FORMS,
+                   fractions: Sequence[float] = RANK_FRACTIONS, layers: Optional[Mapping[LinearShape, List[str]]] = None,
+                   progress: bool = True, meta: Optional[Mapping[str, Any]] = None) -> CostTable:
+    """Time every cell of every shape (see the module docstring) and return the table.
+
+    Per shape: build each cell's program (dense and pairs, every form that fits), load them all, warm
+    each up (`warmup` calls), then `rounds` interleaved rounds; in each, a cell's time is the median of
+    `iterations` calls. `threads`: the runtime's XNNPACK thread pool.
+    """
+    from tqdm import tqdm
+
+    from ..backends.executorch.runtime import load_forward, set_threads
+    from .host import lscpu, versions
+    from .rounds import interleaved, summarize_rounds
+
+    forms = tuple(forms)
+    check_profile_args(target, threads, rounds, iterations, warmup, forms, fractions)
+    shapes = sorted({as_shape(s) for s in shapes})
+    if not shapes:
+        raise DeployError("no shapes to profile.")
+    plan = {s: [(f, None) for f in forms if form_fits(f, s.in_f)]
+            + [(f, r) for f in forms if form_fits(f, s.in_f) for r in rank_grid(s, f, fractions)] for s in shapes}
+    n_cells = sum(len(c) for c in plan.values())
+    t_start = time.perf_counter()
+    clocks_before = _clocks_mhz()
+    in_effect = set_threads(threads)
+    import statistics
+
+    import torch
+
+    table_shapes: Dict[str, Dict[str, Any]] = {}
+    bar = tqdm(total=n_cells * (1 + rounds), desc="profile", unit="step", disable=not progress, leave=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lraqvit-costs-") as tmp:
+            for s, cells in plan.items():
+                methods = {}
+                for form, rank in cells:
+                    name = cell_name(form, rank)
+                    bar.set_postfix_str(f"build {s.key} {name}")
+                    path = build_cell(s, form, rank, Path(tmp) / f"{s.key}-{name.replace('/', '-')}.pte")
+                    methods[name], _ = load_forward(path)
+                    bar.update(1)
+                x = torch.randn(1, s.tokens, s.in_f)
+                for m in methods.values():
+                    for _ in range(warmup):
+                        m.execute([x])
+
+                def time_one(name: str) -> float:
+                    m, times = methods[name], []
+                    for _ in range(iterations):
+                        t0 = time.perf_counter()
+                        m.execute([x])
+                        times.append((time.perf_counter() - t0) * 1e3)
+                    bar.update(1)
+                    return statistics.median(times)
+                bar.set_postfix_str(f"time {s.key}")
+                runs = interleaved(list(methods), time_one, rounds)
+                summary = summarize_rounds(runs["rounds"], baseline=cell_name(forms[0], None))
+                table_shapes[s.key] = _shape_entry(s, cells, summary, (layers or {}).get(s, []))
+    finally:
+        bar.close()
+    meta = dict(meta or {})
+    meta.update({"runtime": RUNTIME, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "profile_s": round(time.perf_counter() - t_start, 1), "cells": n_cells,
+                 "clocks_mhz": {"before": clocks_before, "after": _clocks_mhz()}})
+    protocol = {"rounds": rounds, "iterations": iterations, "warmup": warmup, "forms": list(forms),
+                "rank_fractions": list(fractions), "aligned_fractions": list(ALIGNED_FRACTIONS), "align": ALIGN,
+                "cell": "one .pte per cell: layer(x + 1) on a (1, tokens, in) input, lowered by lower_to_xnnpack",
+                "time": "per round, the median of `iterations` method.execute calls (time.perf_counter); "
+                        "rounds interleaved, order rotated; median and min-max over rounds"}
+    return CostTable(target=target, threads=in_effect, cpu=lscpu(), versions=versions(), shapes=table_shapes,
+                     protocol=protocol, meta=meta)
+
+
+def _shape_entry(s: LinearShape, cells, summary: Mapping[str, Mapping[str, Any]], layers: List[str]) -> Dict[str, Any]:
+    def stat(name: str) -> Dict[str, Any]:
+        v = summary[name]
+        return {"median_ms": v["median_ms"], "min_ms": v["min_ms"], "max_ms": v["max_ms"],
+                "fp32_ratio": v["ratio_median"]}
+
+    forms: Dict[str, Dict[str, Any]] = {}
+    for form, rank in cells:
+        entry = forms.setdefault(form, {"dense": None, "ranks": [], "pairs": {}})
+        if rank is None:
+            entry["dense"] = stat(cell_name(form, None))
+        else:
+            entry["ranks"].append(rank)
+            entry["pairs"][str(rank)] = stat(cell_name(form, rank))
+    return {"in": s.in_f, "out": s.out_f, "tokens": s.tokens, "break_even_rank": s.break_even_rank,
+            "layers": list(layers), "forms": forms}
+
+
+def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3, iterations: int = 10,
+                  warmup: int = 3, forms: Sequence[str] = FORMS, fractions: Sequence[float] = RANK_FRACTIONS,
+                  out=None, cache: bool = True, progress: bool = True, model_name: Optional[str] = None) -> CostTable:
+    """The cost table of every encoder-Linear shape of `model` on `target` (`profile_shapes`), written
+    to `out` (JSON, atomically) if given and to the cache (`cached_table` finds it).
+
+    Example:
+        >>> from lraqvit_deploy import create_model
+        >>> model = create_model("deit_small_patch16_224", weights="random")
+        >>> table = profile_costs(model, threads=1, out="deit_s_host.json")
+        >>> table.cost_ms(384, 1536, 197, "w8", rank=96)
+    """
+    check_profile_args(target, threads, rounds, iterations, warmup, tuple(forms), tuple(fractions))
+    shapes = model_shapes(model)
+    spec = getattr(model, "lraqvit_spec", None)
+    name = model_name or getattr(spec, "name", None) or type(model).__name__
+    from ..data import input_size
+
+    table = profile_shapes(shapes, target, threads, rounds, iterations, warmup, forms, fractions, layers=shapes,
+                           progress=progress, meta={"model": name, "input_size": list(input_size(model))})
+    if out is not None:
+        table.save(out)
+    if cache:
+        table.save(cache_path(target, table.threads, shapes, forms))
+    return table
+
+
+__all__ = ["TABLE_FORMAT", "TARGETS", "FORMS", "RANK_FRACTIONS", "LinearShape", "CostTable", "model_shapes",
+           "rank_grid", "form_fits", "cell_module", "build_cell", "profile_shapes", "profile_costs", "cached_table",
+           "cache_path", "host_key", "check_profile_args"]
