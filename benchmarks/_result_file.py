@@ -30,11 +30,13 @@ def out_stem(path: "str | Path") -> Path:
     return path.with_suffix("") if path.suffix in SUFFIXES else path
 
 
-def add_out(parser: argparse.ArgumentParser, default: Path, markdown: bool = True) -> None:
-    """The `--out STEM` argument (default `default`, whose files are the committed results)."""
+def add_out(parser: argparse.ArgumentParser, default: Optional[Path], markdown: bool = True,
+            aliases: Sequence[str] = ()) -> None:
+    """The `--out STEM` argument (default `default`, whose files are the committed results; None: print only)."""
     what = "STEM.json and STEM.md" if markdown else "STEM.json"
-    parser.add_argument("--out", type=out_stem, default=out_stem(default), metavar="STEM",
-                        help=f"writes {what} (a path ending in .json/.md names the same stem; default {default})")
+    where = f"default {default}" if default is not None else "default: print only"
+    parser.add_argument("--out", *aliases, type=out_stem, default=None if default is None else out_stem(default),
+                        metavar="STEM", help=f"writes {what} (a path ending in .json/.md names the same stem; {where})")
 
 
 def header(schema: str, script: str, argv: Optional[Sequence[str]] = None, cpu: Optional[Dict[str, Any]] = None

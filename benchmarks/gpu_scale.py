@@ -13,7 +13,7 @@ RB-LRA at -45 % of its parameters (plain SVD, on the CPU), then on the GPU:
 Without a CUDA device it prints "no CUDA device: nothing measured" and exits with 0. On an
 H100-class GPU the whole run takes a few minutes at the defaults.
 
-    python benchmarks/gpu_scale.py --json runs/gpu_scale.json
+    python benchmarks/gpu_scale.py --out runs/gpu_scale
     python benchmarks/gpu_scale.py --steps 20 --no-dense-wads     # a quicker look
 """
 from __future__ import annotations
@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+import _result_file
 
 SCHEMA = "lraqvit-deploy/gpu-scale/1"
 NO_CUDA = "no CUDA device: nothing measured"
@@ -44,7 +46,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--calib-images", type=int, default=32, help="WADS calibration images (default 32)")
     p.add_argument("--wads-iters", type=int, default=None, help="WADS search steps per layer (default: WADSConfig's)")
     p.add_argument("--no-dense-wads", action="store_true", help="time WADS on the RB-LRA model only")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
+    _result_file.add_out(p, None, aliases=("--json",))
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.calib_images < 1:
         p.error("--steps, --batch-size and --calib-images must be >= 1, --warmup >= 0")
@@ -244,9 +246,8 @@ def main(argv: Optional[List[str]] = None) -> int:
            "host": host, "results": measure(args, device)}
     md = render_markdown(res)
     print(md)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2))
+    if args.out:
+        _result_file.write(args.out, res, md)
     return 0
 
 

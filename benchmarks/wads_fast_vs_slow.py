@@ -20,7 +20,7 @@ the same fraction here is ~90 rows.
 
     python benchmarks/wads_fast_vs_slow.py                         # old default vs the new default
     python benchmarks/wads_fast_vs_slow.py '{"wads_iters": 300, "wads_max_rows": 4096, "wads_lr": 0.01}' \
-        '{"wads_iters": 100, "wads_max_rows": 90, "wads_lr": 0.03}' --json runs/fast_vs_slow.json
+        '{"wads_iters": 100, "wads_max_rows": 90, "wads_lr": 0.03}' --out runs/fast_vs_slow
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ import argparse
 import copy
 import json
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.data import Subset
 
+import _result_file
 from lraqvit_deploy.data_sources import calibration_images, eval_dataset, train_dataset
 from lraqvit_deploy.evaluate import predict
 from lraqvit_deploy.models import create_model
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
                    "(default: the old 300 x 4096 x 1e-2 search, then today's library default)")
     p.add_argument("--calib-images", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", type=Path, default=None)
+    _result_file.add_out(p, None, aliases=("--json",))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cpu = cpu_line(lscpu())
@@ -122,14 +122,12 @@ def main(argv=None) -> int:
         md.append(f"| {label(r)} | {cells[0]} | {cells[1]} | {cells[2]} "
                   f"| {cells[3]} | {r['objective_rel']:.4f} | {r['scaled_layers']} | {r['search_seconds']:.1f} |")
     print("\n".join(md), flush=True)
-    if args.json:
+    if args.out:
         for r in rows:
             for key in datasets:
                 r[key].pop("correct")
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.with_suffix(".md").write_text("\n".join(md) + "\n")
-        args.json.write_text(json.dumps({"cpu": cpu, "threads": args.threads, "fp32_top1": fp32,
-                                         "settings": rows}, indent=2))
+        _result_file.write(args.out, {"cpu": cpu, "threads": args.threads, "fp32_top1": fp32, "settings": rows},
+                           "\n".join(md) + "\n")
     return 0
 
 

@@ -4,7 +4,7 @@ Random weights (`create_model(name, weights="random")`: the timing does not depe
 which layers WADS picks does: with timm's random init it is qkv and proj of every block, 24 of
 48 on DeiT-S), 32 seeded N(0, 1) images, the default WADS settings (300 Adam steps per layer,
 4096 of the 32 x 197 = 6304 calibration rows per step). Prints the CPU, the time of every searched
-layer, the calibration pass and the total; `--json` also writes them.
+layer, the calibration pass and the total; `--out STEM` also writes them to STEM.json.
 
     python benchmarks/wads_speed.py                      # DeiT-S, 2 threads
     python benchmarks/wads_speed.py --base --threads 2   # DeiT-B as well
@@ -13,12 +13,11 @@ layer, the calibration pass and the total; `--json` also writes them.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
+import _result_file
 from lraqvit_deploy.models import create_model
 from lraqvit_deploy.quant import find_targets, quant_config, quantize_
 from lraqvit_deploy.measure.host import cpu_line, lscpu
@@ -68,7 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-rows", type=int, default=None, help="calibration rows per step (default: WADSConfig's)")
     p.add_argument("--lr", type=float, default=None, help="the search's step size (default: WADSConfig's)")
     p.add_argument("--progress", action="store_true", help="show the progress bars")
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    _result_file.add_out(p, None, markdown=False, aliases=("--json",))
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -83,9 +82,8 @@ def main(argv=None) -> int:
         r = time_wads(MODELS[key], args.images, fields, args.progress)
         results.append(r)
         print(report(r), flush=True)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({**head, "results": results}, indent=2))
+        if args.out:
+            _result_file.write(args.out, {**head, "results": results})
     return 0
 
 

@@ -39,9 +39,9 @@ def _run(*argv):
 def test_help_and_the_no_cuda_path(tmp_path):
     proc = _run("--help")
     assert proc.returncode == 0, proc.stderr
-    assert "--steps" in proc.stdout and "--json" in proc.stdout
+    assert "--steps" in proc.stdout and "--out STEM" in proc.stdout
     out = tmp_path / "gpu.json"
-    proc = _run("--steps", "3", "--json", str(out))
+    proc = _run("--steps", "3", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "no CUDA device: nothing measured"
     assert not out.exists()

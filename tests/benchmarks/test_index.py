@@ -32,8 +32,11 @@ def defined_flags(source: str) -> Set[str]:
             fn = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
             if fn == "add_argument":
                 flags |= {a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("-")}
-            elif fn == "add_out":
+            elif fn == "add_out":  # _result_file.add_out(parser, default, ..., aliases=(...))
                 flags.add("--out")
+                for kw in node.keywords:
+                    if kw.arg == "aliases" and isinstance(kw.value, (ast.Tuple, ast.List)):
+                        flags |= {e.value for e in kw.value.elts if isinstance(e, ast.Constant)}
     return flags
 
 
@@ -74,8 +77,8 @@ def test_every_flag_the_index_names_exists():
 
 def test_flags_are_read_from_the_source():
     src = ("import argparse, _result_file\np = argparse.ArgumentParser()\np.add_argument('--rows', '-r')\n"
-           "p.add_argument('work')\n_result_file.add_out(p, 'x')\n")
-    assert defined_flags(src) == {"-h", "--help", "--rows", "-r", "--out"}
+           "p.add_argument('work')\n_result_file.add_out(p, 'x', aliases=('--json',))\n")
+    assert defined_flags(src) == {"-h", "--help", "--rows", "-r", "--out", "--json"}
 
 
 def test_a_stale_flag_or_a_new_script_is_caught(tmp_path):
