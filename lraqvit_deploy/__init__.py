@@ -47,6 +47,10 @@ _EXPORTS = {
     "JetsonBuildOptions": "lraqvit_deploy.backends.tensorrt.backend",
     "AndroidBenchOptions": "lraqvit_deploy.android_runner.bench",
     "JetsonBenchOptions": "lraqvit_deploy.jetson.bench",
+    # cost tables (deploy profile)
+    "profile_costs": "lraqvit_deploy.measure.costs",
+    "CostTable": "lraqvit_deploy.measure.costs",
+    "cached_table": "lraqvit_deploy.measure.costs",
     # errors
     "DeployError": "lraqvit_deploy.errors",
     "BackendNotInstalled": "lraqvit_deploy.errors",

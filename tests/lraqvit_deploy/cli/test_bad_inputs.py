@@ -213,6 +213,8 @@ def base(command: str, opt: str, files: Path, out: Path) -> List[str]:
         return ["bench", "--target", target, str(files / "fake.pte"), "--quiet", *android]
     if command == "table":
         return ["table", "--config", str(files / "table.toml"), "--out", str(out), "--quiet"]
+    if command == "profile":
+        return ["profile", "--target", "host", "--model", "deit_tiny_patch16_224", "--img-size", "32", "--quiet"]
     raise AssertionError(command)
 
 
