@@ -6,7 +6,8 @@
 
 config.py reads the TOML, plan.py turns it into content-hashed steps, run.py runs them through the
 `deploy` CLI (reusing finished ones; child.py's runner puts each in a fresh interpreter and records its
-peak memory), results.py gathers their JSON, render.py and plot.py draw it.
+peak memory; latency_rounds.py times built programs in interleaved rounds), results.py gathers their
+JSON, render.py and plot.py draw it.
 """
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from typing import Any, Dict, Optional
 
 from .child import ChildRun, run_child, step_resources, subprocess_runner
 from .config import TableConfig, load_config, parse_config
+from .latency_rounds import bench_rounds
 from .plan import Plan, Step, make_plan
 from .results import collect, load_results
 from .run import Outcome, Runner, run_plan, summary
 
 __all__ = ["TableConfig", "load_config", "parse_config", "Plan", "Step", "make_plan", "run_plan", "collect",
            "load_results", "Outcome", "summary", "run_table", "write_outputs", "ChildRun", "run_child",
-           "step_resources", "subprocess_runner"]
+           "step_resources", "subprocess_runner", "bench_rounds"]
 
 
 def write_outputs(results: Dict[str, Any], out: Path) -> Dict[str, Any]:
