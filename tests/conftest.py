@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from lraqvit_deploy.model_info import record
 
 os.environ.setdefault("LRAQVIT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "lraqvit_deploy"))
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -26,7 +27,7 @@ def make_tiny(family: str = "vit", num_classes: int = 10, seed: int = 0):
     torch.manual_seed(seed)
     spec = ModelSpec(arch, arch, {**kwargs, "num_classes": num_classes}, "random")
     model = build_architecture(spec)
-    model.lraqvit_spec = spec
+    record(model, spec=spec)
     return model
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Dict, Optional
 
 from lraqvit_deploy.errors import DeployError, ToleranceError
 from lraqvit_deploy.measure.stages import stage
+from lraqvit_deploy.model_info import model_info
 from lraqvit_deploy.options import option
 
 from ..base import Backend, BenchOptions, BuildData, BuildOptions, BuildResult
@@ -150,7 +151,7 @@ class AndroidBackend(Backend):
         from .quant_lowering import act_symmetric_flags
 
         precision = _precision(model, options.precision)
-        spec = getattr(model, "lraqvit_spec", None)
+        spec = model_info(model).spec
         name = (spec.name if spec else type(model).__name__).replace("/", "_")
         if options.progress:
             print(f"lowering {name} to ExecuTorch/XNNPACK ({precision}) ...", flush=True)
@@ -189,8 +190,8 @@ class AndroidBackend(Backend):
 
             manifest["simulator_act_symmetric"] = sorted(act_symmetric_flags(model))
             manifest["weight_forms"] = forms_summary(model)  # e.g. {"w4g32": 11, "w8": 31}: matrices per form
-        compression = getattr(model, "lraqvit_compression", None) or \
-            (getattr(model, "lraqvit_manifest", None) or {}).get("compression") or {}
+        info = model_info(model)
+        compression = info.compression or (info.manifest or {}).get("compression") or {}
         if compression.get("planned_size_mb") is not None:  # a --size-budget-mb plan: planned beside built
             manifest["size_budget_mb"] = (compression.get("config") or {}).get("size_budget_mb")
             manifest["planned_size_mb"] = compression["planned_size_mb"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 from lraqvit_deploy.errors import DeployError
+from lraqvit_deploy.model_info import model_info
 from lraqvit_deploy.options import option
 
 from ..base import Backend, BuildData, BuildOptions, BuildResult
@@ -109,7 +110,7 @@ class JetsonBackend(Backend):
         labels = v.labels if v.labels is not None else torch.full((len(v.images),), -1, dtype=torch.long)
         if v.synthetic:
             log(f"verifying on {v.description}: agreement only, no top-1")
-        method = getattr(model, "lraqvit_quant", {}).get("config", {}).get("method") if quantized else None
+        method = ((model_info(model).quant or {}).get("config") or {}).get("method") if quantized else None
         manifest = build_bundle(model, Path(out), TensorDataset(v.images, labels), calib, options, method=method,
                                 log=log, calibration_note=calib_note)
         return BuildResult(self.name, Path(out), manifest)

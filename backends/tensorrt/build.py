@@ -22,6 +22,7 @@ from lraqvit_deploy.artifacts import atomic_dir, versions, write_json
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.measure.closeness import compare_logits
 from lraqvit_deploy.measure.stages import stage
+from lraqvit_deploy.model_info import model_info
 
 FORMAT = "lraqvit-deploy/jetson/1"
 
@@ -102,7 +103,7 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
     from lraqvit_deploy.jetson.engine import LN_TAG
     from .onnx_export import export_onnx, prepare_for_export
 
-    spec = getattr(model, "lraqvit_spec", None)
+    spec = model_info(model).spec
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name if spec else type(model).__name__)
     shape = tuple(input_size(model))
     table = {p: verify.gates_for(p, table=None) for p in verify.HOST_GATES}

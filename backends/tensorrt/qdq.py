@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from lraqvit_deploy.errors import DeployError
+from lraqvit_deploy.model_info import model_info
 from lraqvit_deploy.layers import LowRankLinear, QuantLinear
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -191,7 +192,8 @@ TRT_ACT_SCHEME = "per_tensor_static"  # the only activation quantizer TensorRT I
 
 def artifact_quant_config(model: nn.Module) -> Optional[Dict]:
     """The quantization config an INT8 model was made with (`quant_config(...).to_dict()`), if recorded."""
-    info = getattr(model, "lraqvit_quant", None) or (getattr(model, "lraqvit_manifest", None) or {}).get("quantization")
+    record = model_info(model)
+    info = record.quant or (record.manifest or {}).get("quantization")
     cfg = (info or {}).get("config") if isinstance(info, dict) else None
     return dict(cfg) if isinstance(cfg, dict) else None
 

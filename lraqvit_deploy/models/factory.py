@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import DeployError, WeightsNotFoundError
+from ..model_info import model_info, record
 
 TESTBED = "testbed"
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -52,7 +53,7 @@ class ModelSpec:
 def has_random_weights(model: nn.Module) -> bool:
     """True when `model` was built with `weights="random"` (its argmax on real images is near-tied noise,
     so verification gates report top-1 agreement instead of enforcing it; closeness gates still apply)."""
-    spec = getattr(model, "lraqvit_spec", None)
+    spec = model_info(model).spec
     return spec is not None and spec.weights == "random"
 
 
@@ -114,7 +115,7 @@ def create_model(
 ) -> nn.Module:
     """Build `name` with weights from `weights` ("auto", "random", "timm-cache" or a file path).
 
-    The returned model carries `model.lraqvit_spec` (a `ModelSpec`) so artifacts can record and
+    The returned model records its `ModelSpec` (`model_info(model).spec`) so artifacts can record and
     rebuild it, and timm's `pretrained_cfg` for preprocessing.
 
     Example:
@@ -135,8 +136,8 @@ def create_model(
 
         cfg = testbed.get_profile(testbed_profile)
         model = testbed.build(cfg, progress=progress, reference=reference)
-        model.lraqvit_spec = ModelSpec(TESTBED, testbed.dinov2_onnx.TIMM_ARCH, testbed.model_kwargs(cfg),
-                                       testbed.describe(reference), testbed_profile, reference)
+        record(model, spec=ModelSpec(TESTBED, testbed.dinov2_onnx.TIMM_ARCH, testbed.model_kwargs(cfg),
+                                     testbed.describe(reference), testbed_profile, reference))
         return model
 
     check_arch(name)
@@ -172,7 +173,7 @@ def create_model(
         spec.weights = (f"timm cache: {path}" if weights in ("auto", "timm-cache")
                         else f"file: {path.resolve()}")
     standard_layout_(model)  # after the checkpoint: its keys are timm's (q_bias, v_bias, fc1_g, ...)
-    model.lraqvit_spec = spec
+    record(model, spec=spec)
     return model.eval()
 
 
@@ -241,7 +242,8 @@ def load_weights_file(model: nn.Module, path: Path, sd: Optional[Dict[str, torch
     unexpected = [k for k in sd if k not in own]
     wrong_shape = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
     if missing or unexpected or wrong_shape:
-        arch = model.lraqvit_spec.arch if hasattr(model, "lraqvit_spec") else type(model).__name__
+        spec = model_info(model).spec
+        arch = spec.arch if spec is not None else type(model).__name__
         raise DeployError(
             f"{path} does not fit {arch}: {_few(missing)} missing, {_few(unexpected)} unexpected, "
             f"{_few(wrong_shape)} with another shape. Is it a checkpoint of this architecture and --img-size?"

@@ -14,6 +14,7 @@ import torch
 
 from lraqvit_deploy.models import ModelSpec, build_architecture
 from lraqvit_deploy.models.families import FAMILIES
+from lraqvit_deploy.model_info import record
 
 _COVERED_ELSEWHERE = ("deit", "deit3", "swin")
 VARIANTS = [  # EVA-02 base/CLIP: q/k/v_proj stacked into qkv, two-Linear SwiGLU packed, inner attn.norm feeds proj
@@ -33,7 +34,7 @@ def _tiny(name, kwargs):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    model.lraqvit_spec = spec
+    record(model, spec=spec)
     return model
 
 

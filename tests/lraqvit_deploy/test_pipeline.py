@@ -10,6 +10,7 @@ from lraqvit_deploy.quant import quant_config
 from lraqvit_deploy.recipe import Recipe
 
 from conftest import make_tiny
+from lraqvit_deploy.model_info import model_info
 
 # the `deploy compress --json` keys: a stable interface (the table harness and users read them)
 JSON_KEYS = {"model", "method", "param_reduction_target", "top1", "baseline_top1", "top1_diff", "fp32_top1", "quant",
@@ -78,7 +79,7 @@ def test_bad_inputs_fail_before_any_work(recipe, kwargs, words):
 def test_quantize_once_and_artifacts_only_quantize(tmp_path):
     model = make_tiny("vit")
     quantize(model, quant_config("per-token"), calib(model))
-    assert model.lraqvit_quant["config"]["method"] == "per-token"
+    assert model_info(model).quant["config"]["method"] == "per-token"
     with pytest.raises(DeployError, match="already quantized"):
         compress(model, Recipe(quant=quant_config("wads")), calib_data=calib(model), progress=False)
     other = make_tiny("vit")

@@ -12,6 +12,7 @@ from lraqvit_deploy.backends.tensorrt.backend import JetsonBuildOptions
 from lraqvit_deploy.backends.tensorrt.build import build_bundle
 from lraqvit_deploy.errors import ToleranceError
 from lraqvit_deploy.quant import quant_config, quantize_
+from lraqvit_deploy.model_info import model_info, record
 
 
 def _data(n, seed, labelled=True):
@@ -29,7 +30,7 @@ def _build(model, out, labelled=True, gates=None, **kw):
 def test_wads_artifact_manifest_names_the_engine_quantizer(tmp_path, tiny_vit):
     cfg = quant_config("wads", wads_iters=10, progress=False)
     s = quantize_(tiny_vit, cfg, _data(16, 3)[0])
-    tiny_vit.lraqvit_quant = {"config": cfg.to_dict(), **s.__dict__}
+    record(tiny_vit, quant={"config": cfg.to_dict(), **s.__dict__})
     man = _build(tiny_vit, tmp_path / "out")
     q = man["engine_quantizer"]
     assert (q["mode"], q["method"], q["act_scheme"], q["act_symmetric"]) == ("requantize", "wads", "per_tensor_static", True)
@@ -37,7 +38,7 @@ def test_wads_artifact_manifest_names_the_engine_quantizer(tmp_path, tiny_vit):
     # stated = enforced; a random-weight model's agreement is reported, not gated (near-tied logits)
     assert man["target_agreement"] == man["gates"]["int8"]["min_agreement"] is None
     assert not man["agreement_gated"] and "random weights" in man["agreement_gate_note"]
-    tiny_vit.lraqvit_spec.weights = "file: real.safetensors"  # a trained model: the 0.9 gate applies
+    model_info(tiny_vit).spec.weights = "file: real.safetensors"  # a trained model: the 0.9 gate applies
     real = _build(tiny_vit, tmp_path / "real")
     assert real["target_agreement"] == real["gates"]["int8"]["min_agreement"] == 0.9 and real["agreement_gated"]
     for p in ("int8", "fp32", "fp16"):

@@ -5,6 +5,7 @@ import torch
 from lraqvit_deploy.backends.tensorrt import qdq
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.quant import float_copy, quant_config, quantize_
+from lraqvit_deploy.model_info import record
 
 
 def _images(n, seed):
@@ -14,7 +15,7 @@ def _images(n, seed):
 def _artifact(model, method, **fields):
     cfg = quant_config(method, progress=False, **fields)
     s = quantize_(model, cfg, _images(16, 3))
-    model.lraqvit_quant = {"config": cfg.to_dict(), **s.__dict__}
+    record(model, quant={"config": cfg.to_dict(), **s.__dict__})
     return model
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lraqvit_deploy.cli.main import build_parser, main
+from lraqvit_deploy.model_info import model_info
 
 TINY = ["--model", "deit_tiny_patch16_224", "--weights", "random", "--img-size", "32", "--num-classes", "10",
         "--data", "fashion-mnist:test", "--limit", "32", "--threads", "1", "--quiet"]
@@ -69,7 +70,7 @@ def test_build_takes_the_compression_options():
     assert recipe_from_args(plain).empty
     compress(model, recipe, evaluate=False, progress=False)
     assert type(model.blocks[0].attn.qkv).__name__ == "LowRankLinear"
-    assert model.lraqvit_compression["method"] == "rb-lra"
+    assert model_info(model).compression["method"] == "rb-lra"
 
 
 @pytest.mark.slow

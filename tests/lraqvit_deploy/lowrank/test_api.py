@@ -13,6 +13,7 @@ from lraqvit_deploy.evaluate import count_params
 from lraqvit_deploy.layers import LowRankLinear, RBLRALinear
 
 from conftest import make_tiny
+from lraqvit_deploy.model_info import model_info
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,7 +100,7 @@ def test_compress_save_reload_gives_identical_outputs(tmp_path, tiny_any, method
     x = _x(tiny_any)
     with torch.no_grad():
         torch.testing.assert_close(back(x), tiny_any(x), rtol=0, atol=0)
-    assert back.lraqvit_manifest["compression"]["ranks"] == low_rank_ranks(tiny_any)
+    assert model_info(back).manifest["compression"]["ranks"] == low_rank_ranks(tiny_any)
 
 
 def _teacher_labelled(model, n=64, seed=0):

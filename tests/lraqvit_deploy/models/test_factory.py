@@ -7,6 +7,7 @@ import torch
 from lraqvit_deploy.errors import DeployError, WeightsNotFoundError
 from lraqvit_deploy.models import create_model
 from lraqvit_deploy.models.factory import timm_cache_file
+from lraqvit_deploy.model_info import model_info
 
 ARCH = "deit_tiny_patch16_224"
 SMALL = dict(img_size=32)
@@ -25,7 +26,7 @@ def _same(a, b):
 
 def test_random_weights_are_explicit():
     model = create_model(ARCH, "random", **SMALL)
-    assert model.lraqvit_spec.weights == "random"
+    assert model_info(model).spec.weights == "random"
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
 
 
@@ -37,7 +38,7 @@ def test_safetensors_file(tmp_path):
     save_file(ref.state_dict(), str(path))
     model = create_model(ARCH, str(path), **SMALL)
     assert _same(ref, model)
-    assert model.lraqvit_spec.weights.startswith("file:")
+    assert model_info(model).spec.weights.startswith("file:")
 
 
 def test_pth_file_with_nested_state_dict(tmp_path):
@@ -98,7 +99,7 @@ def test_timm_hf_cache_is_used_offline(tmp_path, monkeypatch):
     torch.hub.set_dir(str(tmp_path / "torchhub"))
     assert timm_cache_file(ARCH) is not None
     model = create_model(ARCH, "timm-cache", **SMALL)
-    assert "timm cache" in model.lraqvit_spec.weights
+    assert "timm cache" in model_info(model).spec.weights
     assert _same(ref, model)
 
 

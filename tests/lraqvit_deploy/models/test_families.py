@@ -7,6 +7,7 @@ import torch
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.models import ModelSpec, build_architecture, create_model
 from lraqvit_deploy.models.families import FAMILIES, check_family, supported_list
+from lraqvit_deploy.model_info import model_info, record
 
 SUPPORTED = [f for f in FAMILIES if f.supported]
 # variants beyond each family's example that take another path through the rewrites or the layout
@@ -25,7 +26,7 @@ def _tiny(name, kwargs, seed=0):
     with torch.no_grad():  # timm zero-inits biases and Swin V2's post-norms; perturb so every path carries signal
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
-    model.lraqvit_spec = spec
+    record(model, spec=spec)
     return model
 
 
@@ -124,7 +125,7 @@ def test_distillation_and_wads_run_on_the_rewritten_attention(name, one_thread):
     assert report.compression["distill"]["steps"] == 2
     fp32 = copy.deepcopy(report.model)
     int8 = quantize(report.model, quant_config("wads", wads_iters=4), calib_data="fashion-mnist:train", n_images=8)
-    assert int8.lraqvit_quant["config"]["method"] == "wads"
+    assert model_info(int8).quant["config"]["method"] == "wads"
     x = torch.randn(4, *model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         want, got = fp32(x), int8(x)

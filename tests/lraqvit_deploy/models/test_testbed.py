@@ -5,6 +5,7 @@ import torch
 
 from lraqvit_deploy.data import FashionMNIST, seeded_subset, stack_images
 from lraqvit_deploy.models import dinov2_onnx, testbed
+from lraqvit_deploy.model_info import model_info
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_testbed_is_accurate_and_weights_matter(testbed_model):
     ds = seeded_subset(FashionMNIST("test", testbed_model.pretrained_cfg), 300, 0)
     real = evaluate(testbed_model, ds, progress=False)
     torch.manual_seed(0)
-    rand = evaluate(build_architecture(testbed_model.lraqvit_spec), ds, progress=False)
+    rand = evaluate(build_architecture(model_info(testbed_model).spec), ds, progress=False)
     assert real.top1 > 75.0
     assert rand.top1 < 30.0
     assert real.params == 21_540_490
@@ -127,9 +128,9 @@ def test_converged_reference_beats_the_probe_on_held_out_images(testbed_model):
     from lraqvit_deploy.evaluate import evaluate
     from lraqvit_deploy.models import create_model
 
-    assert testbed_model.lraqvit_spec.testbed_reference == "converged"
+    assert model_info(testbed_model).spec.testbed_reference == "converged"
     probe = create_model("testbed", "probe", progress=False)
-    assert probe.lraqvit_spec.testbed_reference == "probe" and "fine-tuned" not in probe.lraqvit_spec.weights
+    assert model_info(probe).spec.testbed_reference == "probe" and "fine-tuned" not in model_info(probe).spec.weights
     ds = testbed.held_out(testbed.get_profile("quick"), 500)
     ref, pr = evaluate(testbed_model, ds, progress=False), evaluate(probe, ds, progress=False)
     d = ref.paired_with(pr)
