@@ -1,4 +1,4 @@
-"""`deploy profile --target host --model M`: flags -> `lraqvit_deploy.measure.costs.profile_costs`."""
+"""`deploy profile --target {host,android} --model M`: flags -> `lraqvit_deploy.measure.costs.profile_costs`."""
 from __future__ import annotations
 
 import argparse
@@ -6,15 +6,17 @@ from pathlib import Path
 
 HELP = "time every encoder-Linear shape of a model (dense and rank-r pairs, FP32/INT8/INT4) on a target"
 DESCRIPTION = """\
-Build a cost table: every distinct encoder-Linear shape of the model at its token count, timed as
-small programs in the target's own runtime (dense FP32, INT8, INT4 per channel and group 32, and
-rank-r pairs over a grid of ranks in each form), in interleaved rounds. The table is written to
+Build a cost table: every distinct encoder-Linear shape of the model at its token count, timed
+dense (FP32, INT8, INT4 per channel and group 32) and as rank-r pairs over a grid of ranks in each
+form, as small programs in the target's own runtime (this host's ExecuTorch runtime, or a phone's
+executor_runner over adb), in interleaved rounds. The table is written to
 --out (JSON) and cached for this host, runtime and thread count (docs/profile.md).
 --threads sets the runtime's threads (default 1).
 
 examples:
   deploy profile --target host --model deit_small_patch16_224 --out deit_s_host.json
   deploy profile --target host --model deit_tiny_patch16_224 --threads 2 --rounds 5
+  deploy profile --target android --serial R5CT... --model deit_small_patch16_224 --out deit_s_phone.json
 """
 
 
@@ -24,8 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help=HELP, description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", "-t", default="host", choices=TARGETS,
-                   help="host: this machine's ExecuTorch runtime; android: not yet (default: host)")
-    p.add_argument("--serial", default=None, help="adb serial of the phone (--target android)")
+                   help="host: this machine's ExecuTorch runtime; android: the phone's executor_runner over adb "
+                        "(default: host)")
+    a = p.add_argument_group("android", "The phone (--target android), as for `deploy bench --target android`.")
+    a.add_argument("--serial", default=None, help="device serial (default: $ANDROID_SERIAL or the only attached device)")
+    a.add_argument("--adb", default=None, metavar="PATH", help="adb client (default: adb on PATH)")
+    a.add_argument("--runner", default=None, metavar="PATH",
+                   help="executor_runner built by android_runner/build_executor_runner.sh (default: the cache's)")
     g = p.add_argument_group("model", "Whose shapes: a timm ViT-family name (random weights: values do not change timings).")
     g.add_argument("--model", "-m", required=True, help="e.g. deit_small_patch16_224, or testbed")
     g.add_argument("--img-size", type=int, default=None, help="input resolution (sets the token count)")
@@ -45,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..files import check_output_file
-    from ..measure.costs import RANK_FRACTIONS, check_profile_args, profile_costs
+    from ..measure.costs import RANK_FRACTIONS, check_profile_args, make_timer, profile_costs
     from ..models import create_model
     from .args import check_count
 
@@ -55,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
     check_profile_args(args.target, threads, args.rounds, args.iterations, args.warmup, tuple(args.forms), fractions)
     if args.out is not None:
         check_output_file(args.out, "--out", "table.json")
+    timer = make_timer(args.target, threads, args.serial, args.adb, args.runner)  # the phone, before the model
     weights = "auto" if args.model == "testbed" else "random"
     model = create_model(args.model, weights, img_size=args.img_size, progress=not args.quiet)
     table = profile_costs(model, args.target, threads, args.rounds, args.iterations, args.warmup, tuple(args.forms),
-                          fractions, out=args.out, progress=not args.quiet, model_name=args.model)
+                          fractions, out=args.out, progress=not args.quiet, model_name=args.model, timer=timer)
     print(summary(table, args.out), file=sys.stdout)
     return 0
 
@@ -77,5 +85,7 @@ def summary(table, out) -> str:
         lines.append(f"  {s.key}: dense {dense}; pair slower than dense from rank: {be} "
                      f"(parameter break-even {s.break_even_rank:.0f})")
     lines.append(f"written: {out}" if out is not None else "written: (no --out)")
-    lines.append(f"cached: {cache_path(table.target, table.threads, table.shape_list(), table.protocol.get('forms', []))}")
+    where = cache_path(table.target, table.threads, table.shape_list(), table.protocol.get("forms", []), table.cpu,
+                       table.versions)
+    lines.append(f"cached: {where}")
     return "\n".join(lines)

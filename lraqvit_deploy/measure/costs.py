@@ -11,7 +11,9 @@ parameter break-even in x out / (in + out). A cost table measures it instead of 
     blockwise forms; plus a few multiples of 32);
   * each cell one small program built exactly as an Android program is built (the library's
     `QuantLinear` / `LowRankLinear`, lowered by `backends.executorch.export.lower_to_xnnpack`) and
-    timed in-process with the host ExecuTorch runtime that `deploy bench --target host` uses;
+    timed in-process with the host ExecuTorch runtime that `deploy bench --target host` uses
+    (`HostTimer`), or on a phone by its executor_runner over adb (`AndroidTimer`, the protocol of
+    `deploy bench --target android`);
   * the cells of one shape timed in interleaved rounds (`measure.rounds.interleaved`): warm-up, then
     per round each cell's median over `iterations` calls; the table keeps the median and min-max over
     rounds.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,12 +46,12 @@ from ..errors import DeployError
 
 TABLE_FORMAT = "lraqvit-deploy/cost-table/1"
 TARGETS = ("host", "android")
-PROFILED_TARGETS = ("host",)  # what `profile_costs` runs today (android: the adb runner is not wired yet)
 FORMS = ("fp32", "w8", "w4", "w4g32")  # fp32, then the XNNPACK forms of `quant.forms` (qc8w, qc4w, qb4w g32)
 RANK_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)  # of the break-even rank in x out / (in + out)
 ALIGNED_FRACTIONS = (1 / 2,)  # ... and the multiple of ALIGN nearest to these (a tile-aligned rank)
 ALIGN = 32
 RUNTIME = "executorch.runtime (pybindings, XNNPACK)"
+STATS = ("median_ms", "best_ms")  # a cell's median over rounds of per-round medians; its fastest single call
 
 
 # ---- shapes -------------------------------------------------------------------------------------------
@@ -246,17 +249,21 @@ class CostTable:
             raise DeployError(f"the cost table has no form {form!r} for {s.key} (it has {sorted(entry['forms'])}).")
         return cell
 
-    def cost_ms(self, in_f: int, out_f: int, tokens: int, form: str, rank: Optional[int] = None) -> float:
+    def cost_ms(self, in_f: int, out_f: int, tokens: int, form: str, rank: Optional[int] = None,
+                stat: str = "median_ms") -> float:
         """The median ms of one image through this Linear in `form`: dense (`rank` None) or a rank-`rank`
         pair, linearly interpolated between the grid's ranks (below the grid: the smallest rank's cost;
-        above it: the last segment extended). A shape or form not in the table is a DeployError."""
+        above it: the last segment extended). A shape or form not in the table is a DeployError.
+        `stat="best_ms"`: the fastest single call instead (what the kernels take on an idle machine)."""
+        if stat not in STATS:
+            raise DeployError(f"stat {stat!r}: choose one of {', '.join(STATS)}.")
         cell = self._form((in_f, out_f, tokens), form)
         if rank is None:
-            return float(cell["dense"]["median_ms"])
+            return float(cell["dense"][stat])
         if not 1 <= rank <= min(in_f, out_f):
             raise DeployError(f"rank {rank}: a pair of a {in_f} -> {out_f} Linear takes 1..{min(in_f, out_f)}.")
         ranks = [int(r) for r in cell["ranks"]]
-        ms = [float(cell["pairs"][str(r)]["median_ms"]) for r in ranks]
+        ms = [float(cell["pairs"][str(r)][stat]) for r in ranks]
         if not ranks:
             raise DeployError(f"the cost table has no pair timings for {LinearShape(in_f, out_f, tokens).key} {form}.")
         if rank <= ranks[0] or len(ranks) == 1:
@@ -265,14 +272,16 @@ class CostTable:
         r0, r1, m0, m1 = ranks[i - 1], ranks[i], ms[i - 1], ms[i]
         return m0 + (m1 - m0) * (rank - r0) / (r1 - r0)
 
-    def break_even_rank_measured(self, shape: ShapeLike, form: str) -> Optional[int]:
+    def break_even_rank_measured(self, shape: ShapeLike, form: str, stat: str = "median_ms") -> Optional[int]:
         """The smallest grid rank at which the pair is slower than the dense Linear in `form` (None: the
         pair is faster at every rank of the grid). Compare `LinearShape.break_even_rank`, the parameter
         break-even."""
+        if stat not in STATS:
+            raise DeployError(f"stat {stat!r}: choose one of {', '.join(STATS)}.")
         cell = self._form(shape, form)
-        dense = float(cell["dense"]["median_ms"])
+        dense = float(cell["dense"][stat])
         for r in cell["ranks"]:
-            if float(cell["pairs"][str(r)]["median_ms"]) > dense:
+            if float(cell["pairs"][str(r)][stat]) > dense:
                 return int(r)
         return None
 
@@ -343,21 +352,25 @@ def _shapes_key(shapes: Iterable[ShapeLike], forms: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps([keys, list(forms)]).encode()).hexdigest()[:16]
 
 
-def cache_path(target: str, threads: int, shapes: Iterable[ShapeLike], forms: Sequence[str] = FORMS) -> Path:
-    """Where the table of these shapes on this host, runtime and thread count is cached."""
+def cache_path(target: str, threads: int, shapes: Iterable[ShapeLike], forms: Sequence[str] = FORMS,
+               cpu: Optional[Mapping[str, Any]] = None, versions: Optional[Mapping[str, str]] = None) -> Path:
+    """Where the table of these shapes on this host (or the device `cpu` describes), runtime and thread
+    count is cached."""
     from ..paths import cache_dir
 
-    return cache_dir("costs", host_key(target, threads)) / f"{_shapes_key(shapes, forms)}.json"
+    return cache_dir("costs", host_key(target, threads, cpu, versions)) / f"{_shapes_key(shapes, forms)}.json"
 
 
-def cached_table(target: str, threads: int, shapes: Iterable[ShapeLike],
-                 forms: Sequence[str] = FORMS) -> Optional[CostTable]:
+def cached_table(target: str, threads: int, shapes: Iterable[ShapeLike], forms: Sequence[str] = FORMS,
+                 cpu: Optional[Mapping[str, Any]] = None,
+                 versions: Optional[Mapping[str, str]] = None) -> Optional[CostTable]:
     """The cached table of this host + runtime + `threads` that covers every one of `shapes` in `forms`
-    (the exact one first, then any other of the same host that covers them), or None."""
+    (the exact one first, then any other of the same host that covers them), or None. For a phone,
+    `cpu` and `versions` are the ones its table recorded (`CostTable.cpu`, `.versions`)."""
     from ..paths import cache_dir
 
     shapes = [as_shape(s) for s in shapes]
-    exact = cache_path(target, threads, shapes, forms)
+    exact = cache_path(target, threads, shapes, forms, cpu, versions)
     others = sorted(p for p in cache_dir("costs", exact.parent.name).glob("*.json") if p != exact)
     for p in ([exact] if exact.is_file() else []) + others:
         try:
@@ -385,9 +398,6 @@ def check_profile_args(target: str, threads: int, rounds: int, iterations: int, 
     """The arguments of `profile_costs`, checked before any work (one DeployError line each)."""
     if target not in TARGETS:
         raise DeployError(f"--target {target!r}: choose one of {', '.join(TARGETS)}.")
-    if target not in PROFILED_TARGETS:
-        raise DeployError(f"--target {target}: not yet; the phone's cost tables need the adb runner wired to the "
-                          f"profile's programs (issue 26, item 1); profile this host with --target host.")
     for flag, v, lo, hi in (("--threads", threads, 1, 4096), ("--rounds", rounds, 1, 1000),
                             ("--iterations", iterations, 1, 1_000_000), ("--warmup", warmup, 0, 1_000_000)):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
@@ -403,20 +413,110 @@ def check_profile_args(target: str, threads: int, rounds: int, iterations: int, 
             raise DeployError(f"form {f!r}: XNNPACK does not run it (forms: {', '.join(FORMS)}, w4g64, w4g128).")
 
 
+class HostTimer:
+    """Cells timed in this process by the host ExecuTorch runtime (`deploy bench --target host`'s)."""
+
+    runtime = RUNTIME
+
+    def __init__(self, threads: int):
+        from ..backends.executorch.runtime import set_threads
+        from ..files import native_stderr, pass_on_native_log
+        from .host import lscpu, versions
+
+        logged: List[str] = []  # the runtime's C++ log lines (fd 2) on its first use: shown only with --debug
+        with native_stderr(logged):
+            self.threads = set_threads(threads)
+        pass_on_native_log(logged)
+        self.cpu, self.versions, self.methods, self.best = lscpu(), versions(), {}, {}
+
+    def load(self, name: str, path: Path, shape: LinearShape, warmup: int) -> None:
+        import torch
+
+        from ..backends.executorch.runtime import load_forward
+
+        self.methods[name], _ = load_forward(path)
+        self.x = torch.randn(1, shape.tokens, shape.in_f)
+        for _ in range(warmup):
+            self.methods[name].execute([self.x])
+
+    def time(self, name: str, iterations: int) -> float:
+        """The median ms of `iterations` calls of cell `name`."""
+        import statistics
+
+        m, times = self.methods[name], []
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            m.execute([self.x])
+            times.append((time.perf_counter() - t0) * 1e3)
+        self.best[name] = min(self.best.get(name, math.inf), min(times))
+        return statistics.median(times)
+
+    def clear(self) -> None:
+        self.methods, self.best = {}, {}
+
+
+class AndroidTimer:
+    """Cells timed on an adb-attached phone by the Android runner (`deploy bench --target android`'s protocol:
+    `android_runner.protocol.run_on_device`, pinned to the fastest cores, no cool-down between cells)."""
+
+    runtime = "executor_runner on the phone (XNNPACK), over adb"
+
+    def __init__(self, threads: int, serial: Optional[str] = None, adb: Optional[str] = None,
+                 runner: Optional[str] = None):
+        from ..android_runner.adb import Adb
+        from ..android_runner.device import check_abi, read_device
+        from ..android_runner.runner_binary import find_runner
+        from .host import versions
+
+        self.adb = Adb(adb)  # the files first (adb, runner), then the device: each a one-line error
+        self.runner = find_runner(runner)
+        self.adb.select(serial)
+        self.info = read_device(self.adb)
+        check_abi(self.info)
+        self.threads, self.paths, self.best = int(threads), {}, {}
+        self.cpu = {"model_name": self.info.description, "soc": self.info.soc, "android": self.info.android,
+                    "max_khz": self.info.max_khz}
+        self.versions = {**versions(("executorch",)), "runner": self.runner.name}
+
+    def load(self, name: str, path: Path, shape: LinearShape, warmup: int) -> None:
+        self.paths[name], self.warmup = path, warmup
+
+    def time(self, name: str, iterations: int) -> float:
+        from ..android_runner.protocol import RunPlan, run_on_device
+
+        plan = RunPlan(pte=self.paths[name], runner=self.runner, threads=self.threads, warmup=self.warmup,
+                       iterations=iterations, cooldown_s=0.0)
+        result = run_on_device(self.adb, plan, progress=False)
+        self.best[name] = min(self.best.get(name, math.inf), float(result.min_ms))
+        return float(result.median_ms)
+
+    def clear(self) -> None:
+        self.paths, self.best = {}, {}
+
+
+def make_timer(target: str, threads: int, serial: Optional[str] = None, adb: Optional[str] = None,
+               runner: Optional[str] = None):
+    """The timer of `target` (host: this process; android: the phone over adb), its checks done."""
+    if target == "android":
+        return AndroidTimer(threads, serial, adb, runner)
+    if serial or adb or runner:
+        raise DeployError("--serial, --adb and --runner are for --target android.")
+    return HostTimer(threads)
+
+
 def profile_shapes(shapes: Iterable[ShapeLike], target: str = "host", threads: int = 1, rounds: int = 3,
                    iterations: int = 10, warmup: int = 3, forms: Sequence[str] = FORMS,
                    fractions: Sequence[float] = RANK_FRACTIONS, layers: Optional[Mapping[LinearShape, List[str]]] = None,
-                   progress: bool = True, meta: Optional[Mapping[str, Any]] = None) -> CostTable:
+                   progress: bool = True, meta: Optional[Mapping[str, Any]] = None, timer=None) -> CostTable:
     """Time every cell of every shape (see the module docstring) and return the table.
 
     Per shape: build each cell's program (dense and pairs, every form that fits), load them all, warm
     each up (`warmup` calls), then `rounds` interleaved rounds; in each, a cell's time is the median of
-    `iterations` calls. `threads`: the runtime's XNNPACK thread pool.
+    `iterations` calls. `threads`: the runtime's XNNPACK thread pool. `timer`: `make_timer(target, ...)`
+    (default: made here; android needs the phone's serial, adb and runner, see `make_timer`).
     """
     from tqdm import tqdm
 
-    from ..backends.executorch.runtime import load_forward, set_threads
-    from .host import lscpu, versions
     from .rounds import interleaved, summarize_rounds
 
     forms = tuple(forms)
@@ -429,60 +529,52 @@ def profile_shapes(shapes: Iterable[ShapeLike], target: str = "host", threads: i
     n_cells = sum(len(c) for c in plan.values())
     t_start = time.perf_counter()
     clocks_before = _clocks_mhz()
-    in_effect = set_threads(threads)
-    import statistics
-
-    import torch
+    timer = timer if timer is not None else make_timer(target, threads)
 
     table_shapes: Dict[str, Dict[str, Any]] = {}
     bar = tqdm(total=n_cells * (1 + rounds), desc="profile", unit="step", disable=not progress, leave=False)
     try:
         with tempfile.TemporaryDirectory(prefix="lraqvit-costs-") as tmp:
             for s, cells in plan.items():
-                methods = {}
+                names = []
                 for form, rank in cells:
                     name = cell_name(form, rank)
                     bar.set_postfix_str(f"build {s.key} {name}")
                     path = build_cell(s, form, rank, Path(tmp) / f"{s.key}-{name.replace('/', '-')}.pte")
-                    methods[name], _ = load_forward(path)
+                    timer.load(name, path, s, warmup)
+                    names.append(name)
                     bar.update(1)
-                x = torch.randn(1, s.tokens, s.in_f)
-                for m in methods.values():
-                    for _ in range(warmup):
-                        m.execute([x])
 
                 def time_one(name: str) -> float:
-                    m, times = methods[name], []
-                    for _ in range(iterations):
-                        t0 = time.perf_counter()
-                        m.execute([x])
-                        times.append((time.perf_counter() - t0) * 1e3)
+                    ms = timer.time(name, iterations)
                     bar.update(1)
-                    return statistics.median(times)
+                    return ms
                 bar.set_postfix_str(f"time {s.key}")
-                runs = interleaved(list(methods), time_one, rounds)
+                runs = interleaved(names, time_one, rounds)
                 summary = summarize_rounds(runs["rounds"], baseline=cell_name(forms[0], None))
-                table_shapes[s.key] = _shape_entry(s, cells, summary, (layers or {}).get(s, []))
+                table_shapes[s.key] = _shape_entry(s, cells, summary, (layers or {}).get(s, []), timer.best)
+                timer.clear()
     finally:
         bar.close()
     meta = dict(meta or {})
-    meta.update({"runtime": RUNTIME, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    meta.update({"runtime": timer.runtime, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "profile_s": round(time.perf_counter() - t_start, 1), "cells": n_cells,
-                 "clocks_mhz": {"before": clocks_before, "after": _clocks_mhz()}})
+                 "clocks_mhz": {"before": clocks_before, "after": _clocks_mhz()} if target == "host" else None})
     protocol = {"rounds": rounds, "iterations": iterations, "warmup": warmup, "forms": list(forms),
                 "rank_fractions": list(fractions), "aligned_fractions": list(ALIGNED_FRACTIONS), "align": ALIGN,
                 "cell": "one .pte per cell: layer(x + 1) on a (1, tokens, in) input, lowered by lower_to_xnnpack",
-                "time": "per round, the median of `iterations` method.execute calls (time.perf_counter); "
+                "time": "per round, the median of `iterations` calls of the cell's forward; "
                         "rounds interleaved, order rotated; median and min-max over rounds"}
-    return CostTable(target=target, threads=in_effect, cpu=lscpu(), versions=versions(), shapes=table_shapes,
-                     protocol=protocol, meta=meta)
+    return CostTable(target=target, threads=timer.threads, cpu=timer.cpu, versions=timer.versions,
+                     shapes=table_shapes, protocol=protocol, meta=meta)
 
 
-def _shape_entry(s: LinearShape, cells, summary: Mapping[str, Mapping[str, Any]], layers: List[str]) -> Dict[str, Any]:
+def _shape_entry(s: LinearShape, cells, summary: Mapping[str, Mapping[str, Any]], layers: List[str],
+                 best: Mapping[str, float]) -> Dict[str, Any]:
     def stat(name: str) -> Dict[str, Any]:
         v = summary[name]
         return {"median_ms": v["median_ms"], "min_ms": v["min_ms"], "max_ms": v["max_ms"],
-                "fp32_ratio": v["ratio_median"]}
+                "best_ms": best.get(name), "fp32_ratio": v["ratio_median"]}
 
     forms: Dict[str, Dict[str, Any]] = {}
     for form, rank in cells:
@@ -498,7 +590,9 @@ def _shape_entry(s: LinearShape, cells, summary: Mapping[str, Mapping[str, Any]]
 
 def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3, iterations: int = 10,
                   warmup: int = 3, forms: Sequence[str] = FORMS, fractions: Sequence[float] = RANK_FRACTIONS,
-                  out=None, cache: bool = True, progress: bool = True, model_name: Optional[str] = None) -> CostTable:
+                  out=None, cache: bool = True, progress: bool = True, model_name: Optional[str] = None,
+                  serial: Optional[str] = None, adb: Optional[str] = None, runner: Optional[str] = None,
+                  timer=None) -> CostTable:
     """The cost table of every encoder-Linear shape of `model` on `target` (`profile_shapes`), written
     to `out` (JSON, atomically) if given and to the cache (`cached_table` finds it).
 
@@ -509,20 +603,23 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
         >>> table.cost_ms(384, 1536, 197, "w8", rank=96)
     """
     check_profile_args(target, threads, rounds, iterations, warmup, tuple(forms), tuple(fractions))
+    if timer is None:  # a missing phone fails here, before any build
+        timer = make_timer(target, threads, serial, adb, runner)
     shapes = model_shapes(model)
     spec = getattr(model, "lraqvit_spec", None)
     name = model_name or getattr(spec, "name", None) or type(model).__name__
     from ..data import input_size
 
     table = profile_shapes(shapes, target, threads, rounds, iterations, warmup, forms, fractions, layers=shapes,
-                           progress=progress, meta={"model": name, "input_size": list(input_size(model))})
+                           progress=progress, meta={"model": name, "input_size": list(input_size(model))},
+                           timer=timer)
     if out is not None:
         table.save(out)
     if cache:
-        table.save(cache_path(target, table.threads, shapes, forms))
+        table.save(cache_path(target, table.threads, shapes, forms, table.cpu, table.versions))
     return table
 
 
 __all__ = ["TABLE_FORMAT", "TARGETS", "FORMS", "RANK_FRACTIONS", "LinearShape", "CostTable", "model_shapes",
            "rank_grid", "form_fits", "cell_module", "build_cell", "profile_shapes", "profile_costs", "cached_table",
-           "cache_path", "host_key", "check_profile_args"]
+           "cache_path", "host_key", "check_profile_args", "make_timer", "HostTimer", "AndroidTimer"]

@@ -214,7 +214,9 @@ def base(command: str, opt: str, files: Path, out: Path) -> List[str]:
     if command == "table":
         return ["table", "--config", str(files / "table.toml"), "--out", str(out), "--quiet"]
     if command == "profile":
-        return ["profile", "--target", "host", "--model", "deit_tiny_patch16_224", "--img-size", "32", "--quiet"]
+        android = ["--target", "android", "--adb", "/bin/true", "--runner", str(files / "runner")]
+        return ["profile", "--model", "deit_tiny_patch16_224", "--img-size", "32", "--quiet",
+                *(android if opt in ("--adb", "--runner") else ["--target", "host"])]
     raise AssertionError(command)
 
 

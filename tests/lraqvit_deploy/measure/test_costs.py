@@ -43,8 +43,8 @@ def table(cache_root) -> CostTable:
 
 
 def _stat_ok(stat):
-    assert all(math.isfinite(stat[k]) and stat[k] > 0 for k in ("median_ms", "min_ms", "max_ms")), stat
-    assert stat["min_ms"] <= stat["median_ms"] <= stat["max_ms"]
+    assert all(math.isfinite(stat[k]) and stat[k] > 0 for k in ("median_ms", "min_ms", "max_ms", "best_ms")), stat
+    assert stat["best_ms"] <= stat["min_ms"] <= stat["median_ms"] <= stat["max_ms"]
 
 
 def test_the_table_has_every_shape_form_and_rank(table):
@@ -94,9 +94,9 @@ def test_cost_ms_reads_the_measured_cells(table):
 
 
 def _synthetic(dense: float, pairs: dict) -> CostTable:
-    """A hand-made one-shape table: `pairs` {rank: median ms} for fp32."""
+    """A hand-made one-shape table: `pairs` {rank: median ms} for fp32 (best_ms: half the median)."""
     def stat(ms):
-        return {"median_ms": ms, "min_ms": ms, "max_ms": ms, "fp32_ratio": ms / dense}
+        return {"median_ms": ms, "min_ms": ms, "max_ms": ms, "best_ms": ms / 2, "fp32_ratio": ms / dense}
     ranks = sorted(pairs)
     forms = {"fp32": {"dense": stat(dense), "ranks": ranks, "pairs": {str(r): stat(pairs[r]) for r in ranks}}}
     shapes = {"384x1536@197": {"in": 384, "out": 1536, "tokens": 197, "break_even_rank": 307.2, "layers": [],
@@ -112,6 +112,9 @@ def test_cost_ms_interpolates_linearly_over_the_rank_grid():
     assert t.cost_ms(384, 1536, 197, "fp32", 8) == pytest.approx(1.0)  # below the grid: the smallest rank's cost
     assert t.cost_ms(384, 1536, 197, "fp32", 192) == pytest.approx(10.0)  # above: the last segment extended
     assert t.cost_ms(384, 1536, 197, "fp32") == 4.0
+    assert t.cost_ms(384, 1536, 197, "fp32", 48, stat="best_ms") == pytest.approx(0.75)
+    with pytest.raises(DeployError, match="stat 'mean_ms'"):
+        t.cost_ms(384, 1536, 197, "fp32", 48, stat="mean_ms")
 
 
 def test_break_even_rank_measured_is_the_first_rank_slower_than_dense():
@@ -172,10 +175,20 @@ def _run(argv, capsys):
     (["--model", "deit_tiny_patch16_224", "--rounds", "0"], "--rounds"),
     (["--model", "deit_tiny_patch16_224", "--img-size", "-3"], "--img-size"),
     (["--model", "deit_tiny_patch16_224", "--rank-fractions", "0"], "--rank-fractions"),
-    (["--model", "deit_tiny_patch16_224", "--target", "android", "--serial", "X"], "not yet"),
     (["--model", "deit_tiny_patch16_224", "--target", "jetson"], "--target"),
+    (["--model", "deit_tiny_patch16_224", "--adb", "/bin/true"], "--target android"),
+    # an adb that lists no device: the phone is looked for before the model is built
+    (["--model", "deit_tiny_patch16_224", "--target", "android", "--adb", "/bin/true", "--runner", "RUNNER"],
+     "no Android device attached"),
+    (["--model", "deit_tiny_patch16_224", "--target", "android", "--adb", "/bin/true", "--runner", "RUNNER",
+      "--serial", "R5CT"], "device 'R5CT' is not attached"),
+    (["--model", "deit_tiny_patch16_224", "--target", "android", "--adb", "/bin/true", "--runner", "/no/runner"],
+     "/no/runner"),
 ])
-def test_bad_input_is_one_line(argv, names, capsys, cache_root):
+def test_bad_input_is_one_line(argv, names, capsys, cache_root, tmp_path):
+    runner = tmp_path / "runner"  # an AArch64 ELF header: passes the runner check
+    runner.write_bytes(b"\x7fELF\x02" + bytes(13) + (183).to_bytes(2, "little"))
+    argv = [str(runner) if a == "RUNNER" else a for a in argv]
     rc, out, err = _run(["profile", "--quiet", *argv], capsys)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 1 and len(lines) == 1, err
