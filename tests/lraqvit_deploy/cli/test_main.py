@@ -20,7 +20,7 @@ def test_help_lists_commands():
     assert r.returncode == 0 and "examples:" in r.stdout and "--weights" in r.stdout
 
 
-@pytest.mark.parametrize("command", ["eval", "compress", "build", "bench", "table"])
+@pytest.mark.parametrize("command", ["eval", "compress", "build", "bench", "profile", "table"])
 def test_every_command_teaches_with_help(command):
     r = _deploy(command, "--help")
     assert r.returncode == 0, r.stderr
