@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(table, out) -> str:
     """A few lines: where the table went, and per shape the dense times and the measured break-even ranks."""
-    from ..measure.costs import cache_path
+    from ..measure.costs import busy_note, cache_path
 
     lines = [f"cost table: {len(table.shapes)} shapes, {table.meta.get('cells')} programs, "
              f"{table.meta.get('profile_s')} s, {table.threads} thread(s), {table.cpu.get('model_name')}"]
@@ -84,6 +84,9 @@ def summary(table, out) -> str:
                        for f, c in entry.items())
         lines.append(f"  {s.key}: dense {dense}; pair slower than dense from rank: {be} "
                      f"(parameter break-even {s.break_even_rank:.0f})")
+    note = busy_note(table)
+    if note:
+        lines.append(note)
     lines.append(f"written: {out}" if out is not None else "written: (no --out)")
     where = cache_path(table.target, table.threads, table.shape_list(), table.protocol.get("forms", []), table.cpu,
                        table.versions)

@@ -383,6 +383,30 @@ def cached_table(target: str, threads: int, shapes: Iterable[ShapeLike], forms: 
 
 
 # ---- profiling ---------------------------------------------------------------------------------------------------
+def _load_avg() -> Optional[List[float]]:
+    """The 1/5/15-minute load averages (None where the OS has none): a busy machine inflates medians."""
+    import os
+
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def busy_note(table: "CostTable") -> Optional[str]:
+    """A line when the host was busier than its cores during the profile (the medians then read the
+    neighbours: docs/profile.md), else None."""
+    import os
+
+    loads = [v for v in ((table.meta.get("load_avg") or {}).get(k) for k in ("before", "after")) if v]
+    cpus = os.cpu_count() or 1
+    peak = max((v[0] for v in loads), default=0.0)
+    if table.target == "host" and peak > cpus:
+        return (f"note: load average {peak:.1f} on {cpus} CPUs during the profile; the medians may include "
+                "waits for the CPU (best_ms is the fastest call), profile again on an idle machine")
+    return None
+
+
 def _clocks_mhz() -> Optional[List[float]]:
     """Per-CPU `cpu MHz` of /proc/cpuinfo (None where not readable)."""
     try:
@@ -528,7 +552,7 @@ def profile_shapes(shapes: Iterable[ShapeLike], target: str = "host", threads: i
             + [(f, r) for f in forms if form_fits(f, s.in_f) for r in rank_grid(s, f, fractions)] for s in shapes}
     n_cells = sum(len(c) for c in plan.values())
     t_start = time.perf_counter()
-    clocks_before = _clocks_mhz()
+    clocks_before, load_before = _clocks_mhz(), _load_avg()
     timer = timer if timer is not None else make_timer(target, threads)
 
     table_shapes: Dict[str, Dict[str, Any]] = {}
@@ -559,7 +583,8 @@ def profile_shapes(shapes: Iterable[ShapeLike], target: str = "host", threads: i
     meta = dict(meta or {})
     meta.update({"runtime": timer.runtime, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "profile_s": round(time.perf_counter() - t_start, 1), "cells": n_cells,
-                 "clocks_mhz": {"before": clocks_before, "after": _clocks_mhz()} if target == "host" else None})
+                 "clocks_mhz": {"before": clocks_before, "after": _clocks_mhz()} if target == "host" else None,
+                 "load_avg": {"before": load_before, "after": _load_avg()} if target == "host" else None})
     protocol = {"rounds": rounds, "iterations": iterations, "warmup": warmup, "forms": list(forms),
                 "rank_fractions": list(fractions), "aligned_fractions": list(ALIGNED_FRACTIONS), "align": ALIGN,
                 "cell": "one .pte per cell: layer(x + 1) on a (1, tokens, in) input, lowered by lower_to_xnnpack",

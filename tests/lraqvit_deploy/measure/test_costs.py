@@ -64,6 +64,7 @@ def test_the_table_has_every_shape_form_and_rank(table):
     assert d["format"] == TABLE_FORMAT and d["cpu_line"] and "executorch" in d["versions"]
     assert d["protocol"]["rounds"] == 1 and d["protocol"]["iterations"] == 2 and d["protocol"]["warmup"] == 1
     assert d["meta"]["cells"] == 11 and d["meta"]["profile_s"] > 0
+    assert len(d["meta"]["load_avg"]["before"]) == 3 and len(d["meta"]["load_avg"]["after"]) == 3
 
 
 def test_json_round_trips(table, tmp_path):
@@ -217,3 +218,15 @@ def test_profile_command_writes_the_table_and_caches_it(tmp_path, capsys, cache_
     assert hit is not None and hit.to_dict() == written.to_dict()
     assert cached_table("host", 1, shapes) is None  # the w8/w4 forms were not timed
     assert "192x768@5" in stdout and str(out) in stdout
+
+
+def test_a_busy_host_is_noted():
+    import os
+
+    from lraqvit_deploy.measure.costs import busy_note
+
+    t = _synthetic(4.0, {32: 1.0})
+    t.meta["load_avg"] = {"before": [0.1, 0.1, 0.1], "after": [0.2, 0.1, 0.1]}
+    assert busy_note(t) is None
+    t.meta["load_avg"]["after"] = [(os.cpu_count() or 1) + 1.5, 1.0, 1.0]
+    assert "load average" in busy_note(t) and "idle machine" in busy_note(t)
