@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 from typing import Any, Dict
 
-from .format import MINUS, Source, _reduction, _strip_reduction, code, cpu_label, interval, lr, minutes, table
+from .format import MINUS, Source, reduction, strip_reduction, code, cpu_label, interval, lr, minutes, table
 
 
 def svd_why(mixed: Source, table1: Source) -> str:
@@ -71,7 +71,7 @@ def kd_objective(src: Source) -> str:
         out.append([label, f"{r['held_out']['top1']:.2f}", interval(r["held_out"]["vs_reference"]),
                     interval(vs) if vs else "", f"{r['test']['top1']:.2f}", interval(r["test"]["vs_reference"])])
     held = f"{meta['held_out']} ({ref['held_out']['n_images']:,} images)"
-    lines = [f"RB-LRA (WR) + block KD at {_reduction(chosen['params'], ref['params'])} params, loss = per-block feature "
+    lines = [f"RB-LRA (WR) + block KD at {reduction(chosen['params'], ref['params'])} params, loss = per-block feature "
              f"loss + α · CE; held-out = {held}, where the choice is made; test = {ref['test']['n_images']:,} test images, "
              f"reported only. Reference: held-out {ref['held_out']['top1']:.2f}, test {ref['test']['top1']:.2f}. "
              f"{cpu_label(meta['cpu'])}, {meta['threads']} threads ({code(src.path)}).", ""]
@@ -107,11 +107,11 @@ def table1(src: Source) -> str:
     rows = [d["dense_kd_control"], *d["rows"]]
     body = []
     for r in rows:
-        label = _strip_reduction(r["row"])
+        label = strip_reduction(r["row"])
         body.append([label, f"{r['held_out']['top1']:.2f}", interval(r["held_out"]["vs_reference"]),
                      f"{r['test']['top1']:.2f}", interval(r["test"]["vs_reference"])])
     compressed = d["rows"][0]
-    head = f"row ({_reduction(compressed['params'], ref['params'])}, {compressed['params'] / 1e6:.2f} M params)"
+    head = f"row ({reduction(compressed['params'], ref['params'])}, {compressed['params'] / 1e6:.2f} M params)"
     lines += table([head, "held-out", "Δ held-out", f"test ({ref['test']['n_images']:,})", "Δ test"], body, "lrlrl")
 
     by = {(r["method"], r["init"], r["kd"], r["train_base"], r.get("kd_beta"), r.get("kd_branch_lr")): r for r in d["rows"]}
@@ -130,7 +130,7 @@ def table1(src: Source) -> str:
         verdict = ("met" if lo >= -0.7 else "missed" if t["diff_pt"] < -0.7 else
                    "met by the point estimate, not by the whole interval")
         notes.append(f"- **Against the goal** (RB-LRA + KD within 0.7 pt of the reference at "
-                     f"{_reduction(rb_kd['params'], ref['params'])}): {verdict}, {interval(t)} on test.")
+                     f"{reduction(rb_kd['params'], ref['params'])}): {verdict}, {interval(t)} on test.")
     control = d["dense_kd_control"]["test"]["vs_reference"]
     notes.append(f"- **The KD budget itself:** the dense model distilled with the same budget (all parameters "
                  f"train) ends at {interval(control)} on test: the cost of the recipe without any compression.")
@@ -147,7 +147,7 @@ def kd_cost(src: Source) -> str:
     d = src.data
     r = next(r for r in d["rows"] if r["method"] == "rb-lra" and r["init"] == "wr" and r["kd"]
              and not r["train_base"] and r.get("kd_beta") == 1.0 and not r.get("kd_branch_lr"))
-    return (f"On the test bed, RB-LRA + KD at {_reduction(r['params'], d['reference']['params'])} (distillation and "
+    return (f"On the test bed, RB-LRA + KD at {reduction(r['params'], d['reference']['params'])} (distillation and "
             f"the model's evaluation) took {minutes(r['seconds'])} of wall time on {d['meta']['threads']} threads of an "
             f"{cpu_label(d['meta']['cpu'])} ({code(src.path)}, its default row).")
 

@@ -2,7 +2,7 @@
 emulated Arm CPUs and on the Jetson path, Table 4 on this host, and the model families end to end."""
 from __future__ import annotations
 
-from .format import Source, _pct, code, table
+from .format import Source, pct, code, table
 
 
 def arm_testbed(src: Source) -> str:
@@ -45,7 +45,7 @@ def jetson_sizes(src: Source) -> str:
     s = d["settings"]
     lines = table(["model (RB-LRA + WADS artifact)", "Q/DQ ONNX (MB)", "Android INT8 .pte (MB)", "FP32 .pte (MB)",
                    "Q/DQ / FP32"], rows, "lrrrr")
-    lines += ["", f"`benchmarks/pipeline_scale.py` at {s['img_size']} px, {_pct(s['param_reduction'])} parameters "
+    lines += ["", f"`benchmarks/pipeline_scale.py` at {s['img_size']} px, {pct(s['param_reduction'])} parameters "
                   f"({code(src.path)}, {d['date'][:10]})."]
     return "\n".join(lines)
 

@@ -74,14 +74,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Optional[
     return ["| " + " | ".join(header) + " |", "|" + "|".join(sep) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
 
 
-def _strip_reduction(label: str) -> str:
+def strip_reduction(label: str) -> str:
     return re.sub(r"\s*-\d+%$", "", label)
 
 
-def _reduction(params: float, ref_params: float) -> str:
+def reduction(params: float, ref_params: float) -> str:
     return f"{MINUS}{100 * (1 - params / ref_params):.1f} %"
 
 
-def _pct(frac: float) -> str:
+def pct(frac: float) -> str:
     return f"{MINUS}{100 * frac:.0f} %"
 
