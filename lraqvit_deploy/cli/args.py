@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Type
 
 from ..errors import DeployError
+from ..model_options import ModelOptions
 from ..options import OptionError, describe_limits, field_types, flag_of
 
 
@@ -26,15 +27,12 @@ def add_model_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
     g.add_argument("--model", "-m", default="testbed",
                    help="'testbed' (built-in, offline DINOv2 ViT-S/14 on Fashion-MNIST; default) or a timm "
                         "ViT-family name, e.g. deit_tiny_patch16_224, vit_base_patch16_224, swin_tiny_patch4_window7_224")
-    g.add_argument("--weights", "-w", default="auto",
-                   help="'auto' (testbed: the converged reference, fine-tuned end to end; else timm's on-disk "
-                        "cache), 'probe' (testbed: frozen backbone + linear probe only), 'random' (smoke tests), "
-                        "'timm-cache', or a local .safetensors/.pth file. Never downloads.")
-    g.add_argument("--num-classes", type=int, default=None, help="classifier size (timm models only)")
-    g.add_argument("--img-size", type=int, default=None, help="input resolution (timm models only)")
-    g.add_argument("--testbed-profile", choices=("quick", "full"), default="quick",
-                   help="test bed sizes: quick (56 px, probe and reference fine-tune on 3k training images, "
-                        "1k test images) or full (56 px, 20k training images, all 10k test images)")
+    add_options(g, ModelOptions, plain=True)  # --weights, --num-classes, --img-size, --testbed-profile
+
+
+def model_options(args: argparse.Namespace):
+    """The `ModelOptions` the model flags give (checked: a bad value is an OptionError naming the flag)."""
+    return ModelOptions(**given_options(ModelOptions, args))
 
 
 def load_model(args: argparse.Namespace, source: Optional[str] = None, name: Optional[str] = None):
@@ -45,8 +43,9 @@ def load_model(args: argparse.Namespace, source: Optional[str] = None, name: Opt
     source = source if source is not None else getattr(args, "source", None)
     if source:
         return as_model(source)
-    return create_model(name or args.model, "auto" if name else args.weights, num_classes=args.num_classes,
-                        img_size=args.img_size, testbed_profile=args.testbed_profile,
+    opts = model_options(args)
+    return create_model(name or args.model, "auto" if name else opts.weights, num_classes=opts.num_classes,
+                        img_size=opts.img_size, testbed_profile=opts.testbed_profile,
                         progress=not getattr(args, "quiet", False))
 
 
@@ -81,9 +80,8 @@ def check_inputs(args: argparse.Namespace, data_flags: tuple = ()) -> None:
     from ..data import check_data_spec
     from ..files import check_output_dir, check_output_file
 
-    for flag, v, hi in (("--num-classes", getattr(args, "num_classes", None), 1_000_000),
-                        ("--img-size", getattr(args, "img_size", None), 16_384)):
-        check_count(v, flag, 1, hi, "classifier classes" if flag == "--num-classes" else "input pixels")
+    if hasattr(args, "testbed_profile"):  # the model flags (add_model_args)
+        model_options(args)
     source = getattr(args, "source", None)
     if source:
         from ..artifacts import check_model_artifact

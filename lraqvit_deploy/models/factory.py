@@ -21,9 +21,24 @@ import torch.nn as nn
 
 from ..errors import DeployError, WeightsNotFoundError
 from ..model_info import model_info, record
+from ..model_options import ModelOptions
+from ..options import OptionError
 
 TESTBED = "testbed"
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+class WeightsError(OptionError, WeightsNotFoundError):
+    """No weights at the named source (an OptionError of `ModelOptions.weights`: the CLI names --weights)."""
+
+    def __init__(self, message: str):
+        OptionError.__init__(self, ModelOptions, "weights", message)
+
+
+def _weights_error(weights: str, why: str, missing: bool = False) -> DeployError:
+    """`weights = 'x': why` (the CLI writes `--weights 'x': why`)."""
+    message = f"weights = {weights!r}: {why}"
+    return WeightsError(message) if missing else OptionError(ModelOptions, "weights", message)
 
 
 @dataclass
@@ -121,17 +136,15 @@ def create_model(
     Example:
         >>> model = create_model("deit_tiny_patch16_224", weights="random")
     """
-    for flag, v, hi in (("--num-classes", num_classes, 1_000_000), ("--img-size", img_size, 16_384)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi):
-            raise DeployError(f"{flag} {v!r}: expected a whole number in 1..{hi}.")
-    if not isinstance(weights, (str, os.PathLike)):
-        raise DeployError(f"weights must be 'auto', 'random', 'timm-cache' or a file path, got {type(weights).__name__}.")
-    weights = os.fspath(weights)
+    if isinstance(weights, os.PathLike):
+        weights = os.fspath(weights)
+    opts = ModelOptions(weights=weights, num_classes=num_classes, img_size=img_size, testbed_profile=testbed_profile)
+    weights, num_classes, img_size = opts.weights, opts.num_classes, opts.img_size
     if name == TESTBED:
         reference = {"auto": "converged", TESTBED: "converged", "converged": "converged", "probe": "probe"}.get(weights)
         if reference is None:
-            raise DeployError(f"the testbed brings its own weights: --weights must be 'auto' (the converged "
-                              f"reference) or 'probe' (linear probe only), got {weights!r}.")
+            raise _weights_error(weights, "the testbed brings its own weights: give 'auto' (the converged "
+                                          "reference) or 'probe' (linear probe only).")
         from . import testbed
 
         cfg = testbed.get_profile(testbed_profile)
@@ -153,17 +166,16 @@ def create_model(
     elif weights in ("auto", "timm-cache"):
         path = timm_cache_file(name)
         if path is None:
-            raise WeightsNotFoundError(_no_weights_message(name))
+            raise _weights_error(weights, _no_weights_message(name), missing=True)
         sd = read_state_dict(path)
     else:
         path = Path(weights).expanduser()
         if path.suffix not in WEIGHT_FILE_SUFFIXES:
-            raise DeployError(
-                f"--weights {weights!r}: expected 'auto', 'random', 'timm-cache' or a file ending in "
-                f"{', '.join(WEIGHT_FILE_SUFFIXES)}."
-            )
+            raise _weights_error(weights, f"expected 'auto', 'random', 'timm-cache' or a file ending in "
+                                          f"{', '.join(WEIGHT_FILE_SUFFIXES)}.")
         if not path.exists():
-            raise WeightsNotFoundError(f"--weights {path}: no such file; " + _no_weights_message(name, found=False))
+            raise _weights_error(weights, f"no such file ({path}); " + _no_weights_message(name, found=False),
+                                 missing=True)
         sd = read_state_dict(path)
     model = build_architecture(spec, timm_layout=True)
     if path is None:
@@ -181,10 +193,10 @@ def _no_weights_message(name: str, found: bool = True) -> str:
     """What to do without weights, on one line (the CLI prints errors as one line)."""
     head = (f"no weights found for {name!r} (lraqvit-deploy never downloads and never falls back to random "
             "weights); " if found else "")
-    return (f"{head}choose one: --weights PATH.safetensors|PATH.pth (a local checkpoint of {name}), --weights random "
-            f"(smoke tests only), pre-fill timm's cache on a networked machine (python -c \"import timm; "
-            f"timm.create_model('{name}', pretrained=True)\", then copy ~/.cache/huggingface), or --model {TESTBED} "
-            "(the built-in offline DINOv2 test bed).")
+    return (f"{head}choose one: weights from a local checkpoint of {name} (PATH.safetensors|PATH.pth), 'random' "
+            f"weights (smoke tests only), timm's cache pre-filled on a networked machine (python -c \"import timm; "
+            f"timm.create_model('{name}', pretrained=True)\", then copy ~/.cache/huggingface), or the model "
+            f"'{TESTBED}' (the built-in offline DINOv2 test bed).")
 
 
 def timm_cache_file(name: str) -> Optional[Path]:
@@ -233,10 +245,9 @@ def load_weights_file(model: nn.Module, path: Path, sd: Optional[Dict[str, torch
     if isinstance(head, nn.Linear):
         for k in (k for k in sd if "head" in k and k.endswith("weight") and sd[k].ndim == 2):
             if sd[k].shape[1] == head.in_features and sd[k].shape[0] != head.out_features:
-                raise DeployError(
-                    f"{path}: classifier {k} has {sd[k].shape[0]} classes but the model has "
-                    f"{head.out_features}; pass --num-classes {sd[k].shape[0]}."
-                )
+                raise OptionError(ModelOptions, "num_classes",
+                                  f"num_classes = {head.out_features}: {path}'s classifier {k} has {sd[k].shape[0]} "
+                                  f"classes; set {sd[k].shape[0]}.")
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -244,10 +255,10 @@ def load_weights_file(model: nn.Module, path: Path, sd: Optional[Dict[str, torch
     if missing or unexpected or wrong_shape:
         spec = model_info(model).spec
         arch = spec.arch if spec is not None else type(model).__name__
-        raise DeployError(
-            f"{path} does not fit {arch}: {_few(missing)} missing, {_few(unexpected)} unexpected, "
-            f"{_few(wrong_shape)} with another shape. Is it a checkpoint of this architecture and --img-size?"
-        )
+        raise OptionError(ModelOptions, "img_size",
+                          f"{path} does not fit {arch}: {_few(missing)} missing, {_few(unexpected)} unexpected, "
+                          f"{_few(wrong_shape)} with another shape. Is it a checkpoint of this architecture and "
+                          f"img_size?", prose=True)
     model.load_state_dict(sd, strict=True)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lraqvit_deploy.errors import DeployError, WeightsNotFoundError
+from lraqvit_deploy.options import OptionError
 from lraqvit_deploy.models import create_model
 from lraqvit_deploy.models.factory import timm_cache_file
 from lraqvit_deploy.model_info import model_info
@@ -63,8 +64,10 @@ def test_pth_with_arbitrary_objects_is_refused(tmp_path, capsys):
 
 
 def test_missing_file_lists_options(tmp_path):
-    with pytest.raises(WeightsNotFoundError, match="--weights random"):
+    with pytest.raises(WeightsNotFoundError, match="'random' weights") as e:
         create_model(ARCH, str(tmp_path / "nope.safetensors"), **SMALL)
+    assert isinstance(e.value, OptionError) and e.value.field == "weights"  # the CLI names --weights
+    assert "--" not in str(e.value)  # a library error names no CLI flag
 
 
 def test_unknown_suffix():
@@ -80,8 +83,9 @@ def test_auto_without_cache_never_goes_random(tmp_path, monkeypatch):
     with pytest.raises(WeightsNotFoundError) as e:
         create_model(ARCH, **SMALL)
     msg = str(e.value)
-    for option in ("--weights PATH.safetensors", "--weights random", "timm.create_model", "--model testbed"):
+    for option in ("PATH.safetensors", "'random' weights", "timm.create_model", "the model 'testbed'"):
         assert option in msg
+    assert msg.startswith("weights = 'auto': no weights found")
 
 
 def test_timm_hf_cache_is_used_offline(tmp_path, monkeypatch):
@@ -119,8 +123,9 @@ def test_class_count_mismatch_says_how_to_fix(tmp_path):
 
     path = tmp_path / "w.safetensors"
     save_file(_reference(num_classes=10).state_dict(), str(path))
-    with pytest.raises(DeployError, match="--num-classes 10"):
+    with pytest.raises(OptionError, match="num_classes = 1000: .* has 10 classes; set 10") as e:
         create_model(ARCH, str(path), **SMALL)
+    assert e.value.field == "num_classes"
     assert create_model(ARCH, str(path), num_classes=10, **SMALL)(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
@@ -160,3 +165,16 @@ def test_deit3_is_a_vit_family_model():
     """DeiT III (timm's VisionTransformer with LayerScale) is named deit3_*, not deit_*."""
     m = create_model("deit3_small_patch16_224", "random", num_classes=10, img_size=32)
     assert m(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("kw, field", [({"img_size": 0}, "img_size"), ({"num_classes": True}, "num_classes"),
+                                       ({"weights": 3}, "weights"), ({"testbed_profile": "huge"}, "testbed_profile")])
+def test_bad_model_options_name_the_field_not_a_flag(kw, field):
+    """create_model's choices are `ModelOptions`: a bad one names its field; the CLI writes it as the flag."""
+    from lraqvit_deploy.cli.args import flag_error
+
+    kw = {"weights": "random", **kw}
+    with pytest.raises(OptionError) as e:
+        create_model(ARCH, **kw)
+    assert e.value.field == field and str(e.value).startswith(f"{field} = ") and "--" not in str(e.value)
+    assert flag_error(e.value).startswith("--" + field.replace("_", "-") + " ")
