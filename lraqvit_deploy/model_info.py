@@ -7,9 +7,8 @@
 `load_artifact` the `manifest` and `path` it was loaded from, `quantize` / `compress` what they did
 (`quant`, `compression`). The object lives at `model.lraqvit_info`.
 
-Compatibility: the five attributes this object replaces (`model.lraqvit_spec`, `lraqvit_manifest`,
-`lraqvit_quant`, `lraqvit_compression`, `lraqvit_path`) keep working while the code that uses them
-moves over: `record` sets them too, and `model_info` takes up a value that was set through them.
+It replaces the five attributes of earlier releases (`model.lraqvit_spec`, `lraqvit_manifest`,
+`lraqvit_quant`, `lraqvit_compression`, `lraqvit_path`), which are no longer set or read.
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ from dataclasses import dataclass, fields
 from typing import Any, Dict, Optional
 
 INFO_ATTR = "lraqvit_info"
-_UNSET = object()
 
 
 @dataclass
@@ -34,22 +32,12 @@ class ModelInfo:
 FIELDS = tuple(f.name for f in fields(ModelInfo))
 
 
-def legacy_name(field: str) -> str:
-    """The former attribute of `field` (`spec` -> `lraqvit_spec`), kept in step by `record`."""
-    return "lraqvit_" + field
-
-
 def model_info(model: Any) -> ModelInfo:
     """The model's record (an empty one is attached on first use)."""
-    state = vars(model)
-    info = state.get(INFO_ATTR)
+    info = vars(model).get(INFO_ATTR)
     if not isinstance(info, ModelInfo):
         info = ModelInfo()
         object.__setattr__(model, INFO_ATTR, info)
-    for name in FIELDS:  # a value set through a former attribute by code that has not moved over
-        value = state.get(legacy_name(name), _UNSET)
-        if value is not _UNSET and value is not getattr(info, name):
-            setattr(info, name, value)
     return info
 
 
@@ -61,5 +49,4 @@ def record(model: Any, **values: Any) -> ModelInfo:
     info = model_info(model)
     for name, value in values.items():
         setattr(info, name, value)
-        object.__setattr__(model, legacy_name(name), value)  # the former attribute, for code not moved over
     return info

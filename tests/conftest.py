@@ -20,7 +20,7 @@ TINY_ARCHS = {
 
 
 def make_tiny(family: str = "vit", num_classes: int = 10, seed: int = 0):
-    """A tiny random-weight timm model of `family` with an `lraqvit_spec`, in eval mode."""
+    """A tiny random-weight timm model of `family` with its spec recorded (`model_info(model).spec`), in eval mode."""
     from lraqvit_deploy.models import ModelSpec, build_architecture
 
     arch, kwargs = TINY_ARCHS[family]

@@ -631,9 +631,10 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
     if timer is None:  # a missing phone fails here, before any build
         timer = make_timer(target, threads, serial, adb, runner)
     shapes = model_shapes(model)
-    spec = getattr(model, "lraqvit_spec", None)
-    name = model_name or getattr(spec, "name", None) or type(model).__name__
     from ..data import input_size
+    from ..model_info import model_info
+
+    name = model_name or getattr(model_info(model).spec, "name", None) or type(model).__name__
 
     table = profile_shapes(shapes, target, threads, rounds, iterations, warmup, forms, fractions, layers=shapes,
                            progress=progress, meta={"model": name, "input_size": list(input_size(model))},
