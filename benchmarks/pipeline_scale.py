@@ -15,8 +15,14 @@ with `--step NAME`):
     android-rb-wads     RB-LRA + WADS artifact -> .pte, its own INT8 scales   } wrapping the verify
     jetson-rb-wads      RB-LRA + WADS artifact -> Q/DQ + FP32/FP16 ONNX bundle, } functions in the step's
                         `JetsonBuildOptions(latency_iters=0)`                  } process)
-    bench               the 4 .pte files on this CPU (ExecuTorch runtime) in interleaved rounds at each
+    bench               the built .pte files on this CPU (ExecuTorch runtime) in interleaved rounds at each
                         `--threads` count, plus this CPU's GEMM throughput (the compute floor)
+
+`--programs` picks the latency programs (their steps follow); besides the four above, the 4-bit forms
+of issue 23: `w4` / `w4-g32` (dense weights at 4 bits, per channel / blocks of 32, RTN, dynamic int8
+activations) and `mlorq-19.5` / `mlorq-12.5` (MLoRQ size plans at 19.5 % / 12.5 % of the dense FP32
+.pte; the first plan searches every layer's candidates with an empty cache and is timed, the second
+reads them back), each built like the INT8 artifact.
 
 Wall time is measured inside the step process around the library call only (model creation and
 image loading are set-up, reported apart as the process wall). Peak RSS is the step process's
@@ -25,6 +31,9 @@ step), cross-checked by the parent with `os.wait4`'s `ru_maxrss` for that one ch
 
     python benchmarks/pipeline_scale.py                                   # DeiT-T/S/B, the full protocol
     python benchmarks/pipeline_scale.py --models deit_tiny_patch16_224 --quick   # smoke run, minutes
+    python benchmarks/pipeline_scale.py --models deit_small_patch16_224 deit_base_patch16_224 \
+        --programs fp32 pt2e-int8 w4 w4-g32 mlorq-19.5 mlorq-12.5 --arm-verify off \
+        --out benchmarks/results/pipeline_scale_4bit                             # the 4-bit forms
 
 Writes OUT.md and OUT.json (default benchmarks/results/pipeline_scale.*); artifacts go to --work.
 """
