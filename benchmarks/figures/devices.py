@@ -73,8 +73,40 @@ def table4_testbed(src: Source) -> str:
               "", f"Host column: median of {s['iterations']} timed runs after {s['warmup']} warm-up, {s['threads']} "
                   f"thread(s), batch 1, on {', '.join(devices)}; Size: the shipped .pte. Run {run['run_id']}, "
                   f"{run['started'][:10]}, host `{run['host']}`, load average {run['loadavg'][0]:.1f} at the end; "
-                  f"config `{run['config']}` (sha256 {run['config_sha256'][:12]}…) ({code(src.path)})."]
+                  f"config `{_repo_path(run['config'])}` (sha256 {run['config_sha256'][:12]}…) ({code(src.path)})."]
+    if run.get("cpu"):
+        lines += ["", f"CPU: {run['cpu']}."]
     return "\n".join(lines)
+
+
+def table4_end_to_end(src: Source) -> str:
+    """table.md: how long the shipped config took from an empty work folder (a table4.json of that run)."""
+    d = src.data
+    run = d["run"]
+    took = _run_minutes(run)
+    steps = ", ".join(f"{n} {k}" for k, n in sorted((d.get("steps") or {}).items()))
+    host = "; ".join(f"{r['method_label']} {r['latency']['host']['median_ms']:.2f} ms" for r in d["rows"]
+                     if "median_ms" in (r["latency"].get("host") or {}))
+    return (f"`deploy table --config {_repo_path(run['config'])}` from an empty `--out` folder: **{took:.0f} min** "
+            f"end to end (run {run['run_id']}, {run['started'][:16].replace('T', ' ')} to {run['finished'][11:16]} UTC, "
+            f"{steps} steps, {'resumed ' + str(run['resumed']) + ' time(s)' if run.get('resumed') else 'one invocation'}; "
+            f"load average {run['loadavg'][0]:.1f} at the end; its own host latencies: {host}) ({code(src.path)}).")
+
+
+def _repo_path(path: str) -> str:
+    """A config path as the repository names it (`benchmarks/table4.toml`), else as recorded."""
+    i = path.find("/benchmarks/")
+    return path[i + 1:] if path.startswith("/") and i >= 0 else path
+
+
+def _run_minutes(run) -> "float | None":
+    from datetime import datetime
+
+    try:
+        fmt = "%Y-%m-%dT%H:%M:%S%z"
+        return (datetime.strptime(run["finished"], fmt) - datetime.strptime(run["started"], fmt)).total_seconds() / 60
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def model_coverage(src: Source) -> str:

@@ -156,7 +156,7 @@ def collect(plan: Plan, outcomes: Dict[str, Outcome], run: Optional[Dict[str, An
     return {
         "schema": SCHEMA,
         "name": cfg.name,
-        "run": {**(run or {}), "host": platform.node(), "collected": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run": {**(run or {}), "host": platform.node(), "cpu": _cpu(), "collected": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "loadavg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None},
         "settings": {"iterations": cfg.settings.iterations, "warmup": cfg.settings.warmup,
                      "threads": cfg.settings.threads},
@@ -167,6 +167,16 @@ def collect(plan: Plan, outcomes: Dict[str, Outcome], run: Optional[Dict[str, An
         "accuracy": accuracy_tables(plan, outcomes),
         "steps": counts,
     }
+
+
+def _cpu() -> Optional[str]:
+    """This machine's CPU as the benchmarks describe it (lscpu model and flags), for the host column."""
+    try:
+        from ..measure.host import cpu_line, lscpu
+
+        return cpu_line(lscpu())
+    except Exception:  # the description is a courtesy; a table never fails for it
+        return None
 
 
 def load_results(path) -> Dict[str, Any]:

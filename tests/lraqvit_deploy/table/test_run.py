@@ -103,6 +103,9 @@ def test_missing_targets_and_cli(config_file, tmp_path):
     assert main(["table", "--config", str(config_file), "--out", str(out), "--quiet"]) == 0
     results = read_json(out / "table4.json")
     assert results["steps"] == {"ran": 2, "failed": 2}
+    from lraqvit_deploy.measure.host import lscpu
+
+    assert results["run"]["cpu"].startswith(lscpu()["model_name"])  # the host column's CPU, as benchmarks write it
     for row in results["rows"]:
         lat = row["latency"]
         assert lat["host"] == {"not_measured": "host disabled in the config"}
