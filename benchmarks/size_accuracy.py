@@ -21,24 +21,22 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import TestBed  # noqa: E402
+import torch
+from _result_file import add_out
+from accuracy import TestBed  # the scripts' shared test bed (benchmarks/ is first on sys.path)
 
-import torch  # noqa: E402
-
-from lraqvit_deploy import Recipe, build, compress  # noqa: E402
-from lraqvit_deploy.backends.executorch.runtime import predict_program  # noqa: E402
-from lraqvit_deploy.data import calibration_batch  # noqa: E402
-from lraqvit_deploy.evaluate import EvalResult  # noqa: E402
-from lraqvit_deploy.io import atomic_write, read_json, write_json  # noqa: E402
-from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig  # noqa: E402
-from lraqvit_deploy.quant import quant_config  # noqa: E402
-from lraqvit_deploy.recipe import AllocationConfig  # noqa: E402
-from lraqvit_deploy.stats import format_difference  # noqa: E402
+from lraqvit_deploy import Recipe, build, compress
+from lraqvit_deploy.backends.executorch.runtime import predict_program
+from lraqvit_deploy.data import calibration_batch
+from lraqvit_deploy.evaluate import EvalResult
+from lraqvit_deploy.io import atomic_write, read_json, write_json
+from lraqvit_deploy.lowrank import DistillConfig, LowRankConfig
+from lraqvit_deploy.quant import quant_config
+from lraqvit_deploy.recipe import AllocationConfig
+from lraqvit_deploy.stats import format_difference
 
 OUT = Path(__file__).parent / "results"
 
@@ -187,7 +185,7 @@ def main() -> None:
                                                  "order (default: all, in table order)")
     ap.add_argument("--calib-images", type=int, default=128)
     ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--out", type=Path, default=OUT / "size_accuracy", help="file stem of the .json/.md/.png")
+    add_out(ap, OUT / "size_accuracy")  # also STEM.png
     ap.add_argument("--work", type=Path, default=Path("/tmp/size_accuracy"))
     ap.add_argument("--arm", default=None, help="comma-separated row-name prefixes of stored rows: run their built "
                                                 "programs on the emulated Arm CPUs (no new rows)")
