@@ -351,9 +351,14 @@ def show_native_log(show: bool = True) -> None:
 
     ExecuTorch logs informational lines on every program load (`[cpuinfo_utils.cpp:71] Reading file
     ...`); they say nothing to a user, so they are dropped unless asked for. A failure's lines are
-    never dropped: they become the reason of its one-line error.
+    never dropped: they become the reason of its one-line error. Torch's own deprecation line about
+    ExecuTorch's enums (`_pytree.py:630] <enum 'KernelPreference'> is an Enum subclass ...`, printed
+    once per process while lowering) is dropped the same way.
     """
+    import logging
+
     _NATIVE_LOG["show"] = bool(show)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.NOTSET if show else logging.ERROR)
 
 
 def pass_on_native_log(lines: List[str]) -> None:
