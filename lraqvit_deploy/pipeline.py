@@ -74,8 +74,21 @@ class CompressionReport:
                 "out": None if self.out is None else str(self.out), "skipped_images": self.skipped_images,
                 "size_budget_mb": (info.get("config") or {}).get("size_budget_mb"),
                 "target": (info.get("config") or {}).get("target"), "planned_size_mb": info.get("planned_size_mb"),
+                **_latency_report(info),
                 "weight_forms": (info.get("rank_alloc") or {}).get("forms") if isinstance(info.get("rank_alloc"), dict)
                 else None, "ranks": info.get("ranks"), "stage_seconds": self.stage_seconds}
+
+
+def _latency_report(info: Dict[str, Any]) -> Dict[str, Any]:
+    """The report's entries of a latency-budget plan (none otherwise): the prediction and its cost table."""
+    lat = info.get("latency") or {}
+    if info.get("predicted_latency_ms") is None:
+        return {}
+    return {"latency_budget_ms": lat.get("latency_budget_ms"), "speedup": lat.get("speedup"),
+            "predicted_latency_ms": info["predicted_latency_ms"], "predicted_dense_fp32_ms": lat.get("dense_fp32_ms"),
+            "predicted_rest_ms": lat.get("rest_ms"), "cost_table": lat.get("cost_table"),
+            "cost_table_threads": lat.get("threads"), "cost_table_cpu": lat.get("cpu"),
+            "latency_note": lat.get("note")}
 
 
 def _describe(data: Any, default: str) -> str:
@@ -260,6 +273,11 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
         checkpoint = default_checkpoint(out)
     check_distill_device(recipe)
     check_checkpoint(checkpoint, resume, recipe)  # the file and the distillation config, before any data is read
+    latency = None
+    if recipe.allocation.has_latency_budget:  # the cost table, before any data is read (a missing one is one line)
+        from .rank_alloc.latency import latency_model
+
+        latency = latency_model(model, recipe.allocation.cost_table, recipe.allocation.latency_threads)
     skip = bool(skip_bad_images)
     skipped: set = set()
     eval_ds, eval_desc = (eval_dataset(model, eval_data, eval_limit, required=False, skip_bad_images=skip)
@@ -297,7 +315,7 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
         if recipe.compresses:
             with stage("low_rank"):  # allocation + SVD + distillation + merge
                 info = _low_rank(model, recipe, svd, alloc_images, train_ds, checkpoint, resume, progress,
-                                 train_data)
+                                 train_data, latency)
         if world > 1:
             import torch.distributed as dist
 
@@ -395,7 +413,7 @@ def _metrics(model: nn.Module, res, fp32, base: Dict[str, Any], recipe: Recipe, 
 
 
 def _low_rank(model: nn.Module, recipe: Recipe, svd: str, images, train_ds, checkpoint, resume: bool,
-              progress: bool, train_data: Any) -> Dict[str, Any]:
+              progress: bool, train_data: Any, latency=None) -> Dict[str, Any]:
     """Allocation -> low rank -> distillation -> merge, in place; returns the manifest's `compression` entry."""
     from .lowrank import compress_, distill_, is_main_process, merge_
     from .evaluate import count_params
@@ -403,7 +421,8 @@ def _low_rank(model: nn.Module, recipe: Recipe, svd: str, images, train_ds, chec
     low_rank, alloc = recipe.low_rank, recipe.allocation
     dense_params = count_params(model)
     if alloc.method == "mlorq":
-        return _mlorq(model, recipe, images, dense_params, progress, train_ds, checkpoint, resume, train_data)
+        return _mlorq(model, recipe, images, dense_params, progress, train_ds, checkpoint, resume, train_data,
+                      latency)
     teacher = copy.deepcopy(model).eval() if recipe.distill is not None else None
     allocation = None
     if alloc.method == "energy":
@@ -439,7 +458,7 @@ def _low_rank(model: nn.Module, recipe: Recipe, svd: str, images, train_ds, chec
 
 
 def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress: bool, train_ds=None,
-           checkpoint=None, resume: bool = False, train_data: Any = None) -> Dict[str, Any]:
+           checkpoint=None, resume: bool = False, train_data: Any = None, latency=None) -> Dict[str, Any]:
     """MLoRQ: per-layer (rank, weight form) by an ILP under the budget; with a distillation config, the
     planned ranks are built in float, distilled block by block, then quantized as planned."""
     from .rank_alloc import allocate, apply_plan_, check_target
@@ -452,7 +471,8 @@ def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress
     with stage("allocation"):
         allocation = allocate(model, "mlorq", None, alloc.memory_budget_mb, images, alloc.activation_aware,
                               progress=progress, dense_bits=dense, factor_bits=factor,
-                              size_budget_mb=alloc.size_budget_mb, target=target)
+                              size_budget_mb=alloc.size_budget_mb, target=target,
+                              latency_budget_ms=alloc.latency_budget_ms, speedup=alloc.speedup, latency=latency)
     check_target(allocation.plan, target or alloc.mlorq_target)
     distill_info = None
     if recipe.distill is None:
@@ -476,10 +496,19 @@ def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress
         record_tensor_act_scales_(model, images)
     info = {"method": "lra" if recipe.low_rank is None else recipe.low_rank.method,  # MLoRQ: plain factors
             "config": {"param_reduction": None, "rank_alloc": "mlorq", "memory_budget_mb": alloc.memory_budget_mb,
-                       "size_budget_mb": alloc.size_budget_mb, "target": target},
+                       "size_budget_mb": alloc.size_budget_mb, "target": target,
+                       **({"latency_budget_ms": alloc.latency_budget_ms, "speedup": alloc.speedup,
+                           "cost_table": alloc.cost_table} if alloc.has_latency_budget else {})},
             "ranks": {n: r for n, r in allocation.ranks.items() if r is not None},
             "params_dense": dense_params, "distill": distill_info, "rank_alloc": allocation.to_dict()}
     if "planned_size_mb" in allocation.summary:
         info["planned_size_mb"] = allocation.summary["planned_size_mb"]
+    if "predicted_latency_ms" in allocation.summary:  # a latency-budget plan: the prediction and its table
+        s = allocation.summary
+        info["predicted_latency_ms"] = s["predicted_latency_ms"]
+        info["latency"] = {k: s.get(k) for k in ("latency_budget_ms", "speedup", "dense_fp32_ms", "fastest_ms",
+                                                 "predicted_latency_ms", "linears_ms", "rest_ms", "rest_known",
+                                                 "cost_table", "table_target", "threads", "cpu", "model", "stat",
+                                                 "note")}
     record(model, compression=info)
     return info

@@ -54,6 +54,18 @@ class AllocationConfig(Options):
     mlorq_factor_bits: Tuple[int, ...] = option((3, 4, 6, 8), "mlorq: bit-widths of low-rank factors it may pick")
     mlorq_target: str = option("sim", "mlorq: refuse an allocation this target cannot run (sim: any bits)",
                                choices=MLORQ_TARGETS)
+    latency_budget_ms: Optional[float] = option(
+        None, "the predicted latency of the built `target` program in ms (one image, batch 1), priced by a cost table "
+              "of `deploy profile` (cost_table): MLoRQ picks every layer's rank and weight form to fit it, alone or "
+              "with size_budget_mb; implies `method` mlorq", min=0, min_exclusive=True, max=1e9, metavar="MS")
+    speedup: Optional[float] = option(
+        None, "a latency budget as a speedup F over the dense FP32 model predicted on the same cost table (budget = "
+              "its latency / F), instead of latency_budget_ms", min=0, min_exclusive=True, max=1e6, metavar="F")
+    cost_table: Optional[str] = option(
+        None, "the cost table (a `deploy profile --out` JSON) that prices a latency budget; default: the table cached "
+              "by `deploy profile` for this host at latency_threads threads", metavar="TABLE.json")
+    latency_threads: int = option(1, "the thread count whose cached cost table prices a latency budget (a given "
+                                     "cost_table has its own)", min=1, max=4096, metavar="N")
 
     def validate(self) -> None:
         for name in ("mlorq_bits", "mlorq_factor_bits"):
@@ -78,10 +90,38 @@ class AllocationConfig(Options):
                 raise self.error("size_budget_mb", "give either size_budget_mb (the built program, for its target) or "
                                                    "memory_budget_mb (simulated weight memory), not both.",
                                  "memory_budget_mb")
-        if self.method == "mlorq" and self.memory_budget_mb is None and self.size_budget_mb is None:
+        if self.latency_budget_ms is not None and self.speedup is not None:
+            raise self.error("latency_budget_ms", "give either latency_budget_ms (ms) or speedup (over the dense FP32 "
+                                                  "model on the cost table), not both.", "speedup")
+        knob = "latency_budget_ms" if self.latency_budget_ms is not None else "speedup"
+        if self.has_latency_budget:
+            if self.method == "energy":
+                raise self.error(knob, f"{knob} is planned by MLoRQ (rank and weight form per layer); method = "
+                                       "'energy' takes a parameter reduction instead. Drop one of them.", "method")
+            object.__setattr__(self, "method", "mlorq")
+            if self.target is None:
+                raise self.error(knob, f"{knob} is the latency of a built program: give target = android.", "target")
+            if self.target != "android":
+                raise self.error(knob, f"{knob}: the cost tables time XNNPACK programs (this host's ExecuTorch "
+                                       f"runtime, or a phone's); target = {self.target!r} has none yet: give target "
+                                       "= android.", "target")
+            if self.memory_budget_mb is not None:
+                raise self.error(knob, f"{knob} plans a built program; memory_budget_mb is a simulation at any bits: "
+                                       "drop memory_budget_mb (size_budget_mb may join a latency budget).",
+                                 "memory_budget_mb")
+        elif self.cost_table is not None:
+            raise self.error("cost_table", "cost_table prices a latency budget: add latency_budget_ms or speedup.",
+                             "latency_budget_ms", "speedup")
+        if self.method == "mlorq" and self.memory_budget_mb is None and self.size_budget_mb is None \
+                and not self.has_latency_budget:
             raise self.error("method", "method = 'mlorq' needs a budget: size_budget_mb and target (size_budget_mb "
                                        "= MB, target = android), or memory_budget_mb for a simulation at any bits.",
                              "size_budget_mb", "target", "memory_budget_mb")
+
+    @property
+    def has_latency_budget(self) -> bool:
+        """Whether the plan is under a latency budget (latency_budget_ms or speedup)."""
+        return self.latency_budget_ms is not None or self.speedup is not None
 
     def target_bits(self) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
         """(dense bits, factor bits) restricted to what the target (or `mlorq_target`) runs."""

@@ -195,6 +195,12 @@ class AndroidBackend(Backend):
         if compression.get("planned_size_mb") is not None:  # a --size-budget-mb plan: planned beside built
             manifest["size_budget_mb"] = (compression.get("config") or {}).get("size_budget_mb")
             manifest["planned_size_mb"] = compression["planned_size_mb"]
+        if compression.get("predicted_latency_ms") is not None:  # a latency-budget plan: `deploy bench` shows both
+            lat = compression.get("latency") or {}
+            manifest["latency_budget_ms"] = lat.get("latency_budget_ms")
+            manifest["predicted_latency_ms"] = compression["predicted_latency_ms"]
+            manifest["latency_prediction"] = {k: lat.get(k) for k in ("cost_table", "threads", "cpu", "table_target",
+                                                                      "rest_known", "stat")}
         with atomic_dir(out) as tmp:
             pte = tmp / filename
             pte.write_bytes(lowered.buffer)

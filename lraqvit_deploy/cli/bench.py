@@ -50,4 +50,21 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.json, "--json")
     result = bench(args.program, options)
     emit(result.to_dict(), args.json, title=f"bench --target {args.target}: {args.program}")
+    line = predicted_line(result)
+    if line:
+        print(line)
     return 0
+
+
+def predicted_line(result) -> str:
+    """`predicted X ms (cost table, N threads) · measured median Y ms (Y/X)` when the program's manifest
+    carries a latency-budget plan's prediction (`extra.predicted_latency_ms`), else ''."""
+    p = (result.extra or {}).get("predicted")
+    if not p or p.get("predicted_latency_ms") is None:
+        return ""
+    pred, meas = float(p["predicted_latency_ms"]), float(result.median_ms)
+    threads = p.get("threads")
+    same = "" if threads in (None, result.threads) else f"; the table was timed at {threads} thread(s)"
+    rest = "" if p.get("rest_known", True) else "; encoder Linears only"
+    return (f"  predicted    {pred:.4g} ms ({p.get('cost_table')}{same}{rest}) beside measured median "
+            f"{meas:.4g} ms: measured / predicted {meas / pred:.3f}")

@@ -40,6 +40,10 @@ each layer's rank and weight form (android: int8 or int4, per channel or blockwi
 with MLoRQ so that the built program fits the budget (the report shows the planned size; `deploy
 build` the built one). Add --method lra to distil the planned low-rank layers before they are
 quantized. A budget below the smallest program is refused in one line that names that size.
+A latency budget (--latency-budget-ms MS, or --speedup F over the dense FP32 model) with --target
+android plans the same way, each candidate priced by a cost table of `deploy profile` (--cost-table
+TABLE.json; default: the table cached for this host at --latency-threads threads), alone or with
+--size-budget-mb; the report shows the predicted latency (docs/latency_budget.md).
 
 A timm model needs its images: --train-data for distillation, --calib-data for --quant, --data to
 be scored (without --data it is measured — params, GFLOPs, size — but not scored).
@@ -54,6 +58,8 @@ examples:
   deploy compress --size-budget-mb 10.8 --target android --out out/android-10.8mb
   deploy compress --size-budget-mb 16 --target android --method lra --out out/mlorq-16-kd   # + distillation
   deploy compress --size-budget-mb 22 --target jetson --out out/jetson-22mb                 # int8 forms only
+  deploy compress --speedup 2.0 --target android --out out/android-2x        # after `deploy profile`
+  deploy compress --latency-budget-ms 40 --size-budget-mb 12 --target android --cost-table t.json --out out/a40
   deploy compress --method lra --rank-alloc mlorq --memory-budget-mb 12 --out out/mlorq-12  # simulation, any bits
   deploy compress --model deit_small_patch16_224 --weights deit_s.safetensors --method rb-lra \\
       --param-reduction 0.45 --train-data /data/imagenet/train --data /data/imagenet/val --out out/deit-s
@@ -149,10 +155,11 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     if args.seed is not None:
         LowRankConfig.check("seed", args.seed)  # checked even where no config takes it
     seed = {} if args.seed is None else {"seed": args.seed}
-    budget = args.size_budget_mb
-    target = getattr(args, "target", None) if budget is not None else None
-    if budget is None and getattr(args, "target", None) is not None and getattr(args, "plan_target_only", False):
-        raise DeployError("--target names the target of a --size-budget-mb plan; add --size-budget-mb MB.")
+    planned = any(getattr(args, k, None) is not None for k in ("size_budget_mb", "latency_budget_ms", "speedup"))
+    target = getattr(args, "target", None) if planned else None
+    if not planned and getattr(args, "target", None) is not None and getattr(args, "plan_target_only", False):
+        raise DeployError("--target names the target of a --size-budget-mb plan; add --size-budget-mb MB "
+                          "(or a latency budget: --latency-budget-ms MS or --speedup F).")
     alloc = AllocationConfig(**given_options(AllocationConfig, args, skip=("target",)),
                              **({} if target is None else {"target": target}))
     low_rank = distill = None
@@ -205,6 +212,11 @@ def check_recipe_inputs(args: argparse.Namespace, recipe, out) -> None:
     check_count(args.limit, "--limit")
     check_count(args.train_limit, "--train-limit")
     check_inputs(args, DATA_FLAGS)
+    if recipe.allocation.cost_table is not None:  # the latency budget's table: read and checked before the model
+        from ..rank_alloc.latency import check_cost_table
+
+        check_cost_table(recipe.allocation.cost_table, getattr(args, "model", None) or "testbed",
+                         recipe.allocation.latency_threads, getattr(args, "img_size", None))
     if recipe.distill is not None:
         check_distill_device(recipe)
         check_checkpoint(args.checkpoint or default_checkpoint(out), args.resume, recipe)
@@ -231,7 +243,9 @@ def run(args: argparse.Namespace) -> int:
     if report.skipped_images and not args.quiet:
         print(f"note: {report.skipped_images} unreadable image(s) left out (--skip-bad-images).")
     method = (report.compression or {}).get("method", "none")
-    what = (f"--size-budget-mb {args.size_budget_mb:g} --target {args.target}" if args.size_budget_mb is not None
-            else f"--method {method} --quant {args.quant}")
+    budgets = [f"{flag} {v:g}" for flag, v in (("--size-budget-mb", args.size_budget_mb),
+                                               ("--latency-budget-ms", args.latency_budget_ms),
+                                               ("--speedup", args.speedup)) if v is not None]
+    what = (" ".join(budgets) + f" --target {args.target}" if budgets else f"--method {method} --quant {args.quant}")
     emit(report.to_dict(), args.json, title=f"compress {what}: {args.out}")
     return 0

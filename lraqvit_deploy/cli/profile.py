@@ -84,6 +84,10 @@ def summary(table, out) -> str:
                        for f, c in entry.items())
         lines.append(f"  {s.key}: dense {dense}; pair slower than dense from rank: {be} "
                      f"(parameter break-even {s.break_even_rank:.0f})")
+    if table.whole:  # the whole dense model, and what runs outside the Linears (the latency planner adds it)
+        whole = ", ".join(f"{f} {c['median_ms']:.3f} ms" for f, c in table.whole.items())
+        rest = ", ".join(f"{f} {table.rest_ms(f):.3f} ms" for f in table.whole if table.rest_ms(f) is not None)
+        lines.append(f"  whole model: {whole}; outside the encoder Linears: {rest or 'unknown'}")
     note = busy_note(table)
     if note:
         lines.append(note)

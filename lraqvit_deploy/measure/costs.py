@@ -23,6 +23,12 @@ directly does not load in the runtime (ExecuTorch 1.5: "Failed parsing tensor at
 and in a real model a LayerNorm, GELU or the attention product always feeds it. The add runs in the
 same XNNPACK delegate, in every cell alike (dense and pairs, every form).
 
+`profile_costs` also times the whole dense model, FP32 and w8 (every encoder Linear int8 per channel),
+with the same runtime (`CostTable.whole`, JSON `whole_ms`); `CostTable.rest_ms(form)` is that time
+less the sum of the model's dense cells: what the Linears' cells do not price (attention products,
+LayerNorm, GELU, the head, the glue), which the latency-budget planner adds to its predictions
+(`rank_alloc.latency`). Older tables have no `whole_ms`: `rest_ms` is then None.
+
 `CostTable.cost_ms(in_f, out_f, tokens, form, rank)` reads a cell (linear interpolation over the rank
 grid) and `CostTable.break_even_rank_measured(shape, form)` gives the smallest measured rank at
 which the pair is slower than the dense Linear. Tables are cached per host, runtime and thread
@@ -52,6 +58,7 @@ ALIGNED_FRACTIONS = (1 / 2,)  # ... and the multiple of ALIGN nearest to these (
 ALIGN = 32
 RUNTIME = "executorch.runtime (pybindings, XNNPACK)"
 STATS = ("median_ms", "best_ms")  # a cell's median over rounds of per-round medians; its fastest single call
+WHOLE_FORMS = ("fp32", "w8")  # the whole dense model is timed in these forms (`CostTable.whole`, `rest_ms`)
 
 
 # ---- shapes -------------------------------------------------------------------------------------------
@@ -235,6 +242,7 @@ class CostTable:
     shapes: Dict[str, Dict[str, Any]]  # shape key -> {"in", "out", "tokens", "layers", "forms": {form: cell}}
     protocol: Dict[str, Any] = field(default_factory=dict)
     meta: Dict[str, Any] = field(default_factory=dict)  # model, created, profile_s, clocks, runtime
+    whole: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # form -> the whole dense model's timing
 
     # ---- reading ----
     def _form(self, shape: ShapeLike, form: str) -> Dict[str, Any]:
@@ -285,6 +293,24 @@ class CostTable:
                 return int(r)
         return None
 
+    def rest_ms(self, form: str = "fp32", stat: str = "median_ms") -> Optional[float]:
+        """The whole dense model's time in `form` less the sum of its dense cells (each shape's cell times
+        the number of layers of that shape): what runs outside the encoder Linears. None when the table
+        has no whole-model timing in `form` (tables of earlier profiles) or does not list each shape's
+        layers. It can be negative where the cells, timed alone, read slower than inside the model."""
+        if stat not in STATS:
+            raise DeployError(f"stat {stat!r}: choose one of {', '.join(STATS)}.")
+        whole = (self.whole.get(form) or {}).get(stat)
+        if whole is None:
+            return None
+        cells = 0.0
+        for entry in self.shapes.values():
+            n, cell = len(entry.get("layers") or ()), entry.get("forms", {}).get(form)
+            if not n or cell is None:
+                return None
+            cells += n * float(cell["dense"][stat])
+        return float(whole) - cells
+
     def shape_list(self) -> List[LinearShape]:
         return [LinearShape.parse(k) for k in self.shapes]
 
@@ -304,7 +330,8 @@ class CostTable:
         return {"format": TABLE_FORMAT, "target": self.target, "cpu_line": cpu_line(self.cpu), "cpu": self.cpu,
                 "versions": self.versions, "threads": self.threads, "runtime": self.meta.get("runtime", RUNTIME),
                 "host_key": host_key(self.target, self.threads, self.cpu, self.versions),
-                "protocol": self.protocol, "meta": self.meta, "shapes": self.shapes}
+                "protocol": self.protocol, "meta": self.meta, "shapes": self.shapes,
+                **({"whole_ms": self.whole} if self.whole else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "the cost table") -> "CostTable":
@@ -314,7 +341,7 @@ class CostTable:
         try:
             return cls(target=str(d["target"]), threads=int(d["threads"]), cpu=dict(d["cpu"]),
                        versions=dict(d["versions"]), shapes=dict(d["shapes"]), protocol=dict(d.get("protocol", {})),
-                       meta=dict(d.get("meta", {})))
+                       meta=dict(d.get("meta", {})), whole=dict(d.get("whole_ms") or {}))
         except (KeyError, TypeError, ValueError) as e:
             raise DeployError(f"{source}: a cost table missing {e} ({type(e).__name__}).") from None
 
@@ -451,15 +478,20 @@ class HostTimer:
         with native_stderr(logged):
             self.threads = set_threads(threads)
         pass_on_native_log(logged)
-        self.cpu, self.versions, self.methods, self.best = lscpu(), versions(), {}, {}
+        self.cpu, self.versions, self.methods, self.best, self.inputs = lscpu(), versions(), {}, {}, {}
 
-    def load(self, name: str, path: Path, shape: LinearShape, warmup: int) -> None:
+    def load(self, name: str, path: Path, shape: Optional[LinearShape], warmup: int) -> None:
+        """Load a program and warm it up; `shape` None: a whole model, its input read from the program."""
         import torch
 
         from ..backends.executorch.runtime import load_forward
 
         self.methods[name], _ = load_forward(path)
-        self.x = torch.randn(1, shape.tokens, shape.in_f)
+        if shape is None:
+            self.x = torch.randn(*self.methods[name].metadata.input_tensor_meta(0).sizes())
+        else:
+            self.x = torch.randn(1, shape.tokens, shape.in_f)
+        self.inputs[name] = self.x
         for _ in range(warmup):
             self.methods[name].execute([self.x])
 
@@ -467,16 +499,16 @@ class HostTimer:
         """The median ms of `iterations` calls of cell `name`."""
         import statistics
 
-        m, times = self.methods[name], []
+        m, x, times = self.methods[name], self.inputs.get(name, getattr(self, "x", None)), []
         for _ in range(iterations):
             t0 = time.perf_counter()
-            m.execute([self.x])
+            m.execute([x])
             times.append((time.perf_counter() - t0) * 1e3)
         self.best[name] = min(self.best.get(name, math.inf), min(times))
         return statistics.median(times)
 
     def clear(self) -> None:
-        self.methods, self.best = {}, {}
+        self.methods, self.best, self.inputs = {}, {}, {}
 
 
 class AndroidTimer:
@@ -613,13 +645,71 @@ def _shape_entry(s: LinearShape, cells, summary: Mapping[str, Mapping[str, Any]]
             "layers": list(layers), "forms": forms}
 
 
+def whole_module(model, form: str) -> nn.Module:
+    """A copy of the dense `model` in `form`: fp32 as it is, or every encoder Linear (Swin's reductions
+    too) quantized to `form` with dynamic per-token int8 activations, as an Android plan builds them."""
+    import copy
+
+    from ..rank_alloc.plan import LayerChoice, apply_plan_
+    from ..vit_layout import encoder_linears
+
+    m = copy.deepcopy(model).eval()
+    wf = _weight_form(form)
+    if wf is None:
+        return m
+    plan = {n: LayerChoice(w_bits=wf.bits, group=wf.group) for n in encoder_linears(m, include_downsample=True)}
+    return apply_plan_(m, plan, target="android")
+
+
+def profile_whole(model, timer, forms: Sequence[str] = WHOLE_FORMS, rounds: int = 3, iterations: int = 10,
+                  warmup: int = 3, progress: bool = True) -> Dict[str, Dict[str, Any]]:
+    """`{form: {median_ms, min_ms, max_ms, best_ms}}` of the whole dense model in each of `forms`, each
+    lowered as the Android build lowers it and timed by `timer` in interleaved rounds (as the cells)."""
+    from tqdm import tqdm
+
+    from ..backends.executorch.export import lower_to_xnnpack
+    from .rounds import interleaved, summarize_rounds
+
+    forms = [f for f in forms if f in WHOLE_FORMS]
+    if not forms:
+        return {}
+    bar = tqdm(total=len(forms) * (1 + rounds), desc="profile whole model", unit="step", disable=not progress,
+               leave=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lraqvit-whole-") as tmp:
+            names = []
+            for form in forms:
+                name = f"whole/{form}"
+                lowered = lower_to_xnnpack(whole_module(model, form), "fp32" if form == "fp32" else "q8")
+                path = Path(tmp) / f"whole-{form}.pte"
+                path.write_bytes(lowered.buffer)
+                timer.load(name, path, None, warmup)
+                names.append(name)
+                bar.update(1)
+
+            def time_one(name: str) -> float:
+                ms = timer.time(name, iterations)
+                bar.update(1)
+                return ms
+            runs = interleaved(names, time_one, rounds)
+            summary = summarize_rounds(runs["rounds"], baseline=names[0])
+            out = {name.split("/", 1)[1]: {"median_ms": summary[name]["median_ms"], "min_ms": summary[name]["min_ms"],
+                                           "max_ms": summary[name]["max_ms"], "best_ms": timer.best.get(name)}
+                   for name in names}
+            timer.clear()
+    finally:
+        bar.close()
+    return out
+
+
 def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3, iterations: int = 10,
                   warmup: int = 3, forms: Sequence[str] = FORMS, fractions: Sequence[float] = RANK_FRACTIONS,
                   out=None, cache: bool = True, progress: bool = True, model_name: Optional[str] = None,
                   serial: Optional[str] = None, adb: Optional[str] = None, runner: Optional[str] = None,
-                  timer=None) -> CostTable:
+                  timer=None, whole: bool = True) -> CostTable:
     """The cost table of every encoder-Linear shape of `model` on `target` (`profile_shapes`), written
-    to `out` (JSON, atomically) if given and to the cache (`cached_table` finds it).
+    to `out` (JSON, atomically) if given and to the cache (`cached_table` finds it). `whole`: also time
+    the whole dense model in fp32 and w8 (those of `forms`; `CostTable.whole`, `rest_ms`).
 
     Example:
         >>> from lraqvit_deploy import create_model
@@ -639,6 +729,15 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
     table = profile_shapes(shapes, target, threads, rounds, iterations, warmup, forms, fractions, layers=shapes,
                            progress=progress, meta={"model": name, "input_size": list(input_size(model))},
                            timer=timer)
+    if whole:
+        t0 = time.perf_counter()
+        table.whole = profile_whole(model, timer, [f for f in WHOLE_FORMS if f in tuple(forms)], rounds, iterations,
+                                    warmup, progress)
+        if table.whole:
+            table.protocol["whole"] = ("the whole dense model in " + ", ".join(table.whole) + " (w8: every encoder "
+                                       "Linear int8 per channel), lowered as the Android build does, timed as the "
+                                       "cells; rest_ms = whole - the sum of the model's dense cells")
+            table.meta["profile_s"] = round(table.meta.get("profile_s", 0) + time.perf_counter() - t0, 1)
     if out is not None:
         table.save(out)
     if cache:
@@ -647,5 +746,6 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
 
 
 __all__ = ["TABLE_FORMAT", "TARGETS", "FORMS", "RANK_FRACTIONS", "LinearShape", "CostTable", "model_shapes",
-           "rank_grid", "form_fits", "cell_module", "build_cell", "profile_shapes", "profile_costs", "cached_table",
+           "rank_grid", "form_fits", "cell_module", "build_cell", "profile_shapes", "profile_costs", "profile_whole",
+           "whole_module", "WHOLE_FORMS", "cached_table",
            "cache_path", "host_key", "check_profile_args", "make_timer", "HostTimer", "AndroidTimer"]

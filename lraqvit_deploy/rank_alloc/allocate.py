@@ -41,12 +41,17 @@ def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = N
              memory_budget_mb: Optional[float] = None, images: Optional[torch.Tensor] = None,
              activation_aware: bool = True, compensation_fraction: float = 0.0, progress: bool = True,
              stats: Optional[Mapping[str, LayerStats]] = None, size_budget_mb: Optional[float] = None,
-             target: Optional[str] = None, **mlorq_kw) -> Allocation:
+             target: Optional[str] = None, latency_budget_ms: Optional[float] = None,
+             speedup: Optional[float] = None, latency=None, **mlorq_kw) -> Allocation:
     """Allocate ranks (uniform / energy, to `param_reduction` of the whole model's parameters) or ranks and
     bits (mlorq: to `size_budget_mb` of the built `target` program, "android" or "jetson"; or, in
     simulation, to `memory_budget_mb` of weights at any bits). `images` (N, 3, H, W) calibrate the activation
     statistics when a method needs them; `compensation_fraction` > 0 reserves that share of each
     low-rank layer's dense size for error-compensation branches inside the same budget.
+
+    mlorq under a latency budget (`latency_budget_ms`, or `speedup` over the dense FP32 model; target
+    "android"): each candidate is priced by `latency`, a `rank_alloc.latency.LatencyModel` (default: the
+    cost table cached for this host at 1 thread), alone or with `size_budget_mb` (`latency.latency_plan`).
     """
     if method not in METHODS:
         raise DeployError(f"--rank-alloc must be one of {METHODS}, got {method!r}.")
@@ -54,11 +59,26 @@ def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = N
     if not linears:
         raise DeployError(f"{type(model).__name__} has no Linear inside encoder blocks; is it a timm ViT/DeiT/Swin?")
     shapes = linear_shapes(linears)
+    under_latency = method == "mlorq" and (latency_budget_ms is not None or speedup is not None)
+    if under_latency:  # the cost table before the statistics: a missing one is one line
+        if target != "android":
+            raise DeployError(f"a latency budget plans an XNNPACK program: give --target android (got {target!r}).")
+        if latency is None:
+            from .latency import latency_model
+
+            latency = latency_model(model)
     needs_stats = method == "mlorq" or (method == "energy" and activation_aware) or compensation_fraction > 0
     if needs_stats and stats is None:
         if images is None:
             raise DeployError(f"--rank-alloc {method} needs calibration images (activation statistics).")
         stats = collect_stats(model, images, linears, progress=progress)
+    if under_latency:
+        from .latency import latency_plan
+
+        kw = {k: v for k, v in mlorq_kw.items() if k in ("dense_bits", "factor_bits", "rank_fractions")}
+        plan, summary = latency_plan(model, linears, stats, target, latency, latency_budget_ms, speedup,
+                                     size_budget_mb, progress=progress, **kw)
+        return Allocation(method, plan, {"target": target, **summary, "forms": _form_counts(plan)}, stats)
     if method == "mlorq" and size_budget_mb is not None:
         if target not in ("android", "jetson"):
             raise DeployError(f"--size-budget-mb plans the program of a target: give --target android or jetson "

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -43,6 +43,7 @@ class Candidate:
     choice: LayerChoice
     loss: float  # normalised activation-weighted error
     bits: int  # stored weight memory
+    ms: Optional[float] = None  # predicted latency from a cost table (`rank_alloc.latency`); None: not priced
 
 
 def _target_forms(target: Optional[str], in_f: int, dense_bits, factor_bits):
@@ -137,31 +138,61 @@ class InfeasibleBudget(DeployError):
         self.smallest_bits = smallest_bits
 
 
-def solve_ilp(candidates: Mapping[str, Sequence[Candidate]], budget_bits: float) -> Dict[str, Candidate]:
-    """One candidate per layer, min Σ loss s.t. Σ bits ≤ budget (scipy.optimize.milp, exact)."""
+@dataclass(frozen=True)
+class ResourceRow:
+    """One resource row of the ILP: Σ over layers of `cost(chosen candidate)` ≤ `budget` (e.g. latency ms)."""
+
+    name: str
+    cost: Callable[[Candidate], float]
+    budget: float
+    unit: str = ""
+
+
+def solve_ilp(candidates: Mapping[str, Sequence[Candidate]], budget_bits: Optional[float] = None,
+              rows: Sequence[ResourceRow] = (),
+              objective: Optional[Callable[[Candidate], float]] = None) -> Dict[str, Candidate]:
+    """One candidate per layer, min Σ loss s.t. Σ bits ≤ `budget_bits` and each of `rows` (Σ cost ≤ its
+    budget), by scipy.optimize.milp (exact). `budget_bits` None: no memory row. `objective`: what is
+    minimised instead of the loss (e.g. `lambda c: c.ms`, the fastest plan). A row even the cheapest
+    candidate of every layer exceeds is an `InfeasibleBudget`; so is a set of rows no plan meets at once.
+    """
     import numpy as np
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import lil_matrix
 
     names = list(candidates)
     flat = [(n, c) for n in names for c in candidates[n]]
-    cost = np.array([c.loss for _, c in flat], dtype=float)
-    mem = np.array([c.bits for _, c in flat], dtype=float)
-    smallest = sum(min(c.bits for c in candidates[n]) for n in names)
-    if smallest > budget_bits:
-        raise InfeasibleBudget(f"even the smallest candidate of every layer needs more than the "
-                               f"{budget_bits / 8e6:.3f} MB budget; raise --memory-budget-mb.", smallest)
+    cost = np.array([(c.loss if objective is None else objective(c)) for _, c in flat], dtype=float)
+    resource = list(rows)
+    if budget_bits is not None:
+        smallest = sum(min(c.bits for c in candidates[n]) for n in names)
+        if smallest > budget_bits:
+            raise InfeasibleBudget(f"even the smallest candidate of every layer needs more than the "
+                                   f"{budget_bits / 8e6:.3f} MB budget; raise --memory-budget-mb.", smallest)
+        resource.insert(0, ResourceRow("memory", lambda c: c.bits, budget_bits, "bits"))
+    for r in resource[1 if budget_bits is not None else 0:]:
+        smallest = sum(min(r.cost(c) for c in candidates[n]) for n in names)
+        if smallest > r.budget:
+            raise InfeasibleBudget(f"even the cheapest candidate of every layer needs {smallest:g} {r.unit} of "
+                                   f"{r.name}, above its budget of {r.budget:g} {r.unit}.".replace("  ", " "), smallest)
     onehot = lil_matrix((len(names), len(flat)))
     col = 0
     for row, n in enumerate(names):
         for _ in candidates[n]:
             onehot[row, col] = 1
             col += 1
-    res = milp(cost, integrality=np.ones(len(flat)), bounds=Bounds(0, 1),
-               constraints=[LinearConstraint(onehot.tocsr(), 1, 1), LinearConstraint(mem[None, :], -np.inf, budget_bits)],
+    constraints = [LinearConstraint(onehot.tocsr(), 1, 1)]
+    for r in resource:
+        vec = np.array([r.cost(c) for _, c in flat], dtype=float)
+        constraints.append(LinearConstraint(vec[None, :], -np.inf, r.budget))
+    res = milp(cost, integrality=np.ones(len(flat)), bounds=Bounds(0, 1), constraints=constraints,
                options={"time_limit": 120})
     if res.x is None:
-        raise DeployError(f"the memory ILP found no solution ({res.message}).")
+        if len(resource) > 1:
+            raise InfeasibleBudget(f"no allocation meets the {' and the '.join(r.name for r in resource)} budgets "
+                                   f"at once ({res.message}).", math.nan)
+        what = resource[0].name if resource else "allocation"
+        raise DeployError(f"the {what} ILP found no solution ({res.message}).")
     chosen = {}
     for (n, c), v in zip(flat, res.x):
         if v > 0.5:

@@ -63,6 +63,9 @@ CONTEXT = {
     "--rank-multiple": LOW_RANK,
     "--memory-budget-mb": ["--method", "lra", "--rank-alloc", "mlorq", "--alloc-calib-data", "fashion-mnist:train"],
     "--size-budget-mb": ["--target", "android", "--alloc-calib-data", "fashion-mnist:train"],
+    "--latency-budget-ms": ["--target", "android", "--alloc-calib-data", "fashion-mnist:train"],
+    "--speedup": ["--target", "android", "--alloc-calib-data", "fashion-mnist:train"],
+    "--cost-table": ["--speedup", "2", "--target", "android", "--alloc-calib-data", "fashion-mnist:train"],
     "--w-bits": [*QUANT[:1], "per-token", *QUANT[2:]],
     "--w-group-size": [*QUANT[:1], "per-token", *QUANT[2:], "--w-bits", "4"],
     "--alloc-calib-images": ["--method", "lra", "--param-reduction", "0.3", "--kd-steps", "0", "--rank-alloc", "energy",
@@ -77,7 +80,7 @@ CONTEXT = {
 NOT_PATHS = {"--model", "--mlorq-bits", "--mlorq-factor-bits", "--serial", "--cpus", "--arm-cpus", "--remote-dir"}
 PATH_METAVARS = {"ARTIFACT_DIR", "DATA", "PATH", "JSON", "MODEL_OR_DIR", "DIR_OR_PROGRAM"}
 PATH_DESTS = {"weights", "config", "out", "program", "checkpoint", "json", "ranks", "opt_AndroidBenchOptions__adb",
-              "opt_AndroidBenchOptions__runner"}
+              "opt_AndroidBenchOptions__runner", "cost_table"}
 OUTPUTS = {"--out"}  # observed, not fed bad content: see test_out_is_never_overwritten
 KINDS = ("missing", "folder", "empty", "random")
 # (flag, kind) pairs that are valid inputs (each says why).

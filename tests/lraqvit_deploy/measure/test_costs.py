@@ -218,6 +218,9 @@ def test_profile_command_writes_the_table_and_caches_it(tmp_path, capsys, cache_
     assert hit is not None and hit.to_dict() == written.to_dict()
     assert cached_table("host", 1, shapes) is None  # the w8/w4 forms were not timed
     assert "192x768@5" in stdout and str(out) in stdout
+    # the whole dense model in the profiled form, and the remainder outside the Linears (rank_alloc.latency)
+    assert set(written.whole) == {"fp32"} and written.whole["fp32"]["median_ms"] > 0
+    assert written.rest_ms("fp32") is not None and written.rest_ms("w8") is None and "whole model: fp32" in stdout
 
 
 def test_a_busy_host_is_noted():
