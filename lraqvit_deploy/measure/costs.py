@@ -573,7 +573,6 @@ def profile_shapes(shapes: Iterable[ShapeLike], target: str = "host", threads: i
     """
     from tqdm import tqdm
 
-    from .rounds import interleaved, summarize_rounds
 
     forms = tuple(forms)
     check_profile_args(target, threads, rounds, iterations, warmup, forms, fractions)
@@ -600,14 +599,8 @@ def profile_shapes(shapes: Iterable[ShapeLike], target: str = "host", threads: i
                     timer.load(name, path, s, warmup)
                     names.append(name)
                     bar.update(1)
-
-                def time_one(name: str) -> float:
-                    ms = timer.time(name, iterations)
-                    bar.update(1)
-                    return ms
                 bar.set_postfix_str(f"time {s.key}")
-                runs = interleaved(names, time_one, rounds)
-                summary = summarize_rounds(runs["rounds"], baseline=cell_name(forms[0], None))
+                summary = timed_rounds(timer, names, iterations, rounds, bar, baseline=cell_name(forms[0], None))
                 table_shapes[s.key] = _shape_entry(s, cells, summary, (layers or {}).get(s, []), timer.best)
                 timer.clear()
     finally:
@@ -624,6 +617,19 @@ def profile_shapes(shapes: Iterable[ShapeLike], target: str = "host", threads: i
                         "rounds interleaved, order rotated; median and min-max over rounds"}
     return CostTable(target=target, threads=timer.threads, cpu=timer.cpu, versions=timer.versions,
                      shapes=table_shapes, protocol=protocol, meta=meta)
+
+
+def timed_rounds(timer, names: Sequence[str], iterations: int, rounds: int, bar, baseline: str
+                 ) -> Dict[str, Dict[str, Any]]:
+    """The programs `timer` has loaded as `names`, timed in interleaved rounds (one bar step per timing):
+    `summarize_rounds` of them against `baseline`. Cells and whole models are timed alike."""
+    from .rounds import interleaved, summarize_rounds
+
+    def time_one(name: str) -> float:
+        ms = timer.time(name, iterations)
+        bar.update(1)
+        return ms
+    return summarize_rounds(interleaved(names, time_one, rounds)["rounds"], baseline=baseline)
 
 
 def _shape_entry(s: LinearShape, cells, summary: Mapping[str, Mapping[str, Any]], layers: List[str],
@@ -668,7 +674,6 @@ def profile_whole(model, timer, forms: Sequence[str] = WHOLE_FORMS, rounds: int 
     from tqdm import tqdm
 
     from ..backends.executorch.export import lower_to_xnnpack
-    from .rounds import interleaved, summarize_rounds
 
     forms = [f for f in forms if f in WHOLE_FORMS]
     if not forms:
@@ -686,13 +691,7 @@ def profile_whole(model, timer, forms: Sequence[str] = WHOLE_FORMS, rounds: int 
                 timer.load(name, path, None, warmup)
                 names.append(name)
                 bar.update(1)
-
-            def time_one(name: str) -> float:
-                ms = timer.time(name, iterations)
-                bar.update(1)
-                return ms
-            runs = interleaved(names, time_one, rounds)
-            summary = summarize_rounds(runs["rounds"], baseline=names[0])
+            summary = timed_rounds(timer, names, iterations, rounds, bar, baseline=names[0])
             out = {name.split("/", 1)[1]: {"median_ms": summary[name]["median_ms"], "min_ms": summary[name]["min_ms"],
                                            "max_ms": summary[name]["max_ms"], "best_ms": timer.best.get(name)}
                    for name in names}

@@ -99,6 +99,14 @@ def test_bad_values_name_the_field_in_python_and_the_flag_on_the_command_line(ma
     (["--quant", "naive", "--wads-iters", "3"], "'--wads-iters' does not apply to quantization method 'naive'"),
     (["--size-budget-mb", "5", "--memory-budget-mb", "3", "--target", "android"],
      "give either --size-budget-mb (the built program, for its target) or --memory-budget-mb"),
+    # a latency budget (issue 26)
+    (["--speedup", "2"], "--speedup is the latency of a built program: give --target android"),
+    (["--speedup", "0", "--target", "android"], "--speedup 0.0: must be > 0"),
+    (["--latency-budget-ms", "30", "--target", "jetson"], "--target 'jetson' has none yet"),
+    (["--cost-table", "t.json", "--method", "lra", "--param-reduction", "0.3"], "--cost-table prices a latency"),
+    (["--speedup", "2", "--target", "android", "--cost-table", "missing.json"],  # before any model is built
+     "--cost-table missing.json: no such file; write it with `deploy profile --target host --model testbed"),
+    (["--speedup", "2", "--target", "android", "--cost-table", "."], "--cost-table .: is a folder"),
 ])
 def test_compress_names_the_flag(argv, words, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

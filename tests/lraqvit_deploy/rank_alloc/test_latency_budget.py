@@ -7,7 +7,6 @@ a hand-made table of its shapes (compress -> build manifest -> bench).
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch.nn as nn
@@ -295,25 +294,7 @@ def test_given_and_cached_tables_are_found(tmp_path, monkeypatch):
 
 
 # ---- the command line ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv, words", [
-    (["--speedup", "2"], "--speedup is the latency of a built program: give --target android"),
-    (["--speedup", "0", "--target", "android"], "--speedup 0.0: must be > 0"),
-    (["--latency-budget-ms", "30", "--target", "jetson"], "--target 'jetson' has none yet"),
-    (["--cost-table", "t.json", "--method", "lra", "--param-reduction", "0.3"], "--cost-table prices a latency"),
-    (["--speedup", "2", "--target", "android", "--cost-table", "missing.json"],  # before any model is built
-     "--cost-table missing.json: no such file; write it with `deploy profile --target host --model testbed"),
-    (["--speedup", "2", "--target", "android", "--cost-table", "."], "--cost-table .: is a folder"),
-])
-def test_compress_flags_name_the_flag(argv, words, tmp_path, capsys, monkeypatch):
-    from lraqvit_deploy.cli.main import main
-
-    monkeypatch.chdir(tmp_path)
-    try:
-        rc = main(["compress", "--out", "o", "--quiet", *argv])
-    except SystemExit as e:
-        rc = e.code
-    err = capsys.readouterr().err
-    assert rc == 1 and words in err and len(err.strip().splitlines()) == 1, err
+# the flags' one-line errors: tests/lraqvit_deploy/cli/test_recipe_flags.py::test_compress_names_the_flag
 
 
 def test_latency_flags_reach_the_recipe_of_compress_and_build():
