@@ -86,7 +86,8 @@ def _latency_report(info: Dict[str, Any]) -> Dict[str, Any]:
         return {}
     return {"latency_budget_ms": lat.get("latency_budget_ms"), "speedup": lat.get("speedup"),
             "predicted_latency_ms": info["predicted_latency_ms"], "predicted_dense_fp32_ms": lat.get("dense_fp32_ms"),
-            "predicted_rest_ms": lat.get("rest_ms"), "cost_table": lat.get("cost_table"),
+            "predicted_rest_ms": lat.get("rest_ms"), "planned_loss": lat.get("planned_loss"),
+            "cost_table": lat.get("cost_table"),
             "cost_table_threads": lat.get("threads"), "cost_table_cpu": lat.get("cpu"),
             "latency_note": lat.get("note")}
 
@@ -507,6 +508,7 @@ def _mlorq(model: nn.Module, recipe: Recipe, images, dense_params: int, progress
         s = allocation.summary
         info["predicted_latency_ms"] = s["predicted_latency_ms"]
         info["latency"] = {k: s.get(k) for k in ("latency_budget_ms", "speedup", "dense_fp32_ms", "fastest_ms",
+                                                 "planned_loss",
                                                  "predicted_latency_ms", "linears_ms", "rest_ms", "rest_known",
                                                  "cost_table", "table_target", "threads", "cpu", "model", "stat",
                                                  "note")}

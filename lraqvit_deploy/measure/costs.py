@@ -213,16 +213,24 @@ def cell_module(shape: ShapeLike, form: str, rank: Optional[int] = None, seed: i
 
 
 def build_cell(shape: ShapeLike, form: str, rank: Optional[int], path: Path) -> Path:
-    """Lower one cell to an XNNPACK .pte at `path` with the Android build's lowering."""
+    """Lower one cell to an XNNPACK .pte at `path` (written atomically) with the Android build's lowering."""
     import torch
 
     from ..backends.executorch.export import lower_to_xnnpack
+    from ..io import atomic_write
 
     s = as_shape(shape)
     module = cell_module(s, form, rank)
     lowered = lower_to_xnnpack(module, "fp32" if form == "fp32" else "q8", example=torch.randn(1, s.tokens, s.in_f))
-    path.write_bytes(lowered.buffer)
+    with atomic_write(path, "wb") as f:
+        f.write(lowered.buffer)
     return path
+
+
+def _versions_key(versions: Mapping[str, Any]) -> str:
+    """A folder name for cells built by these torch / executorch versions."""
+    ident = {k: versions.get(k) for k in ("torch", "executorch")}
+    return "cells-" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cell_name(form: str, rank: Optional[int]) -> str:
@@ -563,13 +571,16 @@ def make_timer(target: str, threads: int, serial: Optional[str] = None, adb: Opt
 def profile_shapes(shapes: Iterable[ShapeLike], target: str = "host", threads: int = 1, rounds: int = 3,
                    iterations: int = 10, warmup: int = 3, forms: Sequence[str] = FORMS,
                    fractions: Sequence[float] = RANK_FRACTIONS, layers: Optional[Mapping[LinearShape, List[str]]] = None,
-                   progress: bool = True, meta: Optional[Mapping[str, Any]] = None, timer=None) -> CostTable:
+                   progress: bool = True, meta: Optional[Mapping[str, Any]] = None, timer=None,
+                   cell_dir: Optional[Path] = None) -> CostTable:
     """Time every cell of every shape (see the module docstring) and return the table.
 
     Per shape: build each cell's program (dense and pairs, every form that fits), load them all, warm
     each up (`warmup` calls), then `rounds` interleaved rounds; in each, a cell's time is the median of
     `iterations` calls. `threads`: the runtime's XNNPACK thread pool. `timer`: `make_timer(target, ...)`
-    (default: made here; android needs the phone's serial, adb and runner, see `make_timer`).
+    (default: made here; android needs the phone's serial, adb and runner, see `make_timer`). `cell_dir`:
+    keep each cell's program there and reuse one already built (a cell depends only on its shape, form,
+    rank and the installed versions: profiling again at another thread count skips the lowering).
     """
     from tqdm import tqdm
 
@@ -590,12 +601,16 @@ def profile_shapes(shapes: Iterable[ShapeLike], target: str = "host", threads: i
     bar = tqdm(total=n_cells * (1 + rounds), desc="profile", unit="step", disable=not progress, leave=False)
     try:
         with tempfile.TemporaryDirectory(prefix="lraqvit-costs-") as tmp:
+            folder = Path(tmp) if cell_dir is None else Path(cell_dir) / _versions_key(timer.versions)
+            folder.mkdir(parents=True, exist_ok=True)
             for s, cells in plan.items():
                 names = []
                 for form, rank in cells:
                     name = cell_name(form, rank)
                     bar.set_postfix_str(f"build {s.key} {name}")
-                    path = build_cell(s, form, rank, Path(tmp) / f"{s.key}-{name.replace('/', '-')}.pte")
+                    path = folder / f"{s.key}-{name.replace('/', '-')}.pte"
+                    if not path.is_file():
+                        path = build_cell(s, form, rank, path)
                     timer.load(name, path, s, warmup)
                     names.append(name)
                     bar.update(1)
@@ -667,13 +682,24 @@ def whole_module(model, form: str) -> nn.Module:
     return apply_plan_(m, plan, target="android")
 
 
+def _model_key(model) -> str:
+    """A content hash of `model`'s class and state (its whole-model programs are kept under it)."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().float().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def profile_whole(model, timer, forms: Sequence[str] = WHOLE_FORMS, rounds: int = 3, iterations: int = 10,
-                  warmup: int = 3, progress: bool = True) -> Dict[str, Dict[str, Any]]:
+                  warmup: int = 3, progress: bool = True, cell_dir: Optional[Path] = None) -> Dict[str, Dict[str, Any]]:
     """`{form: {median_ms, min_ms, max_ms, best_ms}}` of the whole dense model in each of `forms`, each
-    lowered as the Android build lowers it and timed by `timer` in interleaved rounds (as the cells)."""
+    lowered as the Android build lowers it and timed by `timer` in interleaved rounds (as the cells).
+    `cell_dir`: keep the programs there, under the model's content hash, and reuse them."""
     from tqdm import tqdm
 
     from ..backends.executorch.export import lower_to_xnnpack
+    from ..io import atomic_write
 
     forms = [f for f in forms if f in WHOLE_FORMS]
     if not forms:
@@ -682,12 +708,16 @@ def profile_whole(model, timer, forms: Sequence[str] = WHOLE_FORMS, rounds: int 
                leave=False)
     try:
         with tempfile.TemporaryDirectory(prefix="lraqvit-whole-") as tmp:
+            folder = Path(tmp) if cell_dir is None else Path(cell_dir) / _versions_key(timer.versions)
+            key = "" if cell_dir is None else "-" + _model_key(model)
             names = []
             for form in forms:
                 name = f"whole/{form}"
-                lowered = lower_to_xnnpack(whole_module(model, form), "fp32" if form == "fp32" else "q8")
-                path = Path(tmp) / f"whole-{form}.pte"
-                path.write_bytes(lowered.buffer)
+                path = folder / f"whole-{form}{key}.pte"
+                if not path.is_file():
+                    lowered = lower_to_xnnpack(whole_module(model, form), "fp32" if form == "fp32" else "q8")
+                    with atomic_write(path, "wb") as f:
+                        f.write(lowered.buffer)
                 timer.load(name, path, None, warmup)
                 names.append(name)
                 bar.update(1)
@@ -705,10 +735,11 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
                   warmup: int = 3, forms: Sequence[str] = FORMS, fractions: Sequence[float] = RANK_FRACTIONS,
                   out=None, cache: bool = True, progress: bool = True, model_name: Optional[str] = None,
                   serial: Optional[str] = None, adb: Optional[str] = None, runner: Optional[str] = None,
-                  timer=None, whole: bool = True) -> CostTable:
+                  timer=None, whole: bool = True, cell_dir: Optional[Path] = None) -> CostTable:
     """The cost table of every encoder-Linear shape of `model` on `target` (`profile_shapes`), written
     to `out` (JSON, atomically) if given and to the cache (`cached_table` finds it). `whole`: also time
-    the whole dense model in fp32 and w8 (those of `forms`; `CostTable.whole`, `rest_ms`).
+    the whole dense model in fp32 and w8 (those of `forms`; `CostTable.whole`, `rest_ms`). `cell_dir`:
+    reuse the cells' programs across profiles (`profile_shapes`).
 
     Example:
         >>> from lraqvit_deploy import create_model
@@ -727,11 +758,11 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
 
     table = profile_shapes(shapes, target, threads, rounds, iterations, warmup, forms, fractions, layers=shapes,
                            progress=progress, meta={"model": name, "input_size": list(input_size(model))},
-                           timer=timer)
+                           timer=timer, cell_dir=cell_dir)
     if whole:
         t0 = time.perf_counter()
         table.whole = profile_whole(model, timer, [f for f in WHOLE_FORMS if f in tuple(forms)], rounds, iterations,
-                                    warmup, progress)
+                                    warmup, progress, cell_dir)
         if table.whole:
             table.protocol["whole"] = ("the whole dense model in " + ", ".join(table.whole) + " (w8: every encoder "
                                        "Linear int8 per channel), lowered as the Android build does, timed as the "

@@ -76,6 +76,33 @@ def choice_ms(table: CostTable, choice: LayerChoice, shape: LinearShape, stat: s
     return table.cost_ms(shape.in_f, shape.out_f, shape.tokens, form, rank=choice.rank, stat=stat)
 
 
+def choice_of(module: nn.Module) -> LayerChoice:
+    """The `LayerChoice` a built layer is (so any compressed model can be priced, not only a plan the
+    planner made): `nn.Linear` fp32, `QuantLinear` its bits and group, `LowRankLinear` its rank and the
+    forms of `up` and `down`. Anything else (an unmerged RB-LRA branch, a pair of one float and one
+    integer factor) is a DeployError."""
+    from ..layers.low_rank_linear import LowRankLinear
+    from ..layers.quant_linear import QuantLinear
+
+    def form(m: nn.Module):
+        if isinstance(m, QuantLinear):
+            return int(m.w_bits), m.w_group_size
+        if isinstance(m, nn.Linear):
+            return None
+        raise DeployError(f"a {type(m).__name__} layer has no cost-table form (merge or build the model first).")
+
+    if isinstance(module, LowRankLinear):
+        fu, fd = form(module.up), form(module.down)
+        if fu is None and fd is None:
+            return LayerChoice(rank=int(module.rank))
+        if fu is None or fd is None:
+            raise DeployError("a rank pair with one float and one integer factor has no cost-table form.")
+        groups = None if fu[1] is None and fd[1] is None else (fu[1], fd[1])
+        return LayerChoice(rank=int(module.rank), factor_bits=(fu[0], fd[0]), factor_groups=groups)
+    f = form(module)
+    return LayerChoice() if f is None else LayerChoice(w_bits=f[0], group=f[1])
+
+
 # ---- the model's latency on one table ------------------------------------------------------------------------
 @dataclass
 class LatencyModel:
@@ -138,6 +165,14 @@ class LatencyModel:
         return {"predicted_latency_ms": round(total, 4), "linears_ms": round(sum(layers.values()) + other, 4),
                 "rest_ms": None if rest is None else round(rest, 4), "rest_known": rest is not None,
                 "layers_ms": {n: round(v, 4) for n, v in layers.items()}}
+
+    def plan_of(self, model: nn.Module) -> Dict[str, LayerChoice]:
+        """`{layer: choice_of(its module)}` of a (compressed, quantized) model of the same architecture."""
+        return {n: choice_of(model.get_submodule(n)) for n in self.shapes}
+
+    def predict_model(self, model: nn.Module) -> Dict[str, Any]:
+        """`predict` of whatever `model` is: uniform RB-LRA, an MLoRQ plan, a dense INT8 model..."""
+        return self.predict(self.plan_of(model))
 
     def table_forms(self) -> List[str]:
         return sorted({f for e in self.table.shapes.values() for f in e.get("forms", {})})
@@ -314,6 +349,7 @@ def latency_plan(model: nn.Module, linears: Mapping[str, nn.Linear], stats, targ
     plan = {n: c.choice for n, c in chosen.items()}
     predicted = model_lat.predict(plan)
     summary = {"latency_budget_ms": round(budget, 4), "speedup": speedup,
+               "planned_loss": round(sum(c.loss for c in chosen.values()), 8),
                "dense_fp32_ms": None if dense is None else round(dense, 4), "fastest_ms": round(fastest, 4),
                **predicted, **model_lat.provenance(),
                "planned_size_mb": round((fixed + sum(c.bits for c in chosen.values()) / 8) / 1e6, 6)}
@@ -347,5 +383,5 @@ def _check_latency(fastest: float, budget: float, latency_budget_ms: Optional[fl
                             f"{give}.", fastest)
 
 
-__all__ = ["STAT", "InfeasibleLatency", "LatencyModel", "table_form", "choice_ms", "check_cost_table", "resolve_table",
+__all__ = ["STAT", "InfeasibleLatency", "LatencyModel", "choice_of", "table_form", "choice_ms", "check_cost_table", "resolve_table",
            "latency_model", "budget_ms", "price", "pareto_multi", "latency_plan", "profile_hint"]

@@ -60,6 +60,71 @@ def _target_forms(target: Optional[str], in_f: int, dense_bits, factor_bits):
     return [f for f in layer_forms(target, in_f) if f.bits in dense_bits or not dense_bits], factor_forms
 
 
+class LayerLoss:
+    """The planner's error of one layer: E‖X(W − Ŵ)ᵀ‖² / E‖XWᵀ‖² from XᵀX alone, for any choice.
+
+    `dense(form)`: the dense weight in `form` (None: float, error 0); `pairs(r, fd, fus)`: rank-r factors
+    (activation-aware SVD, `down` in form `fd`, `up` refitted to it, then in each of `fus`); `of(choice)`:
+    either, for a `LayerChoice` (what `plan_loss` scores for plans the search did not make, e.g. uniform).
+    """
+
+    @torch.no_grad()
+    def __init__(self, linear: nn.Linear, stats: LayerStats):
+        self.w = linear.weight.detach().double()
+        self.c = stats.second_moment.double()
+        self.ref = max(float(((self.w @ self.c) * self.w).sum()), 1e-30)  # tr(W C Wᵀ)
+        self.c32 = self.c.float()
+        self._asvd: Optional[ActivationSVD] = None
+
+    @property
+    def asvd(self) -> ActivationSVD:
+        if self._asvd is None:
+            self._asvd = ActivationSVD(self.w.float(), self.c)
+        return self._asvd
+
+    @staticmethod
+    def q(x: torch.Tensor, form) -> torch.Tensor:
+        return x.float() if form is None else quantize_weight(x.float(), form.bits, form.group, grid=CLIP_GRID)[0]
+
+    @torch.no_grad()
+    def dense(self, form) -> float:
+        if form is None:
+            return 0.0
+        e = (self.w.float() - self.q(self.w, form))
+        return float(((e @ self.c32).double() * e.double()).sum()) / self.ref
+
+    @torch.no_grad()
+    def pairs(self, r: int, fd, fus: Sequence) -> List[float]:
+        up0, down0 = self.asvd.factors(r)
+        dq = self.q(down0, fd).double()
+        dc = (dq.float() @ self.c32).double()  # (r, in); float32 for the one large product
+        gram = dc @ dq.T  # D C Dᵀ
+        rhs = dc @ self.w.T  # D C Wᵀ, (r, out)
+        eye = torch.eye(r, dtype=gram.dtype)
+        up = torch.linalg.solve(gram + 1e-10 * gram.diagonal().mean().clamp_min(1e-30) * eye, rhs).T
+        out = []
+        for fu in fus:
+            uq = self.q(up, fu).double()
+            # tr(E C Eᵀ) with Ŵ = U D: tr(WCWᵀ) − 2 tr(U · DCWᵀ) + tr(U · DCDᵀ · Uᵀ)
+            err = self.ref - 2 * float((uq * rhs.T).sum()) + float(((uq @ gram) * uq).sum())
+            out.append(max(err, 0.0) / self.ref)
+        return out
+
+    def of(self, choice: LayerChoice) -> float:
+        out_f, in_f = self.w.shape
+        forms = choice.forms(in_f, out_f)
+        if choice.rank is None:
+            return self.dense(forms[0][0])
+        return self.pairs(int(choice.rank), forms[1][0], [forms[0][0]])[0]
+
+
+def plan_loss(linears: Mapping[str, nn.Linear], stats: Mapping[str, LayerStats],
+              plan: Mapping[str, LayerChoice]) -> Dict[str, float]:
+    """`{layer: the planner's error}` of any plan on these layers and statistics (the metric MLoRQ
+    minimises; summed over layers it is the plan's `planned_loss`): compare a uniform plan with a searched one."""
+    return {n: LayerLoss(linears[n], stats[n]).of(c) for n, c in plan.items()}
+
+
 @torch.no_grad()
 def layer_candidates(linear: nn.Linear, stats: LayerStats, dense_bits: Sequence[int] = DENSE_BITS,
                      factor_bits: Sequence[int] = FACTOR_BITS,
@@ -72,20 +137,8 @@ def layer_candidates(linear: nn.Linear, stats: LayerStats, dense_bits: Sequence[
     bytes they add to the built program; no float candidate (every layer runs quantized).
     """
     deploy = target not in (None, "sim")
-    w = linear.weight.detach().double()
-    out_f, in_f = w.shape
-    c = stats.second_moment.double()
-    wc = w @ c  # (out, in)
-    ref = max(float((wc * w).sum()), 1e-30)  # tr(W C Wᵀ)
-
-    c32 = c.float()
-
-    def loss_dense(wq: torch.Tensor) -> float:
-        e = (w.float() - wq.float())
-        return float(((e @ c32).double() * e.double()).sum()) / ref
-
-    def q(x: torch.Tensor, form) -> torch.Tensor:
-        return quantize_weight(x.float(), form.bits, form.group, grid=CLIP_GRID)[0]
+    out_f, in_f = linear.weight.shape
+    loss = LayerLoss(linear, stats)
 
     def cost(ch: LayerChoice) -> int:
         return int(round(8 * ch.program_bytes(in_f, out_f))) if deploy else ch.weight_bits(in_f, out_f)
@@ -96,28 +149,18 @@ def layer_candidates(linear: nn.Linear, stats: LayerStats, dense_bits: Sequence[
         cands.append(Candidate(LayerChoice(), 0.0, cost(LayerChoice())))
     for f in dense_forms:
         ch = LayerChoice(w_bits=f.bits, group=f.group)
-        cands.append(Candidate(ch, loss_dense(q(w, f)), cost(ch)))
-    asvd = ActivationSVD(w.float(), c)
+        cands.append(Candidate(ch, loss.dense(f), cost(ch)))
     r_star = break_even_rank(in_f, out_f)
     ranks = sorted({max(1, int(f * r_star)) for f in rank_fractions})
     if deploy:  # even ranks: a 4-bit `up` packs two weights per byte along r
         ranks = sorted({r + (r % 2) for r in ranks})
     for r in ranks:
-        up0, down0 = asvd.factors(r)
         for fd in factor_forms(in_f):
-            dq = q(down0, fd).double()
-            dc = (dq.float() @ c32).double()  # (r, in); float32 for the one large product
-            gram = dc @ dq.T  # D C Dᵀ
-            rhs = dc @ w.T  # D C Wᵀ, (r, out)
-            eye = torch.eye(r, dtype=gram.dtype)
-            up = torch.linalg.solve(gram + 1e-10 * gram.diagonal().mean().clamp_min(1e-30) * eye, rhs).T
-            for fu in factor_forms(r):
-                uq = q(up, fu).double()
-                # tr(E C Eᵀ) with Ŵ = U D: tr(WCWᵀ) − 2 tr(U · DCWᵀ) + tr(U · DCDᵀ · Uᵀ)
-                err = ref - 2 * float((uq * rhs.T).sum()) + float(((uq @ gram) * uq).sum())
+            fus = factor_forms(r)
+            for fu, err in zip(fus, loss.pairs(r, fd, fus)):
                 groups = None if fu.group is None and fd.group is None else (fu.group, fd.group)
                 ch = LayerChoice(rank=r, factor_bits=(fu.bits, fd.bits), factor_groups=groups)
-                cands.append(Candidate(ch, max(err, 0.0) / ref, cost(ch)))
+                cands.append(Candidate(ch, err, cost(ch)))
     return cands
 
 

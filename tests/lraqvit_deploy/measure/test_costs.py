@@ -127,6 +127,27 @@ def test_break_even_rank_measured_is_the_first_rank_slower_than_dense():
         t.break_even_rank_measured((384, 384, 197), "fp32")
 
 
+def test_cells_kept_in_cell_dir_are_built_once(tmp_path, cache_root, monkeypatch):
+    """A second profile (another thread count) with the same `cell_dir` times the kept programs, lowering none."""
+    import lraqvit_deploy.measure.costs as costs
+
+    first = profile_shapes([SHAPE], threads=1, rounds=1, iterations=2, warmup=1, forms=("fp32",), fractions=FRACTIONS,
+                           progress=False, cell_dir=tmp_path)
+    kept = sorted(p.name for p in tmp_path.rglob("*.pte"))
+    assert len(kept) == 1 + len(first.shapes[SHAPE.key]["forms"]["fp32"]["ranks"]), kept
+
+    def no_build(*a, **k):
+        raise AssertionError("a kept cell was lowered again")
+    monkeypatch.setattr(costs, "build_cell", no_build)
+    again = profile_shapes([SHAPE], threads=2, rounds=1, iterations=2, warmup=1, forms=("fp32",), fractions=FRACTIONS,
+                           progress=False, cell_dir=tmp_path)
+    assert again.threads == 2 and set(again.shapes[SHAPE.key]["forms"]) == {"fp32"}
+    assert sorted(p.name for p in tmp_path.rglob("*.pte")) == kept
+    with pytest.raises(AssertionError, match="lowered again"):  # a form not kept is built: here, the spy refuses
+        profile_shapes([SHAPE], threads=1, rounds=1, iterations=2, warmup=1, forms=("w8",), fractions=FRACTIONS,
+                       progress=False, cell_dir=tmp_path)
+
+
 def test_rank_grid():
     s = LinearShape(384, 1536, 197)  # break-even 307.2
     for form in ("fp32", "w8", "w4"):

@@ -357,7 +357,11 @@ def test_compress_speedup_build_and_bench_carry_the_prediction(tmp_path, capsys)
     assert report["latency_budget_ms"] == pytest.approx(dense / 2.5, rel=1e-3)
     assert 0 < report["predicted_latency_ms"] <= dense / 2.5 + 1e-3
     assert report["cost_table"] == str(path) and report["cost_table_threads"] == 1 and report["speedup"] == 2.5
-    assert report["planned_size_mb"] > 0 and report["target"] == "android"
+    assert report["planned_size_mb"] > 0 and report["target"] == "android" and report["planned_loss"] > 0
+    # the compressed model read back layer by layer is the plan, and predicts what the planner predicted
+    lat = LatencyModel.for_model(table, model, str(path))
+    assert lat.predict_model(load_artifact(tmp_path / "c"))["predicted_latency_ms"] == \
+        pytest.approx(report["predicted_latency_ms"], abs=2e-3)
 
     m = build(load_artifact(tmp_path / "c"), tmp_path / "b", AndroidBuildOptions(arm_verify=False, verify=False,
                                                                                   progress=False)).manifest

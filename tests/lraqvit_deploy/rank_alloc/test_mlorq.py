@@ -69,6 +69,36 @@ def test_candidate_losses_match_built_layers(tiny_vit):
     assert losses[LayerChoice(w_bits=2)] > losses[LayerChoice(w_bits=4)] > losses[LayerChoice(w_bits=8)]
 
 
+def test_plan_loss_scores_any_plan_like_the_search(tiny_vit):
+    """`plan_loss` gives a searched candidate its search loss, and a choice off the search grid (a uniform
+    plan's rank) the error of the layer built from it; `choice_of` reads each built layer back."""
+    from lraqvit_deploy.layers.rb_lra import RBLRALinear
+    from lraqvit_deploy.rank_alloc.latency import choice_of
+    from lraqvit_deploy.rank_alloc.mlorq import plan_loss
+
+    stats = collect_stats(tiny_vit, _images(), progress=False)
+    name = "blocks.1.attn.qkv"
+    lin = tiny_vit.get_submodule(name)
+    linears = {name: lin}
+    for cand in layer_candidates(lin, stats[name], dense_bits=(4, 8), factor_bits=(4, 8), rank_fractions=(0.5,),
+                                 target="android"):
+        assert plan_loss(linears, stats, {name: cand.choice})[name] == pytest.approx(cand.loss, rel=1e-9, abs=1e-12)
+    c = stats[name].second_moment
+    for choice in (LayerChoice(rank=7, factor_bits=(8, 8)), LayerChoice(rank=10, factor_bits=(4, 8),
+                                                                         factor_groups=(None, 32)),
+                   LayerChoice(w_bits=4, group=32), LayerChoice()):
+        mod = build_layer(lin, choice, stats[name])
+        eye = torch.eye(lin.in_features)
+        w_hat = (mod(eye) - mod(torch.zeros(1, lin.in_features))).T
+        got = plan_loss(linears, stats, {name: choice})[name]
+        assert got == pytest.approx(weighted_error(lin.weight, w_hat, c), rel=1e-3, abs=1e-6), choice
+        assert choice_of(mod) == choice
+    assert plan_loss(linears, stats, {name: LayerChoice(rank=4, factor_bits=(8, 8))})[name] > \
+        plan_loss(linears, stats, {name: LayerChoice(rank=12, factor_bits=(8, 8))})[name] > 0
+    with pytest.raises(DeployError, match="no cost-table form"):
+        choice_of(RBLRALinear(16, 16, 4))
+
+
 def test_mlorq_plan_fits_memory_budget_and_runs(tiny_vit, tmp_path):
     from lraqvit_deploy.artifacts import load_model_artifact, save_model_artifact
 
