@@ -2,7 +2,7 @@
 
 Issue 26, items 3 and 4. For each model (default DeiT-T/S/B at 224 px, random weights, 10 classes), on this host:
 
-  1. a cost table per `--threads` count (`measure.costs.profile_costs`: every encoder-Linear shape, dense and
+  1. a cost table per `--threads` count (`backends.executorch.cost_profile.profile_costs`: every encoder-Linear shape, dense and
      rank-r pairs in fp32 / w8 / w4 / w4g32, and the whole dense model); a table this host cached is reused
      unless `--reprofile`;
   2. the programs, compressed and built by the library as `deploy compress` / `deploy build --target android`
@@ -67,7 +67,8 @@ def seeded_model(name: str, img_size: int):
 
 def cost_tables(name: str, args, work: Path) -> Dict[int, Path]:
     """{threads: table path}: this host's cached table, or a fresh profile (run alone: it times)."""
-    from lraqvit_deploy.measure.costs import FORMS, cached_table, model_shapes, profile_costs
+    from lraqvit_deploy.backends.executorch.cost_profile import profile_costs
+    from lraqvit_deploy.measure.costs import FORMS, cached_table, model_shapes
 
     model, out = seeded_model(name, args.img_size), {}
     shapes = list(model_shapes(model))

@@ -48,7 +48,7 @@ _EXPORTS = {
     "AndroidBenchOptions": "lraqvit_deploy.android_runner.bench",
     "JetsonBenchOptions": "lraqvit_deploy.jetson.bench",
     # cost tables (deploy profile)
-    "profile_costs": "lraqvit_deploy.measure.costs",
+    "profile_costs": "lraqvit_deploy.backends.executorch.cost_profile",
     "CostTable": "lraqvit_deploy.measure.costs",
     "cached_table": "lraqvit_deploy.measure.costs",
     # errors

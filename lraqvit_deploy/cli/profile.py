@@ -1,4 +1,4 @@
-"""`deploy profile --target {host,android} --model M`: flags -> `lraqvit_deploy.measure.costs.profile_costs`."""
+"""`deploy profile --target {host,android} --model M`: flags -> `lraqvit_deploy.backends.executorch.cost_profile.profile_costs`."""
 from __future__ import annotations
 
 import argparse
@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..files import check_output_file
-    from ..measure.costs import RANK_FRACTIONS, check_profile_args, make_timer, profile_costs
+    from ..backends.executorch.cost_profile import check_profile_args, make_timer, profile_costs
+    from ..measure.costs import RANK_FRACTIONS
     from ..models import create_model
     from .args import check_count
 

@@ -14,9 +14,10 @@ import pytest
 
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.measure.costs import (FORMS, TABLE_FORMAT, CostTable, LinearShape, cached_table, cache_path,
-                                          model_shapes, profile_shapes, rank_grid)
+                                          model_shapes, rank_grid)
 
 pytest.importorskip("executorch.runtime")
+from lraqvit_deploy.backends.executorch.cost_profile import profile_shapes  # noqa: E402
 
 SHAPE = LinearShape(64, 64, 5)
 FRACTIONS = (0.5,)
@@ -129,7 +130,7 @@ def test_break_even_rank_measured_is_the_first_rank_slower_than_dense():
 
 def test_cells_kept_in_cell_dir_are_built_once(tmp_path, cache_root, monkeypatch):
     """A second profile (another thread count) with the same `cell_dir` times the kept programs, lowering none."""
-    import lraqvit_deploy.measure.costs as costs
+    import lraqvit_deploy.backends.executorch.cost_profile as costs
 
     first = profile_shapes([SHAPE], threads=1, rounds=1, iterations=2, warmup=1, forms=("fp32",), fractions=FRACTIONS,
                            progress=False, cell_dir=tmp_path)
