@@ -10,6 +10,10 @@ The held-out images (train[50000:51000]) score the simulator only; the test imag
 
     python benchmarks/size_accuracy.py --profile full [--rows NAME,NAME] [--quiet]
     python benchmarks/size_accuracy.py --profile full --arm "MLoRQ 12.5,MLoRQ 19.5" [--arm-images 64]
+    python benchmarks/size_accuracy.py --profile full --latency-table benchmarks/results/cost_tables/testbed_host_1t.json
+
+`--latency-table` (issue 26) adds one row: MLoRQ + KD planned under a latency budget equal to the uniform
+RB-LRA row's predicted latency on that `deploy profile` table, and times both rows' .pte side by side.
 
 Writes benchmarks/results/size_accuracy.{json,md,png} after every row; a re-run skips stored rows
 (their per-image results are kept for pairing). Settings and the CPU are in the JSON. `--arm` runs the
@@ -66,6 +70,41 @@ def recipes(fp32_mb: float):
         rows.append((f"MLoRQ {frac:.1%} ({budget:g} MB) + KD", Recipe(allocation=alloc, distill=DistillConfig()),
                      {"size_budget_mb": budget}))
     return rows
+
+
+UNIFORM = "RB-LRA -45 % + KD + WADS INT8"
+
+
+def latency_rows(bed: TestBed, table: str):
+    """The latency-budget row (issue 26): MLoRQ + KD planned at the predicted latency of the uniform row (its
+    ranks with int8 factors) on `table`, this host's cost table of the test bed's shapes."""
+    from lraqvit_deploy.lowrank import compress_
+    from lraqvit_deploy.rank_alloc.latency import latency_model
+    from lraqvit_deploy.rank_alloc.plan import LayerChoice
+
+    lat = latency_model(bed.reference, table)
+    ranks = compress_(copy.deepcopy(bed.reference), LowRankConfig("rb-lra", param_reduction=0.45))
+    uniform = lat.predict({n: LayerChoice(rank=r, factor_bits=(8, 8)) for n, r in ranks.items() if r is not None})
+    budget = round(uniform["predicted_latency_ms"], 3)
+    alloc = AllocationConfig(latency_budget_ms=budget, target="android", cost_table=table)
+    return [(f"latency plan at {UNIFORM}'s predicted {budget:g} ms + KD", Recipe(allocation=alloc,
+                                                                                distill=DistillConfig()),
+             {"latency_budget_ms": budget, "cost_table": table, "uniform_predicted_ms": budget})]
+
+
+def equal_latency(rows, i: int, work: Path, table: str, rounds: int = 5) -> dict:
+    """Row i's .pte and the uniform row's, predicted from `table` and timed side by side (interleaved rounds)."""
+    from lraqvit_deploy import HostBenchOptions
+    from lraqvit_deploy.table import bench_rounds
+
+    j = next(k for k, r in enumerate(rows) if r["row"] == UNIFORM)
+    ptes = {"uniform": row_dir(rows, j, work) / "pte", "latency": row_dir(rows, i, work) / "pte"}
+    if not all(p.is_dir() for p in ptes.values()):
+        return {"skipped": f"a built program is missing ({', '.join(str(p) for p in ptes.values())})"}
+    threads = 1
+    res = bench_rounds(ptes, HostBenchOptions(iterations=20, warmup=3, threads=threads, progress=False), rounds)
+    return {"threads": threads, "rounds": rounds, "cost_table": table, "summary": res["summary"],
+            "baseline": res["baseline"]}
 
 
 def run_row(bed: TestBed, name: str, recipe, work: Path, calib, progress: bool):
@@ -190,6 +229,8 @@ def main() -> None:
     ap.add_argument("--arm", default=None, help="comma-separated row-name prefixes of stored rows: run their built "
                                                 "programs on the emulated Arm CPUs (no new rows)")
     ap.add_argument("--arm-images", type=int, default=64)
+    ap.add_argument("--latency-table", default=None, help="a `deploy profile` table of the test bed on this host: "
+                                                          "add the latency-budget row and time it beside the uniform row")
     args = ap.parse_args()
     progress = not args.quiet
     bed = TestBed(args.profile, progress=progress)
@@ -218,7 +259,7 @@ def main() -> None:
         return
     done = {r["row"] for r in rows}
     wanted = None if args.rows is None else [w.strip() for w in args.rows.split(",")]
-    todo = recipes(fp32_mb)
+    todo = recipes(fp32_mb) + (latency_rows(bed, args.latency_table) if args.latency_table else [])
     if wanted:  # in the order asked for
         names = {t[0] for t in todo}  # a full row name selects that row alone, a prefix every row it starts
         todo = [t for w in wanted for t in todo if (t[0] == w if w in names else t[0].startswith(w))]
@@ -229,6 +270,8 @@ def main() -> None:
         row = run_row(bed, name, recipe, args.work / f"row{len(rows)}", calib, progress)
         row.update(extra, per_image=bed.per_image(name))
         rows.append(row)
+        if "latency_budget_ms" in extra:
+            row["equal_latency"] = equal_latency(rows, len(rows) - 1, args.work, args.latency_table)
         done.add(name)
         write_json(path, {"meta": meta, "fp32_pte_mb": fp32_mb, "rows": rows,
                           "settings": {"calib_images": args.calib_images, "build": "AndroidBuildOptions("

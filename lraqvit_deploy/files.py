@@ -343,6 +343,47 @@ def native_stderr(lines: List[str]) -> Iterator[None]:
             lines.extend(line for line in text.splitlines() if line.strip())
 
 
+def _flush_c_stdio() -> None:
+    """fflush(NULL): C's stdio buffers (a printf into a file or pipe waits there) reach their descriptors now."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+@contextlib.contextmanager
+def native_stdout(lines: List[str]) -> Iterator[None]:
+    """Collect what native code prints to file descriptor 1 during the block into `lines` (not the user's output).
+
+    HiGHS (scipy's MILP solver, which the rank planner's integer program runs) prints a stray debug line,
+    `HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();`, with printf. C's stdio
+    buffer is flushed before the descriptor is restored, so nothing of the block leaks out later. Hand
+    `lines` to `pass_on_native_log` (shown only with --debug).
+    """
+    try:
+        sys.stdout.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+    _flush_c_stdio()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1: nothing to keep clean
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 1)
+        try:
+            yield
+        finally:
+            _flush_c_stdio()
+            os.dup2(saved, 1)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(line for line in tmp.read().decode("utf-8", "replace").splitlines() if line.strip())
+
+
 _NATIVE_LOG = {"show": False}
 
 
@@ -368,7 +409,8 @@ def pass_on_native_log(lines: List[str]) -> None:
 
 
 __all__ = ["BadImageError", "SKIP_FLAG", "WEIGHT_SUFFIXES", "bad_file", "check_dir", "check_file", "check_image",
-           "check_output_dir", "check_output_file", "check_pte", "is_kd_checkpoint", "native_stderr", "open_image",
+           "check_output_dir", "check_output_file", "check_pte", "is_kd_checkpoint", "native_stderr", "native_stdout",
+           "open_image",
            "pass_on_native_log", "show_native_log",
            "read_json", "read_json_object", "read_kd_checkpoint", "read_safetensors", "read_state_dict", "read_text",
            "read_toml", "resolve_program", "short_reason", "torch_load"]

@@ -147,6 +147,12 @@ class HostTimer:
         pass_on_native_log(logged)
         self.cpu, self.versions, self.methods, self.best, self.inputs = lscpu(), versions(), {}, {}, {}
 
+    def set_threads(self, threads: int) -> None:
+        """Resize the runtime's thread pool for the programs loaded from now on."""
+        from .runtime import set_threads
+
+        self.threads = set_threads(threads)
+
     def load(self, name: str, path: Path, shape: Optional[LinearShape], warmup: int) -> None:
         """Load a program and warm it up; `shape` None: a whole model, its input read from the program."""
         import torch
@@ -200,6 +206,10 @@ class AndroidTimer:
         self.cpu = {"model_name": self.info.description, "soc": self.info.soc, "android": self.info.android,
                     "max_khz": self.info.max_khz}
         self.versions = {**versions(("executorch",)), "runner": self.runner.name}
+
+    def set_threads(self, threads: int) -> None:
+        """The thread count of the runs from now on (each run on the phone passes its own)."""
+        self.threads = int(threads)
 
     def load(self, name: str, path: Path, shape: LinearShape, warmup: int) -> None:
         self.paths[name], self.warmup = path, warmup
@@ -390,6 +400,12 @@ def profile_whole(model, timer, forms: Sequence[str] = WHOLE_FORMS, rounds: int 
     return out
 
 
+THREAD_SCALING = ("cells timed at 1 thread, each scaled by the whole dense model's measured speedup at this thread "
+                  "count in its form (fp32 cells by the FP32 model's, int8 and int4 cells by the w8 model's): one small "
+                  "program alone does not keep a thread pool busy (on a 2-vCPU KVM host, DeiT-B cells at 2 threads ran "
+                  "at their 1-thread median, the whole model 1.9x faster; docs/latency_budget.md)")
+
+
 def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3, iterations: int = 10,
                   warmup: int = 3, forms: Sequence[str] = FORMS, fractions: Sequence[float] = RANK_FRACTIONS,
                   out=None, cache: bool = True, progress: bool = True, model_name: Optional[str] = None,
@@ -399,6 +415,10 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
     to `out` (JSON, atomically) if given and to the cache (`cached_table` finds it). `whole`: also time
     the whole dense model in fp32 and w8 (those of `forms`; `CostTable.whole`, `rest_ms`). `cell_dir`:
     reuse the cells' programs across profiles (`profile_shapes`).
+
+    At `threads` > 1 (with `whole`), the cells are timed at 1 thread and scaled by the whole model's
+    measured speedup at `threads` in their form (`THREAD_SCALING`; the table's `meta.thread_scaling`):
+    a cell alone leaves the pool's other threads asleep and reads as slow as at 1 thread.
 
     Example:
         >>> from lraqvit_deploy import create_model
@@ -414,19 +434,25 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
     from lraqvit_deploy.model_info import model_info
 
     name = model_name or getattr(model_info(model).spec, "name", None) or type(model).__name__
-
-    table = profile_shapes(shapes, target, threads, rounds, iterations, warmup, forms, fractions, layers=shapes,
+    whole_forms = [f for f in WHOLE_FORMS if f in tuple(forms)] if whole else []
+    scaled = threads > 1 and set(whole_forms) == set(WHOLE_FORMS)
+    if scaled:
+        timer.set_threads(1)
+    table = profile_shapes(shapes, target, timer.threads, rounds, iterations, warmup, forms, fractions, layers=shapes,
                            progress=progress, meta={"model": name, "input_size": list(input_size(model))},
                            timer=timer, cell_dir=cell_dir)
-    if whole:
+    if whole_forms:
         t0 = time.perf_counter()
-        table.whole = profile_whole(model, timer, [f for f in WHOLE_FORMS if f in tuple(forms)], rounds, iterations,
-                                    warmup, progress, cell_dir)
-        if table.whole:
-            table.protocol["whole"] = ("the whole dense model in " + ", ".join(table.whole) + " (w8: every encoder "
-                                       "Linear int8 per channel), lowered as the Android build does, timed as the "
-                                       "cells; rest_ms = whole - the sum of the model's dense cells")
-            table.meta["profile_s"] = round(table.meta.get("profile_s", 0) + time.perf_counter() - t0, 1)
+        one = profile_whole(model, timer, whole_forms, rounds, iterations, warmup, progress, cell_dir) if scaled else {}
+        if scaled:
+            timer.set_threads(threads)
+        table.whole = profile_whole(model, timer, whole_forms, rounds, iterations, warmup, progress, cell_dir)
+        table.protocol["whole"] = ("the whole dense model in " + ", ".join(table.whole) + " (w8: every encoder "
+                                   "Linear int8 per channel), lowered as the Android build does, timed as the "
+                                   "cells; rest_ms = whole - the sum of the model's dense cells")
+        if scaled:
+            _scale_cells(table, one, threads)
+        table.meta["profile_s"] = round(table.meta.get("profile_s", 0) + time.perf_counter() - t0, 1)
     if out is not None:
         table.save(out)
     if cache:
@@ -434,5 +460,28 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
     return table
 
 
-__all__ = ["CellProgram", "cell_module", "build_cell", "check_profile_args", "HostTimer", "AndroidTimer", "make_timer",
+def _scale_cells(table: CostTable, one: Mapping[str, Mapping[str, Any]], threads: int) -> None:
+    """Cells timed at 1 thread -> at `threads`: each times the whole model's speedup in its form (`THREAD_SCALING`)."""
+    scale = {f: float(table.whole[f]["median_ms"]) / float(one[f]["median_ms"]) for f in WHOLE_FORMS}
+
+    def group(form: str) -> str:
+        return "fp32" if form == "fp32" else "w8"
+
+    for entry in table.shapes.values():
+        for form, cell in entry["forms"].items():
+            k = scale[group(form)]
+            for stat in [cell["dense"], *cell["pairs"].values()]:
+                for key in ("median_ms", "min_ms", "max_ms", "best_ms"):
+                    if stat.get(key) is not None:
+                        stat[key] = float(stat[key]) * k
+                if stat.get("fp32_ratio") is not None:
+                    stat["fp32_ratio"] = float(stat["fp32_ratio"]) * k / scale["fp32"]
+    table.threads = int(threads)
+    table.meta["thread_scaling"] = {"cells_timed_at_threads": 1, "whole_ms_at_1_thread": dict(one),
+                                    "speedup": {f: round(1 / v, 4) for f, v in scale.items()}}
+    table.protocol["threads"] = THREAD_SCALING
+
+
+__all__ = ["THREAD_SCALING", "CellProgram", "cell_module", "build_cell", "check_profile_args", "HostTimer", "AndroidTimer",
+           "make_timer",
            "profile_shapes", "profile_costs", "profile_whole", "whole_module"]

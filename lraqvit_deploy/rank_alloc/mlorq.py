@@ -228,8 +228,13 @@ def solve_ilp(candidates: Mapping[str, Sequence[Candidate]], budget_bits: Option
     for r in resource:
         vec = np.array([r.cost(c) for _, c in flat], dtype=float)
         constraints.append(LinearConstraint(vec[None, :], -np.inf, r.budget))
-    res = milp(cost, integrality=np.ones(len(flat)), bounds=Bounds(0, 1), constraints=constraints,
-               options={"time_limit": 120})
+    from ..files import native_stdout, pass_on_native_log
+
+    logged: List[str] = []  # HiGHS's stray printf lines: shown only with --debug
+    with native_stdout(logged):
+        res = milp(cost, integrality=np.ones(len(flat)), bounds=Bounds(0, 1), constraints=constraints,
+                   options={"time_limit": 120})
+    pass_on_native_log(logged)
     if res.x is None:
         if len(resource) > 1:
             raise InfeasibleBudget(f"no allocation meets the {' and the '.join(r.name for r in resource)} budgets "

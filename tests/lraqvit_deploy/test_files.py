@@ -9,7 +9,7 @@ import torch
 
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.files import (check_file, check_image, check_output_dir, check_output_file, check_pte,
-                                  native_stderr, read_json, read_json_object, read_kd_checkpoint, read_safetensors,
+                                  native_stderr, native_stdout, read_json, read_json_object, read_kd_checkpoint, read_safetensors,
                                   read_state_dict, read_toml)
 
 NOISE = bytes(range(256)) * 4
@@ -88,6 +88,23 @@ def test_native_stderr_is_collected():
     with native_stderr(lines):
         os.write(fd, b"[program.cpp:1] Verification failed\n")
     assert lines == ["[program.cpp:1] Verification failed"]
+
+
+def test_native_stdout_is_collected_and_printf_does_not_leak(capfd):
+    """A C printf (buffered by stdio when descriptor 1 is no terminal, as HiGHS's stray line is) inside the
+    block lands in `lines`, not in the process's output, even after the block."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    lines = []
+    with native_stdout(lines):
+        libc.printf(b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\n")
+        os.write(1, b"raw line\n")
+    libc.fflush(None)
+    print("after", flush=True)
+    out = capfd.readouterr().out
+    assert sorted(lines) == ["HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();", "raw line"]
+    assert "tmpSolver" not in out and "raw line" not in out and "after" in out
 
 
 def test_image_folder_skips_unreadable_images_when_asked(tmp_path):

@@ -149,6 +149,29 @@ def test_cells_kept_in_cell_dir_are_built_once(tmp_path, cache_root, monkeypatch
                        progress=False, cell_dir=tmp_path)
 
 
+def test_more_threads_scale_one_thread_cells_by_the_whole_models_speedup(tmp_path, cache_root):
+    """At 2 threads the cells are timed at 1 thread and scaled by the whole model's measured speedup in their form
+    (fp32 by the FP32 model's, w8 by the w8 model's): the table says so and keeps the 1-thread whole times."""
+    from lraqvit_deploy import create_model
+    from lraqvit_deploy.backends.executorch.cost_profile import THREAD_SCALING, profile_costs
+
+    model = create_model("deit_tiny_patch16_224", "random", img_size=32, num_classes=10, progress=False)
+    table = profile_costs(model, threads=2, rounds=1, iterations=2, warmup=1, forms=("fp32", "w8"), fractions=FRACTIONS,
+                          progress=False, cache=False, cell_dir=tmp_path)
+    ts = table.meta["thread_scaling"]
+    assert table.threads == 2 and table.protocol["threads"] == THREAD_SCALING and ts["cells_timed_at_threads"] == 1
+    for form in ("fp32", "w8"):
+        one, two = ts["whole_ms_at_1_thread"][form]["median_ms"], table.whole[form]["median_ms"]
+        assert ts["speedup"][form] == pytest.approx(one / two, rel=1e-3)
+    for entry in table.shapes.values():
+        for cell in entry["forms"].values():
+            for stat in [cell["dense"], *cell["pairs"].values()]:
+                _stat_ok(stat)
+    one_thread = profile_costs(model, threads=1, rounds=1, iterations=2, warmup=1, forms=("fp32", "w8"),
+                               fractions=FRACTIONS, progress=False, cache=False, cell_dir=tmp_path)
+    assert one_thread.threads == 1 and "thread_scaling" not in one_thread.meta and "threads" not in one_thread.protocol
+
+
 def test_rank_grid():
     s = LinearShape(384, 1536, 197)  # break-even 307.2
     for form in ("fp32", "w8", "w4"):
