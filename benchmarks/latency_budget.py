@@ -127,6 +127,11 @@ def make_programs(name: str, args, work: Path, tables: Dict[int, Path]) -> Dict[
                "lat-2x": lat.predict({n: LayerChoice(w_bits=8) for n in lat.shapes})["predicted_latency_ms"] / 2}
     for pid, budget in budgets.items():
         alloc = dict(target="android", cost_table=str(tables[min(tables)]), calib_images=args.calib_images)
+        kept = work / f"{pid}.budget.json"  # the budget the program was planned for (an infeasible one is raised)
+        if kept.is_file() and (work / f"{pid}.pte" / "manifest.json").is_file():
+            made(pid, "kept")  # built: its artifact is read back, nothing is planned again
+            rec[pid].update(json.loads(kept.read_text()))
+            continue
         note = None
         try:
             recipe = Recipe(allocation=AllocationConfig(latency_budget_ms=round(budget, 3), **alloc),
@@ -138,6 +143,7 @@ def make_programs(name: str, args, work: Path, tables: Dict[int, Path]) -> Dict[
             made(pid, Recipe(allocation=AllocationConfig(latency_budget_ms=round(budget, 3), **alloc),
                              quant_calib_images=args.calib_images))
         rec[pid].update(budget_ms=round(budget, 3), note=note)
+        kept.write_text(json.dumps({"budget_ms": rec[pid]["budget_ms"], "note": note}))
     return rec
 
 
