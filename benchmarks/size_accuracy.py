@@ -12,8 +12,11 @@ The held-out images (train[50000:51000]) score the simulator only; the test imag
     python benchmarks/size_accuracy.py --profile full --arm "MLoRQ 12.5,MLoRQ 19.5" [--arm-images 64]
     python benchmarks/size_accuracy.py --profile full --latency-table benchmarks/results/cost_tables/testbed_host_1t.json
 
+    python benchmarks/size_accuracy.py --profile full --equal-latency
+
 `--latency-table` (issue 26) adds one row: MLoRQ + KD planned under a latency budget equal to the uniform
-RB-LRA row's predicted latency on that `deploy profile` table, and times both rows' .pte side by side.
+RB-LRA row's predicted latency on that `deploy profile` table; `--equal-latency` then times both rows' .pte
+side by side (kept in --work).
 
 Writes benchmarks/results/size_accuracy.{json,md,png} after every row; a re-run skips stored rows
 (their per-image results are kept for pairing). Settings and the CPU are in the JSON. `--arm` runs the
@@ -230,7 +233,9 @@ def main() -> None:
                                                 "programs on the emulated Arm CPUs (no new rows)")
     ap.add_argument("--arm-images", type=int, default=64)
     ap.add_argument("--latency-table", default=None, help="a `deploy profile` table of the test bed on this host: "
-                                                          "add the latency-budget row and time it beside the uniform row")
+                                                          "add the latency-budget row")
+    ap.add_argument("--equal-latency", action="store_true", help="time the stored latency-budget row's .pte beside the "
+                                                                 "uniform row's (no new rows; run alone)")
     args = ap.parse_args()
     progress = not args.quiet
     bed = TestBed(args.profile, progress=progress)
@@ -247,6 +252,13 @@ def main() -> None:
         row["per_image"] = bed.per_image("FP32")
         fp32_mb = row["pte"]["size_mb"]
         rows = [row]
+    if args.equal_latency:  # time the stored latency row beside the uniform row (run it alone: it times)
+        for i, r in enumerate(rows):
+            if "latency_budget_ms" in r:
+                r["equal_latency"] = equal_latency(rows, i, args.work, r["cost_table"])
+                write_json(path, {**stored, "rows": rows})
+                render(meta, rows, fp32_mb, args.out)
+        return
     if args.arm:
         for w in (w.strip() for w in args.arm.split(",")):
             for i, r in enumerate(rows):
@@ -270,8 +282,6 @@ def main() -> None:
         row = run_row(bed, name, recipe, args.work / f"row{len(rows)}", calib, progress)
         row.update(extra, per_image=bed.per_image(name))
         rows.append(row)
-        if "latency_budget_ms" in extra:
-            row["equal_latency"] = equal_latency(rows, len(rows) - 1, args.work, args.latency_table)
         done.add(name)
         write_json(path, {"meta": meta, "fp32_pte_mb": fp32_mb, "rows": rows,
                           "settings": {"calib_images": args.calib_images, "build": "AndroidBuildOptions("

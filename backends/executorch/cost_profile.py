@@ -148,10 +148,15 @@ class HostTimer:
         self.cpu, self.versions, self.methods, self.best, self.inputs = lscpu(), versions(), {}, {}, {}
 
     def set_threads(self, threads: int) -> None:
-        """Resize the runtime's thread pool for the programs loaded from now on."""
+        """Resize the runtime's thread pool for the programs loaded from now on (its log line: --debug only)."""
+        from lraqvit_deploy.files import native_stderr, pass_on_native_log
+
         from .runtime import set_threads
 
-        self.threads = set_threads(threads)
+        logged: List[str] = []
+        with native_stderr(logged):
+            self.threads = set_threads(threads)
+        pass_on_native_log(logged)
 
     def load(self, name: str, path: Path, shape: Optional[LinearShape], warmup: int) -> None:
         """Load a program and warm it up; `shape` None: a whole model, its input read from the program."""
@@ -335,19 +340,33 @@ def _shape_entry(s: LinearShape, cells, summary: Mapping[str, Mapping[str, Any]]
             "layers": list(layers), "forms": forms}
 
 
+PAIRS = "pairs-"  # profile_whole's name prefix of a whole model whose encoder Linears are all rank pairs
+
+
 def whole_module(model, form: str) -> nn.Module:
     """A copy of the dense `model` in `form`: fp32 as it is, or every encoder Linear (Swin's reductions
-    too) quantized to `form` with dynamic per-token int8 activations, as an Android plan builds them."""
+    too) quantized to `form` with dynamic per-token int8 activations, as an Android plan builds them.
+    `pairs-fp32` / `pairs-w8`: every encoder Linear a rank pair at half its break-even rank instead (even),
+    its factors in that form (what `profile_costs` scales pair cells by at more than one thread)."""
     import copy
 
+    from lraqvit_deploy.layers.low_rank_linear import break_even_rank
     from lraqvit_deploy.rank_alloc.plan import LayerChoice, apply_plan_
     from lraqvit_deploy.vit_layout import encoder_linears
 
     m = copy.deepcopy(model).eval()
-    wf = weight_form(form)
-    if wf is None:
+    pairs = form.startswith(PAIRS)
+    wf = weight_form(form[len(PAIRS):] if pairs else form)
+    if wf is None and not pairs:
         return m
-    plan = {n: LayerChoice(w_bits=wf.bits, group=wf.group) for n in encoder_linears(m, include_downsample=True)}
+    plan = {}
+    for n, lin in encoder_linears(m, include_downsample=True).items():
+        if not pairs:
+            plan[n] = LayerChoice(w_bits=wf.bits, group=wf.group)
+            continue
+        r = max(2, 2 * round(break_even_rank(lin.in_features, lin.out_features) / 4))
+        plan[n] = LayerChoice(rank=r, factor_bits=None if wf is None else (wf.bits, wf.bits),
+                              factor_groups=None if wf is None or wf.group is None else (wf.group, wf.group))
     return apply_plan_(m, plan, target="android")
 
 
@@ -362,15 +381,16 @@ def _model_key(model) -> str:
 
 def profile_whole(model, timer, forms: Sequence[str] = WHOLE_FORMS, rounds: int = 3, iterations: int = 10,
                   warmup: int = 3, progress: bool = True, cell_dir: Optional[Path] = None) -> Dict[str, Dict[str, Any]]:
-    """`{form: {median_ms, min_ms, max_ms, best_ms}}` of the whole dense model in each of `forms`, each
-    lowered as the Android build lowers it and timed by `timer` in interleaved rounds (as the cells).
+    """`{form: {median_ms, min_ms, max_ms, best_ms}}` of the whole dense model in each of `forms` (and of its
+    all-pairs form for `pairs-fp32` / `pairs-w8`: `whole_module`), each lowered as the Android build lowers it
+    and timed by `timer` in interleaved rounds (as the cells).
     `cell_dir`: keep the programs there, under the model's content hash, and reuse them."""
     from tqdm import tqdm
 
     from .export import lower_to_xnnpack
     from lraqvit_deploy.io import atomic_write
 
-    forms = [f for f in forms if f in WHOLE_FORMS]
+    forms = [f for f in forms if f.removeprefix(PAIRS) in WHOLE_FORMS]
     if not forms:
         return {}
     bar = tqdm(total=len(forms) * (1 + rounds), desc="profile whole model", unit="step", disable=not progress,
@@ -384,7 +404,8 @@ def profile_whole(model, timer, forms: Sequence[str] = WHOLE_FORMS, rounds: int 
                 name = f"whole/{form}"
                 path = folder / f"whole-{form}{key}.pte"
                 if not path.is_file():
-                    lowered = lower_to_xnnpack(whole_module(model, form), "fp32" if form == "fp32" else "q8")
+                    lowered = lower_to_xnnpack(whole_module(model, form),
+                                               "fp32" if form.removeprefix(PAIRS) == "fp32" else "q8")
                     with atomic_write(path, "wb") as f:
                         f.write(lowered.buffer)
                 timer.load(name, path, None, warmup)
@@ -400,10 +421,12 @@ def profile_whole(model, timer, forms: Sequence[str] = WHOLE_FORMS, rounds: int 
     return out
 
 
-THREAD_SCALING = ("cells timed at 1 thread, each scaled by the whole dense model's measured speedup at this thread "
-                  "count in its form (fp32 cells by the FP32 model's, int8 and int4 cells by the w8 model's): one small "
-                  "program alone does not keep a thread pool busy (on a 2-vCPU KVM host, DeiT-B cells at 2 threads ran "
-                  "at their 1-thread median, the whole model 1.9x faster; docs/latency_budget.md)")
+THREAD_SCALING = ("cells timed at 1 thread, each scaled by a whole model's measured speedup at this thread count in "
+                  "its form: dense cells by the dense model's (FP32, or w8 for int8 and int4 cells), pair cells by the "
+                  "all-pairs model's (every encoder Linear a pair at half its break-even rank); one small program "
+                  "alone does not keep a thread pool busy (on a 2-vCPU KVM host, DeiT-B cells at 2 threads ran at their "
+                  "1-thread median, the whole model 1.9x faster), and skinny pairs parallelise worse than dense "
+                  "Linears (docs/latency_budget.md)")
 
 
 def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3, iterations: int = 10,
@@ -443,15 +466,17 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
                            timer=timer, cell_dir=cell_dir)
     if whole_forms:
         t0 = time.perf_counter()
-        one = profile_whole(model, timer, whole_forms, rounds, iterations, warmup, progress, cell_dir) if scaled else {}
+        programs = whole_forms + ([PAIRS + f for f in whole_forms] if scaled else [])
+        one = profile_whole(model, timer, programs, rounds, iterations, warmup, progress, cell_dir) if scaled else {}
         if scaled:
             timer.set_threads(threads)
-        table.whole = profile_whole(model, timer, whole_forms, rounds, iterations, warmup, progress, cell_dir)
+        timed = profile_whole(model, timer, programs, rounds, iterations, warmup, progress, cell_dir)
+        table.whole = {f: timed[f] for f in whole_forms}
         table.protocol["whole"] = ("the whole dense model in " + ", ".join(table.whole) + " (w8: every encoder "
                                    "Linear int8 per channel), lowered as the Android build does, timed as the "
                                    "cells; rest_ms = whole - the sum of the model's dense cells")
         if scaled:
-            _scale_cells(table, one, threads)
+            _scale_cells(table, one, timed, threads)
         table.meta["profile_s"] = round(table.meta.get("profile_s", 0) + time.perf_counter() - t0, 1)
     if out is not None:
         table.save(out)
@@ -460,17 +485,19 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
     return table
 
 
-def _scale_cells(table: CostTable, one: Mapping[str, Mapping[str, Any]], threads: int) -> None:
-    """Cells timed at 1 thread -> at `threads`: each times the whole model's speedup in its form (`THREAD_SCALING`)."""
-    scale = {f: float(table.whole[f]["median_ms"]) / float(one[f]["median_ms"]) for f in WHOLE_FORMS}
+def _scale_cells(table: CostTable, one: Mapping[str, Mapping[str, Any]], many: Mapping[str, Mapping[str, Any]],
+                 threads: int) -> None:
+    """Cells timed at 1 thread -> at `threads`: each times a whole model's speedup in its form (`THREAD_SCALING`);
+    `one` / `many`: `profile_whole` of the dense and all-pairs models at 1 thread and at `threads`."""
+    scale = {k: float(many[k]["median_ms"]) / float(one[k]["median_ms"]) for k in one}
 
-    def group(form: str) -> str:
-        return "fp32" if form == "fp32" else "w8"
+    def factor(form: str, pair: bool) -> float:
+        return scale[(PAIRS if pair else "") + ("fp32" if form == "fp32" else "w8")]
 
     for entry in table.shapes.values():
         for form, cell in entry["forms"].items():
-            k = scale[group(form)]
-            for stat in [cell["dense"], *cell["pairs"].values()]:
+            for stat, pair in [(cell["dense"], False), *((v, True) for v in cell["pairs"].values())]:
+                k = factor(form, pair)
                 for key in ("median_ms", "min_ms", "max_ms", "best_ms"):
                     if stat.get(key) is not None:
                         stat[key] = float(stat[key]) * k
@@ -478,7 +505,7 @@ def _scale_cells(table: CostTable, one: Mapping[str, Mapping[str, Any]], threads
                     stat["fp32_ratio"] = float(stat["fp32_ratio"]) * k / scale["fp32"]
     table.threads = int(threads)
     table.meta["thread_scaling"] = {"cells_timed_at_threads": 1, "whole_ms_at_1_thread": dict(one),
-                                    "speedup": {f: round(1 / v, 4) for f, v in scale.items()}}
+                                    "whole_ms": dict(many), "speedup": {k: round(1 / v, 4) for k, v in scale.items()}}
     table.protocol["threads"] = THREAD_SCALING
 
 

@@ -37,6 +37,17 @@ def latency_check(src: Source) -> str:
                   f"{signed(100 * worst[1], 1)} % ({worst[2]}, {worst[3]}, {worst[4]} thread(s)). "
                   f"{cpu_label(d['cpu'])}, {d['rounds']} interleaved rounds × {d['iterations']} runs per thread "
                   f"count ({code(src.path)})."]
+    lines.append("")
+    for m in d["models"]:
+        p, t = m["programs"], threads[0]
+        if not all(k in p for k in ("rb-int8", "lat-eq", "lat-2x")):
+            continue
+
+        def faster(pid):
+            ratio = p[pid]["measured"][t]["ratio_median"]
+            return f"{num(ratio, 3)} of stock INT8's latency ({num(1 / ratio)}× faster), planner error {num(p[pid]['planner_error'], 4)}"
+        lines += [f"- {_model(m)}, {t} thread: uniform RB-LRA + INT8 {faster('rb-int8')}; latency plan at its "
+                  f"latency {faster('lat-eq')}; latency plan at half of stock INT8 {faster('lat-2x')}."]
     notes = [f"{_model(m)} {pid}: " + (r["note"] or f"budget {r['budget_ms']} ms")
              for m in d["models"] for pid, r in m["programs"].items() if "budget_ms" in r]
     lines += ["", *(f"- {n}" for n in notes)]

@@ -11,7 +11,9 @@ dense (FP32, INT8, INT4 per channel and group 32) and as rank-r pairs over a gri
 form, as small programs in the target's own runtime (this host's ExecuTorch runtime, or a phone's
 executor_runner over adb), in interleaved rounds. The table is written to
 --out (JSON) and cached for this host, runtime and thread count (docs/profile.md).
---threads sets the runtime's threads (default 1).
+--threads sets the runtime's threads (default 1); at more than 1 the cells are timed at 1 thread and
+scaled by the whole model's measured speedup in their form (a cell alone leaves the other threads
+idle; docs/latency_budget.md).
 
 examples:
   deploy profile --target host --model deit_small_patch16_224 --out deit_s_host.json

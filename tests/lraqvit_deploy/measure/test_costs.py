@@ -150,8 +150,8 @@ def test_cells_kept_in_cell_dir_are_built_once(tmp_path, cache_root, monkeypatch
 
 
 def test_more_threads_scale_one_thread_cells_by_the_whole_models_speedup(tmp_path, cache_root):
-    """At 2 threads the cells are timed at 1 thread and scaled by the whole model's measured speedup in their form
-    (fp32 by the FP32 model's, w8 by the w8 model's): the table says so and keeps the 1-thread whole times."""
+    """At 2 threads the cells are timed at 1 thread and scaled by a whole model's measured speedup in their form
+    (dense cells by the dense model's, pair cells by the all-pairs model's): the table says so and keeps both."""
     from lraqvit_deploy import create_model
     from lraqvit_deploy.backends.executorch.cost_profile import THREAD_SCALING, profile_costs
 
@@ -160,9 +160,10 @@ def test_more_threads_scale_one_thread_cells_by_the_whole_models_speedup(tmp_pat
                           progress=False, cache=False, cell_dir=tmp_path)
     ts = table.meta["thread_scaling"]
     assert table.threads == 2 and table.protocol["threads"] == THREAD_SCALING and ts["cells_timed_at_threads"] == 1
-    for form in ("fp32", "w8"):
-        one, two = ts["whole_ms_at_1_thread"][form]["median_ms"], table.whole[form]["median_ms"]
+    for form in ("fp32", "w8", "pairs-fp32", "pairs-w8"):  # dense cells by the dense model, pairs by the all-pairs one
+        one, two = ts["whole_ms_at_1_thread"][form]["median_ms"], ts["whole_ms"][form]["median_ms"]
         assert ts["speedup"][form] == pytest.approx(one / two, rel=1e-3)
+    assert set(table.whole) == {"fp32", "w8"} and table.whole["w8"] == ts["whole_ms"]["w8"]
     for entry in table.shapes.values():
         for cell in entry["forms"].values():
             for stat in [cell["dense"], *cell["pairs"].values()]:
