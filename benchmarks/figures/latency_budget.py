@@ -37,6 +37,9 @@ def latency_check(src: Source) -> str:
                   f"{signed(100 * worst[1], 1)} % ({worst[2]}, {worst[3]}, {worst[4]} thread(s)). "
                   f"{cpu_label(d['cpu'])}, {d['rounds']} interleaved rounds × {d['iterations']} runs per thread "
                   f"count ({code(src.path)})."]
+    lines += [""] if d.get("earlier_runs") else []
+    for e in d.get("earlier_runs") or ():
+        lines.append(f"- Earlier protocol, {e['protocol']} ({e['date']}): {e['within_10_percent']} within 10 %.")
     lines.append("")
     for m in d["models"]:
         p, t = m["programs"], threads[0]
