@@ -477,6 +477,9 @@ def profile_costs(model, target: str = "host", threads: int = 1, rounds: int = 3
                                    "cells; rest_ms = whole - the sum of the model's dense cells")
         if scaled:
             _scale_cells(table, one, timed, threads)
+    if threads > 1 and not scaled:  # without both whole models there is nothing to scale by: say so
+        table.protocol["threads"] = (f"cells timed alone at {threads} threads, not scaled (the profile lacked the fp32 "
+                                     "and w8 whole models): they may read their 1-thread times")
         table.meta["profile_s"] = round(table.meta.get("profile_s", 0) + time.perf_counter() - t0, 1)
     if out is not None:
         table.save(out)
