@@ -303,6 +303,43 @@ def _flush_stderr() -> None:
         pass
 
 
+def _flush_c_stdio() -> None:
+    """fflush(NULL): C's stdio buffers (a printf into a file or pipe waits there) reach their descriptors now."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+@contextlib.contextmanager
+def _descriptors_to(lines: List[str], fds, extra=None) -> Iterator[None]:
+    """Point each of `fds` at one temporary file during the block, then restore them and add the file's
+    non-blank lines (and `extra()`'s text, read after the restore) to `lines`. C's stdio is flushed at
+    both ends, so nothing written inside the block reaches the real descriptors later."""
+    saved = {}
+    for fd in sorted(set(fds)):
+        try:
+            saved[fd] = os.dup(fd)
+        except OSError:  # no such descriptor
+            pass
+    _flush_c_stdio()
+    with tempfile.TemporaryFile() as tmp:
+        for fd in saved:
+            os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            _flush_c_stdio()
+            for fd, old in saved.items():
+                os.dup2(old, fd)
+                os.close(old)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace") + (extra() if extra is not None else "")
+            lines.extend(line for line in text.splitlines() if line.strip())
+
+
 @contextlib.contextmanager
 def native_stderr(lines: List[str]) -> Iterator[None]:
     """Collect what native code writes to file descriptor 2 during the block into `lines` (not the terminal).
@@ -319,38 +356,14 @@ def native_stderr(lines: List[str]) -> Iterator[None]:
         fds.add(sys.stderr.fileno())  # the same descriptor, unless a capture moved sys.stderr elsewhere
     except (AttributeError, OSError, ValueError):
         pass
-    saved = {}
-    for fd in sorted(fds):
-        try:
-            saved[fd] = os.dup(fd)
-        except OSError:  # no such descriptor
-            pass
     _flush_stderr()
     py_err, buf = sys.stderr, io.StringIO()
-    with tempfile.TemporaryFile() as tmp:
-        for fd in saved:
-            os.dup2(tmp.fileno(), fd)
+    with _descriptors_to(lines, fds, buf.getvalue):
         sys.stderr = buf
         try:
             yield
         finally:
             sys.stderr = py_err
-            for fd, old in saved.items():
-                os.dup2(old, fd)
-                os.close(old)
-            tmp.seek(0)
-            text = tmp.read().decode("utf-8", "replace") + buf.getvalue()
-            lines.extend(line for line in text.splitlines() if line.strip())
-
-
-def _flush_c_stdio() -> None:
-    """fflush(NULL): C's stdio buffers (a printf into a file or pipe waits there) reach their descriptors now."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError, TypeError):
-        pass
 
 
 @contextlib.contextmanager
@@ -366,22 +379,8 @@ def native_stdout(lines: List[str]) -> Iterator[None]:
         sys.stdout.flush()
     except (AttributeError, OSError, ValueError):
         pass
-    _flush_c_stdio()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no descriptor 1: nothing to keep clean
+    with _descriptors_to(lines, {1}):
         yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 1)
-        try:
-            yield
-        finally:
-            _flush_c_stdio()
-            os.dup2(saved, 1)
-            os.close(saved)
-            tmp.seek(0)
-            lines.extend(line for line in tmp.read().decode("utf-8", "replace").splitlines() if line.strip())
 
 
 _NATIVE_LOG = {"show": False}
