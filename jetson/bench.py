@@ -62,7 +62,19 @@ def refuse_failed(data, where) -> None:
 
 
 def bench(path, options: JetsonBenchOptions) -> BenchResult:
-    path = Path(path)
+    result = _bench(Path(path), options)
+    if options.precision == "int8":  # a latency-budget plan predicts the INT8 engine: shown beside its median
+        from ..files import MANIFEST
+        from ..measure.latency import planned_latency
+
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent.parent  # BUNDLE or BUNDLE/results/x.json
+        predicted = planned_latency(folder / MANIFEST)
+        if predicted:
+            result.extra["predicted"] = predicted
+    return result
+
+
+def _bench(path: Path, options: JetsonBenchOptions) -> BenchResult:
     if importlib.util.find_spec("tensorrt") is None or path.suffix == ".json":
         return _collect(path, options.precision)
     from . import run

@@ -278,7 +278,8 @@ def compress(model: nn.Module, recipe: Recipe, *, train_data: Any = None, calib_
     if recipe.allocation.has_latency_budget:  # the cost table, before any data is read (a missing one is one line)
         from .rank_alloc.latency import latency_model
 
-        latency = latency_model(model, recipe.allocation.cost_table, recipe.allocation.latency_threads)
+        latency = latency_model(model, recipe.allocation.cost_table, recipe.allocation.latency_threads,
+                                target=recipe.allocation.target)
     skip = bool(skip_bad_images)
     skipped: set = set()
     eval_ds, eval_desc = (eval_dataset(model, eval_data, eval_limit, required=False, skip_bad_images=skip)

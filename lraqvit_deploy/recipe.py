@@ -100,11 +100,13 @@ class AllocationConfig(Options):
                                        "'energy' takes a parameter reduction instead. Drop one of them.", "method")
             object.__setattr__(self, "method", "mlorq")
             if self.target is None:
-                raise self.error(knob, f"{knob} is the latency of a built program: give target = android.", "target")
-            if self.target != "android":
-                raise self.error(knob, f"{knob}: the cost tables time XNNPACK programs (this host's ExecuTorch "
-                                       f"runtime, or a phone's); target = {self.target!r} has none yet: give target "
-                                       "= android.", "target")
+                raise self.error(knob, f"{knob} is the latency of a built program: give target = android or jetson.",
+                                 "target")
+            if self.target == "jetson" and self.cost_table is None:
+                raise self.error(knob, f"{knob} with target = 'jetson' is priced by the Jetson's own cost table: give "
+                                       "cost_table, the JSON `python3 jetson/profile.py` writes into results/ on the "
+                                       "device (in the folder `deploy profile --target jetson` writes).",
+                                 "cost_table", "target")
             if self.memory_budget_mb is not None:
                 raise self.error(knob, f"{knob} plans a built program; memory_budget_mb is a simulation at any bits: "
                                        "drop memory_budget_mb (size_budget_mb may join a latency budget).",

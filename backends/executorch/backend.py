@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Dict, Optional
 
 from lraqvit_deploy.errors import DeployError, ToleranceError
+from lraqvit_deploy.measure.latency import prediction_entries
 from lraqvit_deploy.measure.stages import stage
 from lraqvit_deploy.model_info import model_info
 from lraqvit_deploy.options import option
@@ -195,12 +196,7 @@ class AndroidBackend(Backend):
         if compression.get("planned_size_mb") is not None:  # a --size-budget-mb plan: planned beside built
             manifest["size_budget_mb"] = (compression.get("config") or {}).get("size_budget_mb")
             manifest["planned_size_mb"] = compression["planned_size_mb"]
-        if compression.get("predicted_latency_ms") is not None:  # a latency-budget plan: `deploy bench` shows both
-            lat = compression.get("latency") or {}
-            manifest["latency_budget_ms"] = lat.get("latency_budget_ms")
-            manifest["predicted_latency_ms"] = compression["predicted_latency_ms"]
-            manifest["latency_prediction"] = {k: lat.get(k) for k in ("cost_table", "threads", "cpu", "table_target",
-                                                                      "rest_known", "stat")}
+        manifest.update(prediction_entries(model))  # a latency-budget plan: `deploy bench` shows both
         with atomic_dir(out) as tmp:
             pte = tmp / filename
             pte.write_bytes(lowered.buffer)

@@ -31,9 +31,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 import torch.nn as nn
 
 from lraqvit_deploy.errors import DeployError
-from lraqvit_deploy.measure.costs import (ALIGN, ALIGNED_FRACTIONS, FORMS, RANK_FRACTIONS, RUNTIME, TARGETS,
+from lraqvit_deploy.measure.costs import (ALIGN, ALIGNED_FRACTIONS, FORMS, RANK_FRACTIONS, RUNTIME,
                                           WHOLE_FORMS, CostTable, LinearShape, ShapeLike, as_shape, cache_path,
                                           cell_name, form_fits, model_shapes, rank_grid, versions_key, weight_form)
+
+EXECUTORCH_TARGETS = ("host", "android")  # the targets this backend's runtime times (a Jetson's: tensorrt.cost_bundle)
 
 # ---- one cell: the small program ------------------------------------------------------------------------
 class CellProgram(nn.Module):
@@ -114,8 +116,9 @@ def _clocks_mhz() -> Optional[List[float]]:
 def check_profile_args(target: str, threads: int, rounds: int, iterations: int, warmup: int,
                        forms: Sequence[str], fractions: Sequence[float] = RANK_FRACTIONS) -> None:
     """The arguments of `profile_costs`, checked before any work (one DeployError line each)."""
-    if target not in TARGETS:
-        raise DeployError(f"--target {target!r}: choose one of {', '.join(TARGETS)}.")
+    if target not in EXECUTORCH_TARGETS:
+        raise DeployError(f"--target {target!r}: the ExecuTorch runtime profiles {', '.join(EXECUTORCH_TARGETS)} "
+                          "(a Jetson's table: `deploy profile --target jetson --out DIR`, timed on the device).")
     for flag, v, lo, hi in (("--threads", threads, 1, 4096), ("--rounds", rounds, 1, 1000),
                             ("--iterations", iterations, 1, 1_000_000), ("--warmup", warmup, 0, 1_000_000)):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
@@ -126,6 +129,8 @@ def check_profile_args(target: str, threads: int, rounds: int, iterations: int, 
     if not forms:
         raise DeployError("forms: give at least one of " + ", ".join(FORMS) + ".")
     for f in forms:
+        if f not in FORMS and not f.startswith("w4g"):
+            raise DeployError(f"form {f!r}: the ExecuTorch runtime times {', '.join(FORMS)} (fp16 is a Jetson form).")
         wf = weight_form(f)
         if wf is not None and not any(form_fits(f, n) for n in (32, 64, 128, 256, 512, 1024)):
             raise DeployError(f"form {f!r}: XNNPACK does not run it (forms: {', '.join(FORMS)}, w4g64, w4g128).")

@@ -5,7 +5,9 @@ import time
 from pathlib import Path
 
 from lraqvit_deploy.benchmark import BenchResult, summarize
+from lraqvit_deploy.files import MANIFEST
 from lraqvit_deploy.measure.host import cpu_description
+from lraqvit_deploy.measure.latency import planned_latency
 
 
 def bench(path, options) -> BenchResult:
@@ -23,29 +25,10 @@ def bench(path, options) -> BenchResult:
     with native_stderr(logged):
         result = _bench_native(pte, options) if getattr(options, "runtime", "python") == "native" else _bench(pte, options)
     pass_on_native_log(logged)
-    predicted = planned_latency(pte)
+    predicted = planned_latency(pte.parent / MANIFEST, pte.name)
     if predicted:
         result.extra["predicted"] = predicted
     return result
-
-
-def planned_latency(pte: Path):
-    """The latency-budget plan's prediction its build manifest carries (`predicted_latency_ms`, the cost
-    table, its threads), for the program `pte`; None when there is none (no manifest, no latency plan)."""
-    from lraqvit_deploy.errors import DeployError
-    from lraqvit_deploy.files import MANIFEST, read_json_object
-
-    path = pte.parent / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = read_json_object(path, "a build manifest written by `deploy build`")
-    except DeployError:
-        return None  # the program ran; a broken manifest only loses the comparison
-    if manifest.get("program") not in (None, pte.name) or manifest.get("predicted_latency_ms") is None:
-        return None
-    return {"predicted_latency_ms": manifest["predicted_latency_ms"],
-            "latency_budget_ms": manifest.get("latency_budget_ms"), **(manifest.get("latency_prediction") or {})}
 
 
 def _bench(pte: Path, options) -> BenchResult:

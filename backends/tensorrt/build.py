@@ -21,6 +21,7 @@ import torch
 from lraqvit_deploy.artifacts import atomic_dir, versions, write_json
 from lraqvit_deploy.errors import DeployError
 from lraqvit_deploy.measure.closeness import compare_logits
+from lraqvit_deploy.measure.latency import prediction_entries
 from lraqvit_deploy.measure.stages import stage
 from lraqvit_deploy.model_info import model_info
 
@@ -238,6 +239,7 @@ def build_bundle(model, out_dir: Path, eval_ds, calib_images: Optional[torch.Ten
         }
         if calibration_note:
             manifest["calibration_note"] = calibration_note
+        manifest.update(prediction_entries(model))  # a latency-budget plan: `deploy bench --target jetson` shows both
         write_json(tmp / "manifest.json", manifest)
     if engines is None:
         why = "--trt-no-engine" if engine is False else "the tensorrt module does not import here"

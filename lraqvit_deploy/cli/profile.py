@@ -15,21 +15,28 @@ executor_runner over adb), in interleaved rounds. The table is written to
 scaled by the whole model's measured speedup in their form (a cell alone leaves the other threads
 idle; docs/latency_budget.md).
 
+--target jetson: no TensorRT runs here, so --out is a FOLDER: every cell as an ONNX file (FP32, and
+INT8 Q/DQ exported as `deploy build --target jetson` exports the model; each checked in onnxruntime),
+the whole dense model, and jetson/profile.py. Copy the folder to the Jetson, run
+`python3 jetson/profile.py` there (trtexec builds and times every cell in interleaved rounds: FP32,
+FP16, INT8), and copy results/cost_table.json back for `deploy compress --target jetson --cost-table`.
+
 examples:
   deploy profile --target host --model deit_small_patch16_224 --out deit_s_host.json
   deploy profile --target host --model deit_tiny_patch16_224 --threads 2 --rounds 5
   deploy profile --target android --serial R5CT... --model deit_small_patch16_224 --out deit_s_phone.json
+  deploy profile --target jetson --model deit_small_patch16_224 --out deit_s_jetson_cells/
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..measure.costs import FORMS, TARGETS
+    from ..measure.costs import TARGET_FORMS, TARGETS
 
     p = sub.add_parser("profile", help=HELP, description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", "-t", default="host", choices=TARGETS,
-                   help="host: this machine's ExecuTorch runtime; android: the phone's executor_runner over adb "
-                        "(default: host)")
+                   help="host: this machine's ExecuTorch runtime; android: the phone's executor_runner over adb; "
+                        "jetson: write the cells for trtexec on the device (default: host)")
     a = p.add_argument_group("android", "The phone (--target android), as for `deploy bench --target android`.")
     a.add_argument("--serial", default=None, help="device serial (default: $ANDROID_SERIAL or the only attached device)")
     a.add_argument("--adb", default=None, metavar="PATH", help="adb client (default: adb on PATH)")
@@ -42,11 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     t.add_argument("--iterations", "-n", type=int, default=10, help="timed calls per cell and round (default 10)")
     t.add_argument("--warmup", type=int, default=3, help="untimed calls per cell before the rounds (default 3)")
-    t.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS), help="forms to time (default: all)")
+    forms = list(dict.fromkeys(f for t_ in TARGETS for f in TARGET_FORMS[t_]))
+    t.add_argument("--forms", nargs="+", choices=forms, default=None,
+                   help="forms to time (default: all the target runs: fp32 w8 w4 w4g32 on host/android, fp32 fp16 w8 "
+                        "on jetson)")
     t.add_argument("--rank-fractions", type=float, nargs="+", default=None,
                    help="pair ranks as fractions of the break-even rank in x out / (in + out) "
                         "(default 0.125 0.25 0.5 0.75 1; plus the multiple of 32 nearest to 0.5)")
-    p.add_argument("--out", type=Path, default=None, metavar="TABLE.json", help="also write the table here")
+    p.add_argument("--out", type=Path, default=None, metavar="TABLE.json",
+                   help="also write the table here (--target jetson: the folder to write the cells to, required)")
     p.set_defaults(func=run)
 
 
@@ -55,13 +66,16 @@ def run(args: argparse.Namespace) -> int:
 
     from ..files import check_output_file
     from ..backends.executorch.cost_profile import check_profile_args, make_timer, profile_costs
-    from ..measure.costs import RANK_FRACTIONS
+    from ..measure.costs import RANK_FRACTIONS, TARGET_FORMS
     from ..models import create_model
     from .args import check_count
 
     threads = args.threads or 1
     fractions = tuple(args.rank_fractions) if args.rank_fractions else RANK_FRACTIONS
     check_count(args.img_size, "--img-size", 1, 16_384, "input pixels")
+    args.forms = tuple(args.forms or TARGET_FORMS[args.target])
+    if args.target == "jetson":
+        return run_jetson(args, fractions)
     check_profile_args(args.target, threads, args.rounds, args.iterations, args.warmup, tuple(args.forms), fractions)
     if args.out is not None:
         check_output_file(args.out, "--out", "table.json")
@@ -71,6 +85,33 @@ def run(args: argparse.Namespace) -> int:
     table = profile_costs(model, args.target, threads, args.rounds, args.iterations, args.warmup, tuple(args.forms),
                           fractions, out=args.out, progress=not args.quiet, model_name=args.model, timer=timer)
     print(summary(table, args.out), file=sys.stdout)
+    return 0
+
+
+def run_jetson(args: argparse.Namespace, fractions) -> int:
+    """`--target jetson`: write the cells (ONNX) and jetson/profile.py to the folder --out."""
+    from ..backends.tensorrt.cost_bundle import RUN_COMMAND, check_forms, write_profile_bundle
+    from ..errors import DeployError
+    from ..files import check_output_dir
+    from ..models import create_model
+
+    if args.out is None:
+        raise DeployError("--target jetson needs --out DIR: the folder the cells and jetson/profile.py are written to "
+                          "(then run `python3 jetson/profile.py` in it on the Jetson).")
+    if args.out.suffix == ".json":
+        raise DeployError(f"--out {args.out}: --target jetson writes a folder (the table is written on the Jetson, "
+                          "into its results/); name a folder, e.g. --out cells_jetson/.")
+    check_output_dir(args.out, "--out")
+    check_forms(args.forms)
+    model = create_model(args.model, "auto" if args.model == "testbed" else "random", img_size=args.img_size,
+                         progress=not args.quiet)
+    prof = write_profile_bundle(model, args.out, args.model, args.forms, fractions, progress=not args.quiet)
+    n_onnx = len({c["onnx"] for c in prof["cells"]}) + len({w["onnx"] for w in prof["whole"].values()})
+    print(f"jetson cells: {len(prof['shapes'])} shapes, {len(prof['cells'])} cells + {len(prof['whole'])} whole-model "
+          f"engines to build ({n_onnx} ONNX files, forms {' '.join(prof['forms'])}; onnxruntime matches PyTorch "
+          f"within {prof['onnxruntime_max_rel_err']:.2g}) -> {args.out}\n"
+          f"next: copy {args.out} to the Jetson and run `{RUN_COMMAND}` there; then pass its results/cost_table.json "
+          f"to `deploy compress --target jetson --cost-table`.")
     return 0
 
 

@@ -61,12 +61,12 @@ def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = N
     shapes = linear_shapes(linears)
     under_latency = method == "mlorq" and (latency_budget_ms is not None or speedup is not None)
     if under_latency:  # the cost table before the statistics: a missing one is one line
-        if target != "android":
-            raise DeployError(f"a latency budget plans an XNNPACK program: give --target android (got {target!r}).")
+        if target not in ("android", "jetson"):
+            raise DeployError(f"a latency budget plans a built program: give --target android or jetson (got {target!r}).")
         if latency is None:
             from .latency import latency_model
 
-            latency = latency_model(model)
+            latency = latency_model(model, target=target)
     needs_stats = method == "mlorq" or (method == "energy" and activation_aware) or compensation_fraction > 0
     if needs_stats and stats is None:
         if images is None:

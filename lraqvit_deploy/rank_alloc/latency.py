@@ -206,16 +206,25 @@ def check_cost_table(cost_table: str, model_name: str = "M", threads: int = 1,
 
 
 def resolve_table(cost_table: Optional[str], threads: int, shapes: Sequence[LinearShape], model_name: str,
-                  img_size: Optional[int] = None) -> Tuple[CostTable, str]:
+                  img_size: Optional[int] = None, target: Optional[str] = None) -> Tuple[CostTable, str]:
     """(the table, where it came from): `cost_table` (a `deploy profile` JSON) if given, else the cached
     table of this host at `threads` threads that covers every one of `shapes`. A missing table is one
-    line that says how to profile one."""
+    line that says how to profile one. `target` jetson takes only a Jetson's table (timed by
+    `jetson/profile.py` on the device), and the CPU targets never take one."""
     from ..measure.costs import cached_table
 
     shapes = list(shapes)
+    if target == "jetson" and cost_table is None:
+        raise DeployError("--target jetson is priced by the Jetson's own cost table: pass --cost-table "
+                          "results/cost_table.json (written on the device by `python3 jetson/profile.py` in the folder "
+                          f"`deploy profile --target jetson --model {model_name} --out DIR` writes).")
     if cost_table is not None:
         path = Path(cost_table).expanduser()
         table = check_cost_table(cost_table, model_name, threads, img_size)
+        if (table.target == "jetson") != (target == "jetson") and target is not None:
+            want = "a Jetson's (jetson/profile.py)" if target == "jetson" else "a CPU's (deploy profile --target host|android)"
+            raise DeployError(f"--cost-table {path}: a {table.target} table (it times {table.meta.get('runtime') or 'its runtime'}); "
+                              f"--target {target} plans with {want}.")
         missing = [s.key for s in shapes if s.key not in table.shapes]
         if missing:
             have = ", ".join(sorted(table.shapes)) or "none"
@@ -235,8 +244,9 @@ def resolve_table(cost_table: Optional[str], threads: int, shapes: Sequence[Line
 
 
 def latency_model(model: nn.Module, cost_table: Optional[str] = None, threads: int = 1,
-                  stat: str = STAT) -> LatencyModel:
-    """The `LatencyModel` of `model` on `cost_table` (default: this host's cached table at `threads`)."""
+                  stat: str = STAT, target: Optional[str] = None) -> LatencyModel:
+    """The `LatencyModel` of `model` on `cost_table` (default: this host's cached table at `threads`);
+    `target` (android, jetson) checks that the table is of that kind of device (`resolve_table`)."""
     from ..data import input_size
     from ..measure.costs import model_shapes
     from ..model_info import model_info
@@ -245,7 +255,7 @@ def latency_model(model: nn.Module, cost_table: Optional[str] = None, threads: i
     spec = model_info(model).spec
     name = getattr(spec, "name", None) or type(model).__name__
     img = input_size(model)[-1] if "img_size" in (getattr(spec, "kwargs", None) or {}) else None
-    table, source = resolve_table(cost_table, threads, list(by_shape), name, img)
+    table, source = resolve_table(cost_table, threads, list(by_shape), name, img, target)
     return LatencyModel(table, {n: s for s, names in by_shape.items() for n in names}, source, stat)
 
 

@@ -68,3 +68,23 @@ def test_a_result_that_failed_its_gates_is_refused(tmp_path):
         bench(tmp_path, JetsonBenchOptions())
     with pytest.raises(ToleranceError, match="failed its output gates"):
         bench(tmp_path / "results" / "int8.json", JetsonBenchOptions())
+
+
+@pytest.mark.skipif(HAS_TRT, reason="tensorrt imports here")
+def test_a_latency_plans_prediction_is_shown_beside_the_device_median(tmp_path):
+    from lraqvit_deploy.cli.bench import predicted_line
+
+    _result(tmp_path)
+    manifest = {"format": "x", "target": "jetson", "latency_budget_ms": 2.0, "predicted_latency_ms": 1.0,
+                "latency_prediction": {"cost_table": "jetson_table.json", "threads": 1, "table_target": "jetson"}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    got = bench(tmp_path, JetsonBenchOptions(precision="int8"))
+    assert got.extra["predicted"]["predicted_latency_ms"] == 1.0
+    line = predicted_line(got)
+    assert "predicted    1 ms (jetson_table.json" in line and "measured / predicted 1.100" in line
+    # the FP16 baseline engine is not what the plan predicts
+    (tmp_path / "results" / "fp16.json").write_text((tmp_path / "results" / "int8.json").read_text()
+                                                    .replace('"int8"', '"fp16"'))
+    assert "predicted" not in bench(tmp_path, JetsonBenchOptions(precision="fp16")).extra
+    (tmp_path / "manifest.json").write_text("{broken")  # a broken manifest only loses the comparison
+    assert "predicted" not in bench(tmp_path, JetsonBenchOptions(precision="int8")).extra

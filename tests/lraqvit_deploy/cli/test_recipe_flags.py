@@ -102,7 +102,8 @@ def test_bad_values_name_the_field_in_python_and_the_flag_on_the_command_line(ma
     # a latency budget (issue 26)
     (["--speedup", "2"], "--speedup is the latency of a built program: give --target android"),
     (["--speedup", "0", "--target", "android"], "--speedup 0.0: must be > 0"),
-    (["--latency-budget-ms", "30", "--target", "jetson"], "--target 'jetson' has none yet"),
+    (["--latency-budget-ms", "30", "--target", "jetson"], "with --target 'jetson' is priced by the Jetson's own cost "
+                                                          "table: give --cost-table"),
     (["--cost-table", "t.json", "--method", "lra", "--param-reduction", "0.3"], "--cost-table prices a latency"),
     (["--speedup", "2", "--target", "android", "--cost-table", "missing.json"],  # before any model is built
      "--cost-table missing.json: no such file; write it with `deploy profile --target host --model testbed"),
