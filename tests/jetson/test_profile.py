@@ -132,12 +132,18 @@ def test_device_script_builds_times_and_writes_a_table_the_host_plans_with(bundl
     # the host plans a Jetson model with it: the prediction comes from the Jetson's table
     path = work / "results" / "cost_table.json"
     rc = main(["compress", "--model", "deit_tiny_patch16_224", "--weights", "random", "--img-size", "32", "--quiet",
-               "--target", "jetson", "--cost-table", str(path), "--latency-budget-ms", "1000",
+               "--num-classes", "10", "--target", "jetson", "--cost-table", str(path), "--latency-budget-ms", "1000",
                "--alloc-calib-data", "fashion-mnist:train", "--alloc-calib-images", "8", "--out", str(tmp_path / "c"),
                "--json", str(tmp_path / "r.json")])
     assert rc == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["target"] == "jetson" and report["cost_table"] == str(path) and 0 < report["predicted_latency_ms"]
+    # ... and its Jetson bundle's manifest carries the prediction (`deploy bench --target jetson` prints it beside)
+    assert main(["build", "--target", "jetson", str(tmp_path / "c"), "--out", str(tmp_path / "b"), "--quiet",
+                 "--calib-data", "fashion-mnist:train"]) == 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["predicted_latency_ms"] == report["predicted_latency_ms"]
+    assert manifest["latency_prediction"]["table_target"] == "jetson"
     # a Jetson's table never prices a CPU program, and a Jetson plan needs one (one line each, before any data)
     common = ["compress", "--model", "deit_tiny_patch16_224", "--weights", "random", "--img-size", "32", "--quiet",
               "--latency-budget-ms", "1000", "--out", str(tmp_path / "x")]
