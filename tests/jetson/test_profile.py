@@ -209,3 +209,19 @@ def test_strongly_typed_fp16_cells_are_skipped_not_faked(bundle, fake_trtexec, t
                              say=lambda s: None)
     assert table["meta"]["skipped"] and all("/fp16" in n for n in table["meta"]["skipped"])
     assert all("fp16" not in e["forms"] for e in table["shapes"].values()) and "fp16" not in table["whole_ms"]
+
+
+def test_the_bundled_script_runs_standalone_without_site_packages(bundle, fake_trtexec, tmp_path):
+    """On a bare JetPack: python3 -S (no site-packages: no torch, numpy or lraqvit_deploy) runs jetson/profile.py."""
+    import shutil
+    import subprocess
+
+    work = tmp_path / "d"
+    shutil.copytree(bundle, work)
+    out = subprocess.run([sys.executable, "-S", str(work / "jetson" / "profile.py"), "--help"], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert out.returncode == 0 and "interleaved rounds" in out.stdout, out.stderr
+    out = subprocess.run([sys.executable, "-S", str(work / "jetson" / "profile.py"), "--trtexec", fake_trtexec,
+                          "--forms", "w8", "--rounds", "1", "--iterations", "2"], capture_output=True, text=True,
+                         cwd=work)
+    assert out.returncode == 0 and (work / "results" / "cost_table.json").is_file(), out.stderr
