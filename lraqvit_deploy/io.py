@@ -87,6 +87,11 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def sha256_json(data: Any) -> str:
+    """The sha256 (hex) of `data` as JSON with sorted keys: a content key of settings (same data, same key)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -99,4 +104,4 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
 
-__all__ = ["PathLike", "atomic_write", "atomic_dir", "write_json", "read_json", "sha256_file"]
+__all__ = ["PathLike", "atomic_write", "atomic_dir", "write_json", "read_json", "sha256_file", "sha256_json"]

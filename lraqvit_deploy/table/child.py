@@ -1,11 +1,9 @@
 """Run a step in a fresh interpreter and measure it: wall time and the child's peak memory.
 
-Peak memory is read two ways. `VmHWM` (/proc/PID/status) is the high-water mark of the child's own
-address space: sampled while it runs, and for a step also read by the child itself as it ends (exact).
-`ru_maxrss` from `os.wait4` is the kernel's figure for that child, but Linux carries the high-water
-mark of the address space the child was spawned from (this process) across exec, so it is at least
-the harness's own RSS: an upper bound, recorded beside. A fresh interpreter per step means a step's
-peak never includes what an earlier step left allocated; the price is each child's imports (seconds).
+The measuring is `lraqvit_deploy.measure.process` (`run_child`: VmHWM sampled while the child runs,
+wait4's `ru_maxrss` beside, an upper bound); here the child also reads its own VmHWM as it ends (exact).
+A fresh interpreter per step means a step's peak never includes what an earlier step left allocated;
+the price is each child's imports (seconds).
 
     results = run_table(config, out, runner=subprocess_runner())
     step_resources(plan, step)   # {"seconds", "ru_maxrss_mb", "vmhwm_mb", "returncode"} of its last run
@@ -18,69 +16,16 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from ..errors import DeployError, ToleranceError
 from ..io import read_json, write_json
+from ..measure.process import ChildRun, proc_status_kib, run_child
 
-
-@dataclass(frozen=True)
-class ChildRun:
-    """One child process: exit code, wall seconds, its peak RSS (VmHWM) and wait4's ru_maxrss (MiB)."""
-
-    returncode: int
-    seconds: float
-    ru_maxrss_mb: float  # >= the parent's RSS at spawn (see the module docstring): an upper bound
-    vmhwm_mb: Optional[float]  # None when /proc could not be read before the child exited
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-
-def proc_status_kib(pid: int, field: str = "VmHWM") -> Optional[int]:
-    """A `kB` field of /proc/PID/status (None: no such process, no /proc, or the field is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def run_child(argv: Sequence[str], log: Optional[Path] = None, cwd: Optional[Path] = None,
-              env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None, poll_s: float = 0.02) -> ChildRun:
-    """Run `argv` (its output to `log`, else discarded) and measure it; a child over `timeout` is killed (-9)."""
-    out = open(log, "a") if log is not None else subprocess.DEVNULL
-    try:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
-        hwm: Optional[int] = None
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            kib = proc_status_kib(proc.pid)
-            if kib is not None:
-                hwm = max(hwm or 0, kib)
-            if timeout is not None and time.perf_counter() - t0 > timeout:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(poll_s)
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    finally:
-        if log is not None:
-            out.close()
-    return ChildRun(proc.returncode, round(seconds, 3), round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
-                    None if hwm is None else round(hwm / 1024, 1))
+__all__ = ["ChildRun", "proc_status_kib", "run_child", "resources_path", "step_resources", "subprocess_runner", "main"]
 
 
 def resources_path(plan, step) -> Path:
@@ -107,7 +52,7 @@ def subprocess_runner(python: str = sys.executable, timeout: Optional[float] = N
         res = run_child([python, "-m", "lraqvit_deploy.table.child", str(job)], log=log, timeout=timeout)
         own = job.with_suffix(".vmhwm")  # the child's VmHWM as it ended: exact, where sampling may miss the end
         if own.is_file():
-            res = replace(res, vmhwm_mb=max(res.vmhwm_mb or 0.0, round(int(own.read_text()) / 1024, 1)))
+            res = replace(res, vmhwm_mb=max(res.vmhwm_mb or 0.0, int(own.read_text()) / 1024))
             own.unlink()
         write_json(resources_path(plan, step), res.to_dict())
         if res.returncode != 0:

@@ -10,15 +10,14 @@ stamp `work/.done/<key>.json` is written only after a step succeeded, so
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from ..artifacts import read_json, sha256_file, versions
-from .config import MethodEntry, ModelEntry, TableConfig
+from ..io import sha256_json
+from .config import TableConfig
 
 KINDS = ("eval", "compress", "build", "bench", "collect")
 COLUMN_LABELS = {"android": "Android (ms)", "jetson": "Xavier (ms)", "host": "Host (ms)"}
@@ -86,8 +85,7 @@ def column_label(column: str) -> str:
 
 
 def _key(kind: str, spec: Dict, deps: Tuple[Step, ...], env: Dict[str, str]) -> str:
-    blob = json.dumps({"kind": kind, "spec": spec, "deps": [d.key for d in deps], "env": env}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return sha256_json({"kind": kind, "spec": spec, "deps": [d.key for d in deps], "env": env})
 
 
 def make_plan(config: TableConfig, out: Path) -> Plan:

@@ -1,5 +1,7 @@
-"""benchmarks/pipeline_scale.py: its pure parts (floors per program, Markdown); interleaving, per-round ratios,
-GEMM floors and lscpu are lraqvit_deploy.measure (tests/lraqvit_deploy/measure/test_rounds.py).
+"""benchmarks/pipeline_scale.py: its pure parts (floors per program, the step cache) and its report
+(benchmarks/figures/pipeline_scale.py: Markdown); interleaving, per-round ratios, GEMM floors and lscpu are
+lraqvit_deploy.measure (tests/lraqvit_deploy/measure/test_rounds.py), the step process and its record
+lraqvit_deploy.measure.process (tests/lraqvit_deploy/measure/test_process.py).
 
 The script itself (minutes to hours) is never run here; the Markdown is rendered from a recorded
 results document (tests/data/pipeline_scale/smoke.json, a `--quick` run on deit_tiny) and from a
@@ -9,11 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
 
 import pytest
+from figures.pipeline_scale import render_markdown, wads_label
+
+from lraqvit_deploy.measure.rounds import rotated, summarize_rounds
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "tests" / "data" / "pipeline_scale" / "smoke.json"
@@ -35,14 +41,16 @@ def test_importing_the_script_stays_light():
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print('torch' in sys.modules)")
     import subprocess
 
+    # benchmarks/ first on sys.path, as when the script runs (its report and steps modules are beside it)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code, str(ROOT / "benchmarks" / "pipeline_scale.py")],
-                         capture_output=True, text=True, check=True).stdout.strip()
+                         capture_output=True, text=True, check=True, env=env).stdout.strip()
     assert out == "False"
 
 
 def test_attach_floors(ps):
     bench = {"gemm": {"fp32": {"1": {"gops": 50.0}}, "int8": {"1": {"gops": None, "reason": "x"}}},
-             "threads": {"1": {"summary": ps.summarize_rounds([{"fp32": 100.0, "rb-wads-int8": 40.0}])}}}
+             "threads": {"1": {"summary": summarize_rounds([{"fp32": 100.0, "rb-wads-int8": 40.0}])}}}
     ps.attach_floors(bench, {"dense": 2.5, "rb": 1.5})
     rows = bench["threads"]["1"]["summary"]
     assert rows["fp32"]["floor_fp32_ms"] == pytest.approx(50.0) and rows["fp32"]["floor_int8_ms"] is None
@@ -61,8 +69,8 @@ def _synthetic_results(ps):
               {"pt2e-int8": 6.6, "rb-fp32": 7.7, "rb-wads-int8": 4.4, "fp32": 11.0}]
     bench = {"programs": list(ps.PROGRAMS), "seconds": 3.0, "peak_rss_kib": 900 * 1024, "process_seconds": 8.0,
              "gemm": {"shape": [197, 768, 3072], "fp32": {"1": {"gops": 93.0}}, "int8": {"1": {"gops": 40.0}}},
-             "threads": {"1": {"rounds": rounds, "orders": [ps.rotated(ps.PROGRAMS, r) for r in range(2)],
-                               "summary": ps.summarize_rounds(rounds)}}}
+             "threads": {"1": {"rounds": rounds, "orders": [rotated(ps.PROGRAMS, r) for r in range(2)],
+                               "summary": summarize_rounds(rounds)}}}
     ps.attach_floors(bench, {"dense": 2.5, "rb": 1.5})
     settings = ps.resolve_config(ps.parse_args(["--models", "deit_tiny_patch16_224", "--quick", "--threads", "1"]))
     return {"schema": ps.SCHEMA, "date": "2025-01-01 00:00:00 +0000", "quick": True,
@@ -87,7 +95,7 @@ def _synthetic_results(ps):
 
 
 def test_markdown_from_a_synthetic_document(ps):
-    md = ps.render_markdown(_synthetic_results(ps))
+    md = render_markdown(_synthetic_results(ps))
     assert md.startswith("# Pipeline scale") and "Quick smoke run" in md
     assert "Intel(R) Xeon(R) Platinum 8480+" in md and "amx_int8 yes" in md
     assert "`python benchmarks/pipeline_scale.py --models deit_tiny_patch16_224 --quick`" in md
@@ -116,20 +124,20 @@ def test_markdown_from_a_synthetic_document(ps):
 def test_markdown_from_the_recorded_smoke_run(ps):
     res = json.loads(SMOKE.read_text())
     assert res["schema"] == ps.SCHEMA
-    md = ps.render_markdown(res)
+    md = render_markdown(res)
     assert "## deit_tiny_patch16_224" in md and res["host"]["cpu"]["model_name"] in md
     for t in res["settings"]["threads"]:
         assert f"## Host latency, {t} thread" in md
     # the recorded summary is what the arithmetic gives from the recorded rounds
     for tb in res["models"]["deit_tiny_patch16_224"]["bench"]["threads"].values():
-        again = ps.summarize_rounds(tb["rounds"])
+        again = summarize_rounds(tb["rounds"])
         for p, row in tb["summary"].items():
             assert row["median_ms"] == pytest.approx(again[p]["median_ms"])
             assert row["ratio_median"] == pytest.approx(again[p]["ratio_median"])
             per_round = [r[p] / r["fp32"] for r in tb["rounds"]]
             assert row["ratio_median"] == pytest.approx(statistics.median(per_round))
         for r, order in enumerate(tb["orders"]):
-            assert order == ps.rotated(res["models"]["deit_tiny_patch16_224"]["bench"]["programs"], r)
+            assert order == rotated(res["models"]["deit_tiny_patch16_224"]["bench"]["programs"], r)
 
 
 def test_quick_and_full_presets(ps):
@@ -163,22 +171,31 @@ def test_wads_label_comes_from_what_the_run_recorded(ps):
     res = _synthetic_results(ps)
     res["settings"]["wads_iters"] = None
     # nothing recorded: say so, never today's default
-    assert ps.wads_label(res) == "library default, iteration count not recorded"
+    assert wads_label(res) == "library default, iteration count not recorded"
     # the calibrate step's resolved config wins
     res["models"]["deit_tiny_patch16_224"]["steps"]["calibrate"]["info"]["wads_config"] = {
         "wads_iters": 7, "wads_lr": 0.5, "wads_max_rows": 64, "wads_sampling": "fresh"}
-    assert ps.wads_label(res) == "7 iterations per layer (library default; lr 0.5, max_rows 64, sampling fresh)"
-    assert "7 iterations per layer (library default" in ps.render_markdown(res)
+    assert wads_label(res) == "7 iterations per layer (library default; lr 0.5, max_rows 64, sampling fresh)"
+    assert "7 iterations per layer (library default" in render_markdown(res)
     # else the settings' record (a run that predates the per-step record)
     del res["models"]["deit_tiny_patch16_224"]["steps"]["calibrate"]["info"]["wads_config"]
     res["settings"].update(wads_iters=20, wads_config={"wads_iters": 20})
-    assert ps.wads_label(res) == "20 iterations per layer (not the default)"
+    assert wads_label(res) == "20 iterations per layer (not the default)"
 
 
 def test_the_committed_report_is_the_rendering_of_its_json(ps):
     # benchmarks/results/pipeline_scale.md is never edited by hand: it is render_markdown(the committed JSON)
     base = ROOT / "benchmarks" / "results" / "pipeline_scale"
     res = json.loads(base.with_suffix(".json").read_text())
-    assert base.with_suffix(".md").read_text() == ps.render_markdown(res), \
+    assert base.with_suffix(".md").read_text() == render_markdown(res), \
         "benchmarks/results/pipeline_scale.md differs from render_markdown(pipeline_scale.json)"
-    assert f"{res['settings']['wads_config']['wads_iters']} iterations per layer" in ps.render_markdown(res)
+    assert f"{res['settings']['wads_config']['wads_iters']} iterations per layer" in render_markdown(res)
+
+
+def test_every_committed_report_is_the_rendering_of_its_json():
+    # the same for each pipeline_scale*.md beside its JSON (the 4-bit forms' run among them)
+    pairs = [(p, p.with_suffix(".md")) for p in sorted((ROOT / "benchmarks" / "results").glob("pipeline_scale*.json"))
+             if p.with_suffix(".md").is_file()]
+    assert len(pairs) >= 2
+    for js, md in pairs:
+        assert md.read_text() == render_markdown(json.loads(js.read_text())), f"{md.name} differs from its JSON"
