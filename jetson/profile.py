@@ -40,6 +40,10 @@ VERSION_HEADERS = ("/usr/include/aarch64-linux-gnu/NvInferVersion.h", "/usr/incl
                    "/usr/include/NvInferVersion.h")
 
 
+CELL_KEYS = ("name", "shape", "form", "rank", "precision", "onnx", "input")  # of each profile.json cell
+WHOLE_KEYS = ("name", "form", "precision", "onnx", "input")  # of each whole-model entry
+
+
 class ProfileError(Exception):
     """A problem the user can fix (missing bundle, no trtexec, an engine trtexec cannot build): one line."""
 
@@ -55,6 +59,18 @@ def read_profile(bundle_dir: str) -> Dict[str, Any]:
         raise ProfileError(f"{path}: not JSON ({e}); copy the bundle again.") from None
     if not isinstance(prof, dict) or prof.get("target") != "jetson" or not isinstance(prof.get("cells"), list):
         raise ProfileError(f"{path}: not a Jetson cost-table bundle (write one with `deploy profile --target jetson`).")
+    whole = prof.get("whole") or {}
+    entries = [(c, CELL_KEYS) for c in prof["cells"]] + [(w, WHOLE_KEYS) for w in whole.values()]
+    if not isinstance(whole, dict) or not isinstance(prof.get("shapes"), dict) or not isinstance(prof.get("forms"), list):
+        entries.append(({}, ("shapes", "forms", "whole")))
+    for c, keys in entries:
+        missing = [k for k in keys if not isinstance(c, dict) or k not in c]
+        if missing:
+            raise ProfileError(f"{path}: an entry lacks {', '.join(missing)}: the bundle was edited or truncated; write "
+                               "it again with `deploy profile --target jetson`.")
+        if not os.path.isfile(os.path.join(bundle_dir, c["onnx"])):
+            raise ProfileError(f"{c['onnx']}: missing from the bundle; copy the whole folder `deploy profile --target "
+                               "jetson` wrote.")
     return prof
 
 
@@ -99,7 +115,8 @@ def build_cell(exe: str, bundle_dir: str, cell: Dict[str, Any], version: str, en
     if os.path.isfile(path) and not rebuild:
         return path
     shapes = trtexec.shapes_arg("input", cell["input"])
-    cmd = trtexec.build_command(exe, os.path.join(bundle_dir, cell["onnx"]), path, cell["precision"], shapes,
+    partial = f"{path}.partial"  # an interrupted build never leaves an engine a later run would reuse
+    cmd = trtexec.build_command(exe, os.path.join(bundle_dir, cell["onnx"]), partial, cell["precision"], shapes,
                                 timing_cache=os.path.join(engines, "timing.cache"),
                                 version_major=plan.version[0], strongly_typed=plan.strongly_typed,
                                 fp32_layers=(cell.get("layernorm_nodes") or ()) if plan.fp32_tag else ())
@@ -108,8 +125,9 @@ def build_cell(exe: str, bundle_dir: str, cell: Dict[str, Any], version: str, en
     except RuntimeError as e:
         raise ProfileError(f"{cell['name']}: trtexec could not build its engine: {str(e).splitlines()[0]} "
                            f"(log: {path}.build.log)") from None
-    if not os.path.isfile(path):
-        raise ProfileError(f"{cell['name']}: trtexec exited 0 but wrote no engine at {path}.")
+    if not os.path.isfile(partial):
+        raise ProfileError(f"{cell['name']}: trtexec exited 0 but wrote no engine at {partial}.")
+    os.replace(partial, path)
     return path
 
 
@@ -246,6 +264,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         args.warmup_ms, args.forms, args.rebuild, True if args.strongly_typed else None, out=args.out)
     except ProfileError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only folder: the table is written atomically, so nothing half-written
+        print(f"error: {e.filename or ''}: {e.strerror or e} (engines built so far are kept; no table written)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: engines built so far are kept; run again to go on (no table written).", file=sys.stderr)

@@ -107,9 +107,10 @@ def run_jetson(args: argparse.Namespace, fractions) -> int:
                          progress=not args.quiet)
     prof = write_profile_bundle(model, args.out, args.model, args.forms, fractions, progress=not args.quiet)
     n_onnx = len({c["onnx"] for c in prof["cells"]}) + len({w["onnx"] for w in prof["whole"].values()})
+    mb = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 1e6
     print(f"jetson cells: {len(prof['shapes'])} shapes, {len(prof['cells'])} cells + {len(prof['whole'])} whole-model "
           f"engines to build ({n_onnx} ONNX files, forms {' '.join(prof['forms'])}; onnxruntime matches PyTorch "
-          f"within {prof['onnxruntime_max_rel_err']:.2g}) -> {args.out}\n"
+          f"within {prof['onnxruntime_max_rel_err']:.2g}) -> {args.out} ({mb:.0f} MB)\n"
           f"next: copy {args.out} to the Jetson and run `{RUN_COMMAND}` there; then pass its results/cost_table.json "
           f"to `deploy compress --target jetson --cost-table`.")
     return 0

@@ -170,6 +170,38 @@ def test_device_script_errors_are_one_line(tmp_path, fake_trtexec, bundle, capsy
     assert jprofile.main([str(bundle), "--trtexec", fake_trtexec, "--forms", "w4"]) == 2
     assert "this bundle has fp32, fp16, w8" in capsys.readouterr().err
     assert jprofile.main([str(bundle), "--rounds", "0"]) == 2
+    capsys.readouterr()
+
+
+def test_tampered_bundles_and_interrupted_builds(bundle, fake_trtexec, tmp_path, capsys):
+    import shutil
+
+    work = tmp_path / "d"
+    shutil.copytree(bundle, work)
+    prof_path = work / "jetson" / "profile.json"
+    prof = json.loads(prof_path.read_text())
+    for broken, words in [("{trunc", "not JSON"), (json.dumps({**prof, "cells": [{"name": "x"}]}), "an entry lacks"),
+                          (json.dumps({**prof, "target": "android"}), "not a Jetson cost-table bundle")]:
+        prof_path.write_text(broken)
+        assert jprofile.main([str(work), "--trtexec", fake_trtexec]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    prof_path.write_text(json.dumps(prof))
+    (work / prof["cells"][0]["onnx"]).unlink()
+    assert jprofile.main([str(work), "--trtexec", fake_trtexec]) == 2
+    assert "missing from the bundle" in capsys.readouterr().err
+    shutil.copy(bundle / prof["cells"][0]["onnx"], work / prof["cells"][0]["onnx"])
+    # a build that dies half-way leaves no engine a later run would take for a built one
+    engines = work / "engines"
+    engines.mkdir()
+    cell = prof["cells"][0]
+    (engines / (jprofile.engine_name(cell["name"]) + ".partial")).write_text("half an engine")
+
+    def dying(cmd, log=None, timeout=3600):
+        raise RuntimeError("trtexec failed (-9): killed")
+    with pytest.raises(jprofile.ProfileError, match="could not build its engine"):
+        jprofile.build_cell(fake_trtexec, str(work), cell, "8.5.2", str(engines), False, None, dying)
+    assert not (engines / jprofile.engine_name(cell["name"])).exists()
 
 
 @pytest.mark.parametrize("extra, words", [
