@@ -152,10 +152,15 @@ def test_cells_kept_in_cell_dir_are_built_once(tmp_path, cache_root, monkeypatch
 def test_more_threads_scale_one_thread_cells_by_the_whole_models_speedup(tmp_path, cache_root):
     """At 2 threads the cells are timed at 1 thread and scaled by a whole model's measured speedup in their form
     (dense cells by the dense model's, pair cells by the all-pairs model's): the table says so and keeps both."""
-    from lraqvit_deploy import create_model
     from lraqvit_deploy.backends.executorch.cost_profile import THREAD_SCALING, profile_costs
+    from lraqvit_deploy.model_info import record
+    from lraqvit_deploy.models import ModelSpec, build_architecture
 
-    model = create_model("deit_tiny_patch16_224", "random", img_size=32, num_classes=10, progress=False)
+    # one block, mlp_ratio 1: two shapes (64x64, 64x192), so 12 cells and four small whole models to lower
+    spec = ModelSpec("deit_tiny_patch16_224", "deit_tiny_patch16_224", dict(
+        img_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=2, mlp_ratio=1.0, num_classes=10), "random")
+    model = build_architecture(spec)
+    record(model, spec=spec)
     table = profile_costs(model, threads=2, rounds=1, iterations=2, warmup=1, forms=("fp32", "w8"), fractions=FRACTIONS,
                           progress=False, cache=False, cell_dir=tmp_path)
     ts = table.meta["thread_scaling"]
