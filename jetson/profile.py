@@ -236,8 +236,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", nargs="?", default=here, help="the bundle folder (default: this script's parent)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--iterations", "-n", type=int, default=200, help="trtexec --iterations per timing (default 200)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: the bundle's, else 3)")
+    p.add_argument("--iterations", "-n", type=int, default=None,
+                   help="trtexec --iterations per timing (default: the bundle's, else 200)")
     p.add_argument("--warmup-ms", type=int, default=500, help="trtexec --warmUp per timing, ms (default 500)")
     p.add_argument("--forms", nargs="+", default=None, help="forms to time (default: the bundle's)")
     p.add_argument("--trtexec", default=None, metavar="PATH", help="trtexec (default: on PATH or /usr/src/tensorrt/bin)")
@@ -246,6 +247,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="rebuild engines even if present")
     p.add_argument("--out", default=None, help=f"the table (default: BUNDLE/{OUT})")
     args = p.parse_args(argv)
+    try:  # the defaults `deploy profile --target jetson --rounds/--iterations` wrote into the bundle
+        defaults = read_profile(args.bundle).get("defaults") or {}
+    except ProfileError:
+        defaults = {}  # said below, in one line
+    def default(key: str, fallback: int) -> int:
+        v = defaults.get(key, fallback) if isinstance(defaults, dict) else fallback
+        return v if isinstance(v, int) and not isinstance(v, bool) else fallback
+    args.rounds = args.rounds if args.rounds is not None else default("rounds", 3)
+    args.iterations = args.iterations if args.iterations is not None else default("iterations", 200)
     for flag, v, low in (("--rounds", args.rounds, 1), ("--iterations", args.iterations, 1),
                          ("--warmup-ms", args.warmup_ms, 0)):
         if v < low:

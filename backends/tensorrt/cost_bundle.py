@@ -122,9 +122,10 @@ def check_forms(forms: Sequence[str]) -> Tuple[str, ...]:
 
 def write_profile_bundle(model: nn.Module, out_dir, model_name: str, forms: Sequence[str] = TARGET_FORMS["jetson"],
                          fractions: Sequence[float] = RANK_FRACTIONS, opset: Optional[int] = None,
-                         progress: bool = True) -> Dict[str, Any]:
+                         progress: bool = True, rounds: int = 3, iterations: int = 200) -> Dict[str, Any]:
     """Write the Jetson cost-table bundle of `model` to `out_dir` (atomically; an existing folder is
-    replaced only when the whole bundle is written). Returns the `profile.json` it wrote."""
+    replaced only when the whole bundle is written). Returns the `profile.json` it wrote. `rounds` and
+    `iterations` (trtexec's) become the device script's defaults."""
     import onnx
 
     from lraqvit_deploy.data import input_size
@@ -182,7 +183,7 @@ def write_profile_bundle(model: nn.Module, out_dir, model_name: str, forms: Sequ
                                       "break_even_rank": s.break_even_rank, "layers": list(by_shape[s])}
                               for s in shapes},
                    "cells": cells, "whole": whole, "onnxruntime_max_rel_err": max(errors.values(), default=0.0),
-                   "layernorm_tag": LN_TAG}
+                   "layernorm_tag": LN_TAG, "defaults": {"rounds": int(rounds), "iterations": int(iterations)}}
         write_json(jdir / PROFILE_FILE, profile)
         (tmp / "README.md").write_text(README.format(model=model_name, n=len(cells), files=len(files),
                                                      forms=", ".join(forms), run=RUN_COMMAND))

@@ -46,9 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--model", "-m", required=True, help="e.g. deit_small_patch16_224, or testbed")
     g.add_argument("--img-size", type=int, default=None, help="input resolution (sets the token count)")
     t = p.add_argument_group("timing")
-    t.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    t.add_argument("--iterations", "-n", type=int, default=10, help="timed calls per cell and round (default 10)")
-    t.add_argument("--warmup", type=int, default=3, help="untimed calls per cell before the rounds (default 3)")
+    t.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3; jetson: the device script's "
+                                                            "default)")
+    t.add_argument("--iterations", "-n", type=int, default=None,
+                   help="timed calls per cell and round (default 10; jetson: trtexec --iterations, default 200, "
+                        "the device script's default)")
+    t.add_argument("--warmup", type=int, default=None, help="untimed calls per cell before the rounds (default 3; "
+                                                           "jetson: set --warmup-ms on the device)")
     forms = list(dict.fromkeys(f for t_ in TARGETS for f in TARGET_FORMS[t_]))
     t.add_argument("--forms", nargs="+", choices=forms, default=None,
                    help="forms to time (default: all the target runs: fp32 w8 w4 w4g32 on host/android, fp32 fp16 w8 "
@@ -76,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     args.forms = tuple(args.forms or TARGET_FORMS[args.target])
     if args.target == "jetson":
         return run_jetson(args, fractions)
+    args.iterations = 10 if args.iterations is None else args.iterations
+    args.warmup = 3 if args.warmup is None else args.warmup
     check_profile_args(args.target, threads, args.rounds, args.iterations, args.warmup, tuple(args.forms), fractions)
     if args.out is not None:
         check_output_file(args.out, "--out", "table.json")
@@ -95,6 +101,16 @@ def run_jetson(args: argparse.Namespace, fractions) -> int:
     from ..files import check_output_dir
     from ..models import create_model
 
+    given = [f for f, v in (("--threads", args.threads), ("--serial", args.serial), ("--adb", args.adb),
+                            ("--runner", args.runner), ("--warmup", args.warmup)) if v is not None]
+    if given:
+        raise DeployError(f"{', '.join(given)}: not for --target jetson (the GPU's engines are timed on the device by "
+                          "`python3 jetson/profile.py`; its --warmup-ms sets the warm-up).")
+    iterations = 200 if args.iterations is None else args.iterations
+    from .args import check_count
+
+    check_count(args.rounds, "--rounds", 1, 1000, "interleaved rounds")
+    check_count(iterations, "--iterations", 1, 1_000_000, "trtexec iterations")
     if args.out is None:
         raise DeployError("--target jetson needs --out DIR: the folder the cells and jetson/profile.py are written to "
                           "(then run `python3 jetson/profile.py` in it on the Jetson).")
@@ -105,7 +121,8 @@ def run_jetson(args: argparse.Namespace, fractions) -> int:
     check_forms(args.forms)
     model = create_model(args.model, "auto" if args.model == "testbed" else "random", img_size=args.img_size,
                          progress=not args.quiet)
-    prof = write_profile_bundle(model, args.out, args.model, args.forms, fractions, progress=not args.quiet)
+    prof = write_profile_bundle(model, args.out, args.model, args.forms, fractions, progress=not args.quiet,
+                                rounds=args.rounds, iterations=iterations)
     n_onnx = len({c["onnx"] for c in prof["cells"]}) + len({w["onnx"] for w in prof["whole"].values()})
     mb = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 1e6
     print(f"jetson cells: {len(prof['shapes'])} shapes, {len(prof['cells'])} cells + {len(prof['whole'])} whole-model "

@@ -64,7 +64,7 @@ def bundle(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("jetson") / "cells"
     rc = main(["profile", "--target", "jetson", "--model", "deit_tiny_patch16_224", "--img-size", "32", "--quiet",
-               "--rank-fractions", "0.25", "1", "--out", str(out)])
+               "--rank-fractions", "0.25", "1", "--rounds", "1", "--iterations", "2", "--out", str(out)])
     assert rc == 0
     return out
 
@@ -84,6 +84,7 @@ def test_the_bundle_holds_every_cell_and_the_device_script(bundle):
     for c in prof["cells"] + list(prof["whole"].values()):
         assert (bundle / c["onnx"]).is_file(), c
     assert prof["whole"]["w8"]["layernorm_nodes"] and prof["onnxruntime_max_rel_err"] < 2e-2
+    assert prof["defaults"] == {"rounds": 1, "iterations": 2}  # the device script's defaults
     for f in ("profile.py", "trtexec.py", "engine.py", "clocks.py", "rounds.py"):
         assert (bundle / "jetson" / f).is_file()
 
@@ -208,6 +209,8 @@ def test_tampered_bundles_and_interrupted_builds(bundle, fake_trtexec, tmp_path,
     ([], "--target jetson needs --out DIR"),
     (["--out", "t.json"], "writes a folder"),
     (["--out", "d", "--forms", "w4"], "the Jetson's forms are fp32, fp16, w8"),
+    (["--out", "d", "--threads", "2", "--serial", "X"], "--threads, --serial: not for --target jetson"),
+    (["--out", "d", "--rounds", "0"], "--rounds 0: must be a whole number in 1..1,000"),
 ])
 def test_host_cli_bad_input_is_one_line(tmp_path, monkeypatch, capsys, extra, words):
     from lraqvit_deploy.cli.main import main
@@ -254,6 +257,7 @@ def test_the_bundled_script_runs_standalone_without_site_packages(bundle, fake_t
                          text=True, cwd=tmp_path)
     assert out.returncode == 0 and "interleaved rounds" in out.stdout, out.stderr
     out = subprocess.run([sys.executable, "-S", str(work / "jetson" / "profile.py"), "--trtexec", fake_trtexec,
-                          "--forms", "w8", "--rounds", "1", "--iterations", "2"], capture_output=True, text=True,
-                         cwd=work)
+                          "--forms", "w8"], capture_output=True, text=True, cwd=work)
     assert out.returncode == 0 and (work / "results" / "cost_table.json").is_file(), out.stderr
+    protocol = json.loads((work / "results" / "cost_table.json").read_text())["protocol"]
+    assert (protocol["rounds"], protocol["iterations"]) == (1, 2)  # the bundle's defaults (deploy profile --rounds)
