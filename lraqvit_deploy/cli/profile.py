@@ -30,7 +30,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..measure.costs import TARGET_FORMS, TARGETS
+    from ..measure.costs import EXTRA_FORMS, TARGET_FORMS, TARGETS
 
     p = sub.add_parser("profile", help=HELP, description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,10 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the device script's default)")
     t.add_argument("--warmup", type=int, default=None, help="untimed calls per cell before the rounds (default 3; "
                                                            "jetson: set --warmup-ms on the device)")
-    forms = list(dict.fromkeys(f for t_ in TARGETS for f in TARGET_FORMS[t_]))
+    forms = list(dict.fromkeys([*(f for t_ in TARGETS for f in TARGET_FORMS[t_]), *EXTRA_FORMS]))
     t.add_argument("--forms", nargs="+", choices=forms, default=None,
-                   help="forms to time (default: all the target runs: fp32 w8 w4 w4g32 on host/android, fp32 fp16 w8 "
-                        "on jetson)")
+                   help="forms to time (default: fp32 w8 w4 w4g32 on host/android, fp32 fp16 w8 on jetson; add "
+                        "w4g64 w4g128 on host/android for plans that may use them)")
     t.add_argument("--rank-fractions", type=float, nargs="+", default=None,
                    help="pair ranks as fractions of the break-even rank in x out / (in + out) "
                         "(default 0.125 0.25 0.5 0.75 1; plus the multiple of 32 nearest to 0.5)")

@@ -36,7 +36,8 @@ from ..errors import DeployError
 TABLE_FORMAT = "lraqvit-deploy/cost-table/1"
 TARGETS = ("host", "android", "jetson")
 FORMS = ("fp32", "w8", "w4", "w4g32")  # fp32, then the XNNPACK forms of `quant.forms` (qc8w, qc4w, qb4w g32)
-# what each target's table times: XNNPACK's forms on a CPU; TensorRT FP32, FP16 and INT8 Q/DQ on a Jetson
+EXTRA_FORMS = ("w4g64", "w4g128")  # XNNPACK's other blockwise forms: timed when asked (`--forms`), priced when timed
+# what each target's table times by default: XNNPACK's forms on a CPU; TensorRT FP32, FP16 and INT8 Q/DQ on a Jetson
 TARGET_FORMS = {"host": FORMS, "android": FORMS, "jetson": ("fp32", "fp16", "w8")}
 RANK_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)  # of the break-even rank in x out / (in + out)
 ALIGNED_FRACTIONS = (1 / 2,)  # ... and the multiple of ALIGN nearest to these (a tile-aligned rank)
@@ -361,6 +362,6 @@ def cached_table(target: str, threads: int, shapes: Iterable[ShapeLike], forms: 
     return None
 
 
-__all__ = ["TABLE_FORMAT", "TARGETS", "TARGET_FORMS", "FORMS", "RANK_FRACTIONS", "STATS", "WHOLE_FORMS", "RUNTIME", "LinearShape",
+__all__ = ["TABLE_FORMAT", "TARGETS", "TARGET_FORMS", "FORMS", "EXTRA_FORMS", "RANK_FRACTIONS", "STATS", "WHOLE_FORMS", "RUNTIME", "LinearShape",
            "CostTable", "as_shape", "model_shapes", "rank_grid", "form_fits", "cell_name", "cached_table", "cache_path",
            "host_key", "versions_key"]

@@ -126,6 +126,22 @@ def test_candidate_latency_comes_from_the_table():
     assert choice_ms(t, LayerChoice(w_bits=8), LinearShape(32, 32, 5)) is None  # a shape it lacks
 
 
+def test_w4g64_and_w4g128_are_priced_when_the_table_timed_them(monkeypatch):
+    from lraqvit_deploy.cli.main import build_parser
+    from lraqvit_deploy.measure.costs import EXTRA_FORMS
+
+    monkeypatch.setitem(COEF, "w4g64", 0.46)
+    monkeypatch.setitem(COEF, "w4g128", 0.47)
+    s = LinearShape(256, 512, 5)
+    t = make_table({s: ["l0"]}, forms=FORMS + EXTRA_FORMS)
+    assert choice_ms(t, LayerChoice(w_bits=4, group=64), s) == pytest.approx(dense_ms(s, "w4g64"))
+    r = rank_grid(s, "w4g128")[0]
+    assert r % 128 == 0 and choice_ms(t, LayerChoice(rank=r, factor_bits=(4, 4), factor_groups=(128, 128)), s) == \
+        pytest.approx(pair_ms(s, "w4g128", r))
+    args = build_parser().parse_args(["profile", "--model", "m", "--forms", "fp32", "w8", "w4g64", "w4g128"])
+    assert args.forms == ["fp32", "w8", "w4g64", "w4g128"]
+
+
 def test_rest_is_whole_less_the_dense_cells_and_optional():
     t = make_table({S1: ["l0", "l2"], S2: ["l1"]}, ranks=RANKS)
     assert t.rest_ms("fp32") == pytest.approx(REST) and t.rest_ms("w8") == pytest.approx(REST)
