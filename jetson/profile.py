@@ -115,7 +115,7 @@ def build_cell(exe: str, bundle_dir: str, cell: Dict[str, Any], version: str, en
     if os.path.isfile(path) and not rebuild:
         return path
     shapes = trtexec.shapes_arg("input", cell["input"])
-    partial = f"{path}.partial"  # an interrupted build never leaves an engine a later run would reuse
+    partial = f"{path}.partial{os.getpid()}"  # an interrupted build leaves no engine a later run would reuse
     cmd = trtexec.build_command(exe, os.path.join(bundle_dir, cell["onnx"]), partial, cell["precision"], shapes,
                                 timing_cache=os.path.join(engines, "timing.cache"),
                                 version_major=plan.version[0], strongly_typed=plan.strongly_typed,

@@ -196,7 +196,7 @@ def test_tampered_bundles_and_interrupted_builds(bundle, fake_trtexec, tmp_path,
     engines = work / "engines"
     engines.mkdir()
     cell = prof["cells"][0]
-    (engines / (jprofile.engine_name(cell["name"]) + ".partial")).write_text("half an engine")
+    (engines / (jprofile.engine_name(cell["name"]) + ".partial123")).write_text("half an engine")
 
     def dying(cmd, log=None, timeout=3600):
         raise RuntimeError("trtexec failed (-9): killed")
