@@ -208,9 +208,12 @@ def profile(bundle_dir: str, exe: str, version: str, rounds: int = 3, iterations
         say(f"time {done[0]}/{len(built) * rounds} {name}: {r['median_ms']:.4f} ms")
         return r["median_ms"]
     names = list(built)
-    timed = interleaved(names, time_one, rounds)
-    baseline = next((n for n in names if n.endswith("/fp32")), names[0] if names else None)
-    summary = summarize_rounds(timed["rounds"], baseline=baseline)
+    timed = interleaved(names, time_one, rounds)  # one round times every engine of the bundle
+    summary: Dict[str, Dict[str, Any]] = {}
+    for group in dict.fromkeys(n.rsplit("/", 1)[0] if n.startswith("whole/") else n.split("/", 1)[0] for n in names):
+        members = [n for n in names if n.startswith(group + "/")]  # a shape's cells, or the whole models
+        baseline = f"{group}/fp32" if f"{group}/fp32" in members else members[0]  # ratios within the same round
+        summary.update(summarize_rounds([{n: r[n] for n in members if n in r} for r in timed["rounds"]], baseline))
     power = clocks.check_power_state()
     device = {"model_name": clocks.describe_device(), "power_mode": power.get("power_mode"),
               "clocks_pinned": power.get("pinned")}

@@ -120,6 +120,9 @@ def test_device_script_builds_times_and_writes_a_table_the_host_plans_with(bundl
             assert cell["dense"]["median_ms"] > 0 and cell["ranks"] and all(
                 cell["pairs"][str(r)]["min_ms"] <= cell["pairs"][str(r)]["median_ms"] for r in cell["ranks"])
     assert table.rest_ms("w8") is not None and table.rest_ms("fp32") is not None
+    for entry in table.shapes.values():  # ratios are to the same shape's dense FP32 cell, round by round
+        assert entry["forms"]["fp32"]["dense"]["fp32_ratio"] == 1.0
+        assert all(c["dense"]["fp32_ratio"] > 0 for c in entry["forms"].values())
     # the build flags each engine was given (the stand-in kept them): engine.precision_plan on 8.5
     engines = {p.name: json.loads(p.read_text()) for p in (work / "engines").glob("*.engine")}
     assert len(engines) == len(prof["cells"]) + len(prof["whole"])
