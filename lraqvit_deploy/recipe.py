@@ -62,8 +62,9 @@ class AllocationConfig(Options):
         None, "a latency budget as a speedup F over the dense FP32 model predicted on the same cost table (budget = "
               "its latency / F), instead of latency_budget_ms", min=0, min_exclusive=True, max=1e6, metavar="F")
     cost_table: Optional[str] = option(
-        None, "the cost table (a `deploy profile --out` JSON) that prices a latency budget; default: the table cached "
-              "by `deploy profile` for this host at latency_threads threads", metavar="TABLE.json")
+        None, "the cost table (a `deploy profile --out` JSON, or a Jetson's results/cost_table.json) that prices a "
+              "latency budget; default: the table cached by `deploy profile` for this host at latency_threads threads "
+              "(target jetson: required)", metavar="TABLE.json")
     latency_threads: int = option(1, "the thread count whose cached cost table prices a latency budget (a given "
                                      "cost_table has its own)", min=1, max=4096, metavar="N")
 

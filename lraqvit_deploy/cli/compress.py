@@ -43,7 +43,8 @@ quantized. A budget below the smallest program is refused in one line that names
 A latency budget (--latency-budget-ms MS, or --speedup F over the dense FP32 model) with --target
 android plans the same way, each candidate priced by a cost table of `deploy profile` (--cost-table
 TABLE.json; default: the table cached for this host at --latency-threads threads), alone or with
---size-budget-mb; the report shows the predicted latency (docs/latency_budget.md).
+--size-budget-mb; the report shows the predicted latency (docs/latency_budget.md). --target jetson
+takes the Jetson's own table (--cost-table: `deploy profile --target jetson`, timed by trtexec there).
 
 A timm model needs its images: --train-data for distillation, --calib-data for --quant, --data to
 be scored (without --data it is measured — params, GFLOPs, size — but not scored).
@@ -59,6 +60,7 @@ examples:
   deploy compress --size-budget-mb 16 --target android --method lra --out out/mlorq-16-kd   # + distillation
   deploy compress --size-budget-mb 22 --target jetson --out out/jetson-22mb                 # int8 forms only
   deploy compress --speedup 2.0 --target android --out out/android-2x        # after `deploy profile`
+  deploy compress --speedup 1.5 --target jetson --cost-table xavier/results/cost_table.json --out out/jetson-1.5x
   deploy compress --latency-budget-ms 40 --size-budget-mb 12 --target android --cost-table t.json --out out/a40
   deploy compress --method lra --rank-alloc mlorq --memory-budget-mb 12 --out out/mlorq-12  # simulation, any bits
   deploy compress --model deit_small_patch16_224 --weights deit_s.safetensors --method rb-lra \\
