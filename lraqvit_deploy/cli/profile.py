@@ -71,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     from ..files import check_output_file
     from ..backends.executorch.cost_profile import check_profile_args, make_timer, profile_costs
     from ..measure.costs import RANK_FRACTIONS, TARGET_FORMS
-    from ..models import create_model
     from .args import check_count
 
     threads = args.threads or 1
@@ -86,12 +85,19 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_output_file(args.out, "--out", "table.json")
     timer = make_timer(args.target, threads, args.serial, args.adb, args.runner)  # the phone, before the model
-    weights = "auto" if args.model == "testbed" else "random"
-    model = create_model(args.model, weights, img_size=args.img_size, progress=not args.quiet)
+    model = shapes_model(args)
     table = profile_costs(model, args.target, threads, args.rounds, args.iterations, args.warmup, tuple(args.forms),
                           fractions, out=args.out, progress=not args.quiet, model_name=args.model, timer=timer)
     print(summary(table, args.out), file=sys.stdout)
     return 0
+
+
+def shapes_model(args: argparse.Namespace):
+    """The model whose shapes are profiled: random weights (values do not change timings); the test bed's own."""
+    from ..models import create_model
+
+    return create_model(args.model, "auto" if args.model == "testbed" else "random", img_size=args.img_size,
+                        progress=not args.quiet)
 
 
 def run_jetson(args: argparse.Namespace, fractions) -> int:
@@ -99,7 +105,7 @@ def run_jetson(args: argparse.Namespace, fractions) -> int:
     from ..backends.tensorrt.cost_bundle import RUN_COMMAND, check_forms, write_profile_bundle
     from ..errors import DeployError
     from ..files import check_output_dir
-    from ..models import create_model
+    from .args import check_count
 
     given = [f for f, v in (("--threads", args.threads), ("--serial", args.serial), ("--adb", args.adb),
                             ("--runner", args.runner), ("--warmup", args.warmup)) if v is not None]
@@ -107,8 +113,6 @@ def run_jetson(args: argparse.Namespace, fractions) -> int:
         raise DeployError(f"{', '.join(given)}: not for --target jetson (the GPU's engines are timed on the device by "
                           "`python3 jetson/profile.py`; its --warmup-ms sets the warm-up).")
     iterations = 200 if args.iterations is None else args.iterations
-    from .args import check_count
-
     check_count(args.rounds, "--rounds", 1, 1000, "interleaved rounds")
     check_count(iterations, "--iterations", 1, 1_000_000, "trtexec iterations")
     if args.out is None:
@@ -119,8 +123,7 @@ def run_jetson(args: argparse.Namespace, fractions) -> int:
                           "into its results/); name a folder, e.g. --out cells_jetson/.")
     check_output_dir(args.out, "--out")
     check_forms(args.forms)
-    model = create_model(args.model, "auto" if args.model == "testbed" else "random", img_size=args.img_size,
-                         progress=not args.quiet)
+    model = shapes_model(args)
     prof = write_profile_bundle(model, args.out, args.model, args.forms, fractions, progress=not args.quiet,
                                 rounds=args.rounds, iterations=iterations)
     n_onnx = len({c["onnx"] for c in prof["cells"]}) + len({w["onnx"] for w in prof["whole"].values()})
