@@ -49,6 +49,7 @@ _EXPORTS = {
     "JetsonBenchOptions": "lraqvit_deploy.jetson.bench",
     # cost tables (deploy profile)
     "profile_costs": "lraqvit_deploy.backends.executorch.cost_profile",
+    "write_profile_bundle": "lraqvit_deploy.backends.tensorrt.cost_bundle",  # a Jetson's cells, timed there
     "CostTable": "lraqvit_deploy.measure.costs",
     "cached_table": "lraqvit_deploy.measure.costs",
     # errors

@@ -90,7 +90,7 @@ def _check_onnx(path: Path, module: nn.Module, x: torch.Tensor, what: str, kind:
     with torch.no_grad():
         ref = module(x).float().numpy()
     err = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-12))
-    if not np.isfinite(got).all() or err > MAX_REL_ERR[kind]:
+    if not (np.isfinite(got).all() and np.isfinite(err) and err <= MAX_REL_ERR[kind]):  # NaN anywhere fails
         raise DeployError(f"internal error: the {what} ONNX disagrees with its PyTorch module in onnxruntime "
                           f"(relative error {err:.3g}); please report it.")
     return err
