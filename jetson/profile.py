@@ -174,9 +174,11 @@ def assemble(prof: Dict[str, Any], summary: Dict[str, Dict[str, Any]], best: Dic
 
 def profile(bundle_dir: str, exe: str, version: str, rounds: int = 3, iterations: int = 200, warmup_ms: int = 500,
             forms: Optional[Sequence[str]] = None, rebuild: bool = False, strongly_typed: Optional[bool] = None,
-            run: Callable = trtexec.run, out: Optional[str] = None, say: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Build and time every cell of the bundle; write the table to `out` (default results/cost_table.json)."""
-    prof = read_profile(bundle_dir)
+            run: Callable = trtexec.run, out: Optional[str] = None, say: Callable[[str], None] = print,
+            prof: Optional[Dict[str, Any]] = None, power: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Build and time every cell of the bundle; write the table to `out` (default results/cost_table.json).
+    `prof` / `power`: the bundle's profile.json and the device's power state, when the caller has read them."""
+    prof = read_profile(bundle_dir) if prof is None else prof
     forms = list(forms or prof["forms"])
     unknown = [f for f in forms if f not in prof["forms"]]
     if unknown:
@@ -214,7 +216,7 @@ def profile(bundle_dir: str, exe: str, version: str, rounds: int = 3, iterations
         members = [n for n in names if n.startswith(group + "/")]  # a shape's cells, or the whole models
         baseline = f"{group}/fp32" if f"{group}/fp32" in members else members[0]  # ratios within the same round
         summary.update(summarize_rounds([{n: r[n] for n in members if n in r} for r in timed["rounds"]], baseline))
-    power = clocks.check_power_state()
+    power = clocks.check_power_state() if power is None else power
     device = {"model_name": clocks.describe_device(), "power_mode": power.get("power_mode"),
               "clocks_pinned": power.get("pinned")}
     protocol = {"rounds": rounds, "iterations": iterations, "warmup_ms": warmup_ms, "forms": forms,
@@ -250,22 +252,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="rebuild engines even if present")
     p.add_argument("--out", default=None, help=f"the table (default: BUNDLE/{OUT})")
     args = p.parse_args(argv)
-    try:  # the defaults `deploy profile --target jetson --rounds/--iterations` wrote into the bundle
-        defaults = read_profile(args.bundle).get("defaults") or {}
-    except ProfileError:
-        defaults = {}  # said below, in one line
-    def default(key: str, fallback: int) -> int:
-        v = defaults.get(key, fallback) if isinstance(defaults, dict) else fallback
-        return v if isinstance(v, int) and not isinstance(v, bool) else fallback
-    args.rounds = args.rounds if args.rounds is not None else default("rounds", 3)
-    args.iterations = args.iterations if args.iterations is not None else default("iterations", 200)
-    for flag, v, low in (("--rounds", args.rounds, 1), ("--iterations", args.iterations, 1),
-                         ("--warmup-ms", args.warmup_ms, 0)):
-        if v < low:
-            print(f"error: {flag} {v}: must be at least {low}.", file=sys.stderr)
-            return 2
-    try:
-        read_profile(args.bundle)  # the bundle, then trtexec, before any warning about the device
+    try:  # the bundle, its defaults, the counts, then trtexec: all before any warning about the device
+        prof = read_profile(args.bundle)
+        defaults = prof.get("defaults") if isinstance(prof.get("defaults"), dict) else {}
+
+        def default(key: str, fallback: int) -> int:  # what `deploy profile --rounds/--iterations` wrote
+            v = defaults.get(key, fallback)
+            return v if isinstance(v, int) and not isinstance(v, bool) else fallback
+        args.rounds = args.rounds if args.rounds is not None else default("rounds", 3)
+        args.iterations = args.iterations if args.iterations is not None else default("iterations", 200)
+        for flag, v, low in (("--rounds", args.rounds, 1), ("--iterations", args.iterations, 1),
+                             ("--warmup-ms", args.warmup_ms, 0)):
+            if v < low:
+                raise ProfileError(f"{flag} {v}: must be at least {low}.")
         exe = args.trtexec or trtexec.find_trtexec()
         if not exe or not os.path.isfile(exe):
             raise ProfileError(f"trtexec not found ({args.trtexec or 'PATH, ' + ', '.join(trtexec.TRTEXEC_PATHS)}); "
@@ -274,7 +273,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for w in power["warnings"]:
             print(f"WARNING: {w}", file=sys.stderr)
         table = profile(args.bundle, exe, trt_version(exe, args.trt_version), args.rounds, args.iterations,
-                        args.warmup_ms, args.forms, args.rebuild, True if args.strongly_typed else None, out=args.out)
+                        args.warmup_ms, args.forms, args.rebuild, True if args.strongly_typed else None, out=args.out,
+                        prof=prof, power=power)
     except ProfileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

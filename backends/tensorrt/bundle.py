@@ -33,6 +33,14 @@ def _source(rel: str) -> Path:
     return Path(importlib.import_module(mod).__file__).parent / rel.rsplit("/", 1)[1]
 
 
+def copy_standalone(files: Dict[str, str], dest_dir: Path) -> None:
+    """Copy each `files` module (checkout-relative name -> name in the bundle) into `dest_dir`, from the
+    checkout or the installed package: the scripts a bundle runs standalone on the device."""
+    Path(dest_dir).mkdir(parents=True, exist_ok=True)
+    for rel, dest in files.items():
+        shutil.copyfile(_source(rel), Path(dest_dir) / dest)
+
+
 README = """# Jetson bundle: {name}
 
 Built by `deploy build --target jetson` on another machine. TensorRT engines are tied to the
@@ -127,9 +135,7 @@ def write_bundle(out_dir: Path, name: str, onnx: Dict[str, str], input_shape, op
     from lraqvit_deploy.jetson.engine import LN_TAG
 
     jdir = Path(out_dir) / "jetson"
-    jdir.mkdir(parents=True, exist_ok=True)
-    for rel, dest in FILES.items():
-        shutil.copyfile(_source(rel), jdir / dest)
+    copy_standalone(FILES, jdir)
     write_json(jdir / "bundle.json", {"name": name, "onnx": onnx,
                                       "input": {"name": "input", "shape": list(input_shape)}, "opset": opset,
                                       "layernorm_tag": LN_TAG, "layernorm_nodes": layernorm_nodes or {},

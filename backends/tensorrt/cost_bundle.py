@@ -20,7 +20,6 @@ FP16, weak typing) and w8 (the Q/DQ ONNX built with INT8 + FP16, as the bundle's
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -134,7 +133,7 @@ def write_profile_bundle(model: nn.Module, out_dir, model_name: str, forms: Sequ
     from tqdm import tqdm
 
     from . import qdq
-    from .bundle import _source
+    from .bundle import copy_standalone
     from .onnx_export import DEFAULT_OPSET, export_onnx
 
     forms = check_forms(forms)
@@ -174,9 +173,7 @@ def write_profile_bundle(model: nn.Module, out_dir, model_name: str, forms: Sequ
             bar.update(1)
         bar.close()
         jdir = tmp / "jetson"
-        jdir.mkdir()
-        for src, dest in FILES.items():
-            shutil.copyfile(_source(src), jdir / dest)
+        copy_standalone(FILES, jdir)
         profile = {"format": TABLE_FORMAT, "target": "jetson", "model": model_name, "input": [1, *img],
                    "opset": opset, "forms": list(forms), "rank_fractions": list(fractions),
                    "shapes": {s.key: {"in": s.in_f, "out": s.out_f, "tokens": s.tokens,

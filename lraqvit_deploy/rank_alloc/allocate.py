@@ -61,7 +61,9 @@ def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = N
     shapes = linear_shapes(linears)
     under_latency = method == "mlorq" and (latency_budget_ms is not None or speedup is not None)
     if under_latency:  # the cost table before the statistics: a missing one is one line
-        if target not in ("android", "jetson"):
+        from ..quant.forms import TARGETS
+
+        if target not in TARGETS:
             raise DeployError(f"a latency budget plans a built program: give --target android or jetson (got {target!r}).")
         if latency is None:
             from .latency import latency_model
@@ -80,7 +82,9 @@ def allocate(model: nn.Module, method: str, param_reduction: Optional[float] = N
                                      size_budget_mb, progress=progress, **kw)
         return Allocation(method, plan, {"target": target, **summary, "forms": _form_counts(plan)}, stats)
     if method == "mlorq" and size_budget_mb is not None:
-        if target not in ("android", "jetson"):
+        from ..quant.forms import TARGETS
+
+        if target not in TARGETS:
             raise DeployError(f"--size-budget-mb plans the program of a target: give --target android or jetson "
                               f"(got {target!r}).")
         from .mlorq import size_plan
